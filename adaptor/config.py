@@ -1,0 +1,185 @@
+"""All configuration, in one place, read from ``PEM111_*`` environment variables.
+
+The names are the reference adaptor's wherever the concept exists there, so an existing deployment can switch
+without renaming anything. CLI flags override these values (see :mod:`adaptor.cli`); nothing else in the project
+reads the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MIB = 1024 * 1024
+
+#: The profile ids the reference accepts (``manifestitem/@profileid``); extend with ``PEM111_ITK_PROFILE_IDS``.
+DEFAULT_PROFILE_IDS = (
+    "urn:nhs-en:profile:nhs111CDADocument-v2-0",
+    "urn:nhs-en:profile:IntegratedUrgentCareCDADocument-v3-1",
+    "urn:nhs-en:profile:nhs111CDADocument-v3-1",
+    "urn:nhs-en:profile:nullificationDocument-v5-0",
+)
+
+
+class ConfigError(ValueError):
+    """A setting has a value the adaptor cannot use; the message names the variable."""
+
+
+def _text(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, "").strip()
+    return value or default
+
+
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Comma-separated list: items trimmed, empty items dropped."""
+    return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, not {raw!r}")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = _text(env, name, default).lower()
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The adaptor's settings. Build with :meth:`from_env`; derive variants with :meth:`replace`."""
+
+    # -- HTTP server -------------------------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: Paths the ITK endpoint answers on; the first one is the canonical path used in the served WSDL.
+    report_paths: tuple[str, ...] = ("/report",)
+    server_threads: int = 8
+    max_request_bytes: int = 10 * MIB
+
+    # -- ITK / SOAP validation (wire-contract.md section 4) ----------------------------------------------------
+    #: Strict profile: wsa:To, WS-Security Timestamp and Username (rules B5-B14). Reference default: off.
+    soap_validation_enabled: bool = False
+    #: Expected wsa:To values (rule B6) and MessageHeader.source.endpoint (the first one).
+    soap_send_to: tuple[str, ...] = ("http://localhost:8080/report",)
+    timestamp_skew_seconds: int = 300
+    #: Usernames refused (B13) / the only usernames accepted when non-empty (B13).
+    username_deny_list: tuple[str, ...] = ()
+    username_allow_list: tuple[str, ...] = ()
+    profile_ids: tuple[str, ...] = DEFAULT_PROFILE_IDS
+    #: Sender ODS codes accepted from auditIdentity (rule C14); empty = any sender.
+    sender_ods_list: tuple[str, ...] = ()
+    itk_ods_code_list: tuple[str, ...] = ()
+    itk_dos_id_list: tuple[str, ...] = ()
+    itk_external_configuration_url: str = ""
+    itk_fetch_interval_min: int = 5
+    itk_require_addresslist: bool = False
+    #: Folder holding the published schema pack (``iuc/`` and ``pathways/``) for rules D4-D6; empty = skipped.
+    schema_dir: str = ""
+    #: Level-2 CDA conformance (rule D5): off, warn or reject.
+    cda_level2_validation: str = "warn"
+    #: Answer ``OK:<MessageID>`` like the reference instead of the harness-conformant ``OK``.
+    ok_with_message_id: bool = False
+
+    # -- store, conversion, delivery --------------------------------------------------------------------------
+    data_dir: str = "./var"
+    database_url: str = ""
+    forward_target: str = ""
+    #: Device.version in every Bundle (the reference's application version).
+    version: str = "1.0.3"
+    validate_fhir: bool = False
+
+    # -- operations ---------------------------------------------------------------------------------------------
+    log_level: str = "INFO"
+
+    extra: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def soap_source_endpoint(self) -> str:
+        """MessageHeader.source.endpoint: the first configured endpoint URL."""
+        return self.soap_send_to[0] if self.soap_send_to else "http://localhost:8080/report"
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{Path(self.data_dir).resolve() / 'messages.db'}"
+
+    @property
+    def resolved_forward_target(self) -> str:
+        if self.forward_target:
+            return self.forward_target
+        return f"dir:{Path(self.data_dir) / 'outbox'}"
+
+    @property
+    def allow_list_configured(self) -> bool:
+        return bool(self.itk_ods_code_list or self.itk_dos_id_list or self.itk_external_configuration_url)
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read every setting from ``env`` (default: ``os.environ``). Raises :class:`ConfigError`."""
+        env = os.environ if env is None else env
+        paths = _list(env, "PEM111_REPORT_PATH") or cls.report_paths
+        for path in paths:
+            if not path.startswith("/"):
+                raise ConfigError(f"PEM111_REPORT_PATH entries must start with '/', not {path!r}")
+        return cls(
+            host=_text(env, "PEM111_HOST", cls.host),
+            port=_int(env, "PEM111_PORT", cls.port, minimum=0),
+            report_paths=paths,
+            server_threads=_int(env, "PEM111_SERVER_THREADS", cls.server_threads, minimum=1),
+            max_request_bytes=_int(env, "PEM111_MAX_REQUEST_BYTES", cls.max_request_bytes, minimum=1024),
+            soap_validation_enabled=_bool(env, "PEM111_SOAP_VALIDATION_ENABLED", False),
+            soap_send_to=_list(env, "PEM111_SOAP_SEND_TO") or cls.soap_send_to,
+            timestamp_skew_seconds=_int(env, "PEM111_TIMESTAMP_SKEW_SECONDS", cls.timestamp_skew_seconds),
+            username_deny_list=_list(env, "PEM111_USERNAME_DENY_LIST"),
+            username_allow_list=_list(env, "PEM111_USERNAME_ALLOW_LIST"),
+            profile_ids=DEFAULT_PROFILE_IDS + _list(env, "PEM111_ITK_PROFILE_IDS"),
+            sender_ods_list=_list(env, "PEM111_ITK_SENDER_ODS_LIST"),
+            itk_ods_code_list=_list(env, "PEM111_ITK_ODS_CODE_LIST"),
+            itk_dos_id_list=_list(env, "PEM111_ITK_DOS_ID_LIST"),
+            itk_external_configuration_url=_text(env, "PEM111_ITK_EXTERNAL_CONFIGURATION_URL", ""),
+            itk_fetch_interval_min=_int(env, "PEM111_ITK_FETCH_INTERVAL_MIN", cls.itk_fetch_interval_min, 1),
+            itk_require_addresslist=_bool(env, "PEM111_ITK_REQUIRE_ADDRESSLIST", False),
+            schema_dir=_text(env, "PEM111_SCHEMA_DIR", ""),
+            cda_level2_validation=_choice(
+                env, "PEM111_CDA_LEVEL2_VALIDATION", cls.cda_level2_validation, ("off", "warn", "reject")
+            ),
+            ok_with_message_id=_bool(env, "PEM111_OK_WITH_MESSAGE_ID", False),
+            data_dir=_text(env, "PEM111_DATA_DIR", cls.data_dir),
+            database_url=_text(env, "PEM111_DATABASE_URL", ""),
+            forward_target=_text(env, "PEM111_FORWARD_TARGET", ""),
+            version=_text(env, "PEM111_VERSION", cls.version),
+            validate_fhir=_bool(env, "PEM111_VALIDATE_FHIR", False),
+            log_level=_choice(
+                env, "PEM111_LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")
+            ).upper(),
+            extra={k: v for k, v in env.items() if k.startswith("PEM111_")},
+        )

@@ -1,0 +1,67 @@
+"""Namespaces of the ITK wire format and the one safe way this project parses untrusted XML.
+
+SOAP 1.1 forbids a document type declaration, so any DOCTYPE is refused outright: no entity is ever declared,
+let alone expanded, and nothing is fetched from the network or the file system.
+"""
+
+from __future__ import annotations
+
+import re
+
+from lxml import etree
+
+SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
+SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
+WSA = "http://www.w3.org/2005/08/addressing"
+WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
+WSU = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd"
+ITK = "urn:nhs-itk:ns:201005"
+HL7 = "urn:hl7-org:v3"
+
+NS = {"soap": SOAP11, "wsa": WSA, "wsse": WSSE, "wsu": WSU, "itk": ITK, "hl7": HL7}
+
+ANONYMOUS = "http://www.w3.org/2005/08/addressing/anonymous"
+
+# A DOCTYPE can only appear before the root element; in any ASCII-compatible encoding it is visible in the raw
+# bytes, which lets us refuse it before the parser sees a single entity declaration.
+_DOCTYPE = re.compile(rb"<!DOCTYPE", re.IGNORECASE)
+
+
+class XmlRejected(ValueError):
+    """The bytes are not an acceptable XML document; ``str(exc)`` is safe to show the sender."""
+
+
+def _parser() -> etree.XMLParser:
+    return etree.XMLParser(
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        dtd_validation=False,
+        huge_tree=False,
+        remove_comments=False,
+        collect_ids=False,
+    )
+
+
+def parse_xml(data: bytes) -> etree._Element:
+    """Parse untrusted bytes (the XML declaration or BOM decides the encoding) and return the root element.
+
+    Raises :class:`XmlRejected` for an empty body, a DOCTYPE, or XML that is not well-formed.
+    """
+    if not data or not data.strip():
+        raise XmlRejected("empty request body")
+    if _DOCTYPE.search(data, 0, 4096) or b"<!ENTITY" in data[:4096]:
+        raise XmlRejected("a document type declaration (DOCTYPE) is not allowed in a SOAP message")
+    try:
+        root = etree.fromstring(data, _parser())
+    except etree.XMLSyntaxError as exc:
+        raise XmlRejected(f"not well-formed XML: {exc.msg}") from None
+    except ValueError as exc:  # e.g. a Unicode string with an encoding declaration
+        raise XmlRejected(f"not well-formed XML: {exc}") from None
+    if root is None:
+        raise XmlRejected("empty request body")
+    # Encodings that hide the DOCTYPE from the byte scan (UTF-16, UTF-32) are caught here.
+    docinfo = root.getroottree().docinfo
+    if docinfo.doctype or docinfo.internalDTD is not None:
+        raise XmlRejected("a document type declaration (DOCTYPE) is not allowed in a SOAP message")
+    return root
