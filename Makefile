@@ -30,7 +30,7 @@ test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check adaptor mappings tests
+	$(BIN)/ruff check adaptor mappings tests benchmarks
 	$(BIN)/mypy adaptor mappings
 
 check: lint test

@@ -1,0 +1,1 @@
+"""Benchmarks behind every number the issues ask for; run with ``make bench``."""
