@@ -1,0 +1,215 @@
+"""QuestionnaireResponse and Questionnaire pairs from the embedded NHS Pathways case (mapping.md 3.18).
+
+The Pathways triage travels as a base64 ``pw:PathwaysCase`` document in the first ObservationMedia entry.
+It is optional evidence: whatever goes wrong while reading it (no entry, bad base64, bad XML, unexpected
+structure), the report is still delivered, just without triage pairs.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from datetime import datetime
+
+from lxml import etree
+
+from . import hl7
+from .context import MappingContext
+from .hl7 import Element, Json
+
+_MEDIA_VALUE = hl7.xpath("hl7:observationMedia/hl7:value")
+
+_PATHWAYS_CASE = f"{{{hl7.PATHWAYS}}}PathwaysCase"
+_CASE_RECEIVE_END = hl7.xpath("pw:caseReceiveEnd")
+_CASE_ID = hl7.xpath("pw:caseDetails/pw:caseId")
+_COUNTRY_NAME = hl7.xpath("pw:caseDetails/pw:address/pw:country/pw:name")
+_CALLER_PHONE = hl7.xpath("pw:caseDetails/pw:contactDetails/pw:caller[1]/pw:phone/pw:number")
+_TRIAGES = hl7.xpath("pw:pathwayDetails/pw:pathwayTriageDetails/pw:pathwayTriage")
+
+_USER_ID = hl7.xpath("pw:user/pw:id")
+_USER_NAME = hl7.xpath("pw:user/pw:name")
+_USER_SKILL_SET = hl7.xpath("pw:user/pw:skillSet")
+#: Skill sets named in the publisher; any other value (e.g. ``T6``, empty) is published as ``Unknown``.
+_KNOWN_SKILL_SETS = frozenset({"T1", "T2", "T3", "T4"})
+
+_TRIAGE_LINES = hl7.xpath("pw:triageLineDetails/pw:triageLine")
+_QUESTION = hl7.xpath("pw:question")
+_QUESTION_ID = hl7.xpath("pw:questionId")
+_QUESTION_TEXT = hl7.xpath("pw:questionText")
+_ORDER_NO = hl7.xpath("pw:triageLogicId/pw:pathwayOrderNo")
+_ANSWERS = hl7.xpath("pw:answers/pw:answer")
+_ANSWER_TEXT = hl7.xpath("pw:text")
+
+NOT_AVAILABLE = "N/A"
+
+_NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/=]")
+_DOCTYPE = re.compile(rb"<!(DOCTYPE|ENTITY)", re.IGNORECASE)
+
+
+def read_pathways_case(document: Element) -> Element | None:
+    """The ``pw:PathwaysCase`` carried by the first ObservationMedia entry; ``None`` when there is none or it
+    cannot be read (bad base64, not UTF-8, not well-formed, a DTD, another root element)."""
+    entries = hl7.template_entries(document, "COCD_TP146002GB01#ObservationMedia")
+    value = hl7.one(_MEDIA_VALUE, entries[0]) if entries else None
+    encoded = hl7.first_text(value)
+    if encoded is None:
+        return None
+    data = _base64_decode(encoded)
+    if data is None:
+        return None
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if _DOCTYPE.search(data):
+        return None  # the case never needs a DTD; refusing one rules out entity expansion entirely
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
+    try:
+        case = etree.fromstring(data, parser)
+    except (etree.XMLSyntaxError, ValueError):
+        return None
+    return case if case.tag == _PATHWAYS_CASE else None
+
+
+def _base64_decode(text: str) -> bytes | None:
+    """Decode like a MIME base64 decoder: characters outside the alphabet are skipped, ``=`` ends the data and
+    padding is optional. ``None`` when the remaining characters cannot be base64."""
+    alphabet_only = _NOT_BASE64.sub("", text).split("=", 1)[0]
+    if len(alphabet_only) % 4 == 1:
+        return None
+    try:
+        return base64.b64decode(alphabet_only + "=" * (-len(alphabet_only) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def is_selected(answer: Element) -> bool:
+    """``pw:answer/@selected`` read case-insensitively (mapping.md 4.4); a missing attribute is false."""
+    return (answer.get("selected") or "").strip().lower() in ("true", "1")
+
+
+def _text(compiled: hl7.ElementQuery, element: Element) -> str | None:
+    return hl7.first_text(hl7.one(compiled, element))
+
+
+def _case_receive_end(case: Element) -> datetime | None:
+    """``caseReceiveEnd`` (mapping.md 4.3); an empty element counts as absent. Raises ``ValueError``."""
+    text = _text(_CASE_RECEIVE_END, case)
+    if text is None or not text.strip():
+        return None
+    return hl7.parse_xs_datetime(text)
+
+
+def _publisher(triage: Element) -> str:
+    """``User ID: '…' User name: '…' User skill set: '…'`` from the triage's ``pw:user``; parts whose element
+    is absent are left out, and ``N/A`` when all three are."""
+    parts = []
+    user_id = hl7.one(_USER_ID, triage)
+    if user_id is not None:
+        parts.append(f"User ID: '{hl7.first_text(user_id) or ''}' ")
+    user_name = hl7.one(_USER_NAME, triage)
+    if user_name is not None:
+        parts.append(f"User name: '{hl7.first_text(user_name) or ''}' ")
+    skill_set = hl7.one(_USER_SKILL_SET, triage)
+    if skill_set is not None:
+        skill = hl7.first_text(skill_set)
+        skill = skill if skill in _KNOWN_SKILL_SETS else "Unknown"
+        parts.append(f"User skill set: '{skill}'")
+    return "".join(parts) or NOT_AVAILABLE
+
+
+def _blank(text: str | None) -> bool:
+    return text is None or not text.strip()
+
+
+def _response_item(question: Element) -> Json:
+    """QuestionnaireResponse.item: the question and the text of the last selected, non-blank answer."""
+    question_id = _text(_QUESTION_ID, question)
+    chosen = [
+        text
+        for text in (_text(_ANSWER_TEXT, answer) for answer in _ANSWERS(question) if is_selected(answer))
+        if not _blank(text)
+    ]
+    return {
+        "linkId": NOT_AVAILABLE if _blank(question_id) else question_id,
+        "text": _text(_QUESTION_TEXT, question),
+        "answer": [{"valueString": chosen[-1]}] if chosen else None,
+    }
+
+
+def _option(answer: Element) -> Json:
+    selected = "true" if is_selected(answer) else "false"
+    return {"valueString": f"{_text(_ANSWER_TEXT, answer) or ''}, Selected: {selected}"}
+
+
+def _questionnaire_item(question: Element, case_id: str | None) -> Json:
+    """Questionnaire.item: the question with every offered answer and whether it was selected."""
+    question_text = hl7.one(_QUESTION_TEXT, question)
+    return {
+        "linkId": NOT_AVAILABLE if _blank(case_id) else case_id,
+        "prefix": _text(_ORDER_NO, question),
+        # Only a missing questionText reads N/A; an empty one gives no text.
+        "text": NOT_AVAILABLE if question_text is None else hl7.first_text(question_text),
+        "type": "choice",
+        "required": True,
+        "repeats": False,
+        "option": [_option(answer) for answer in _ANSWERS(question)],
+    }
+
+
+def _case_facts(case: Element, end: datetime | None) -> Json:
+    """The Questionnaire elements every line of the case shares (all but ``publisher`` and ``item``)."""
+    phone = _text(_CALLER_PHONE, case)
+    return {
+        "identifier": [{"value": _text(_CASE_ID, case)}],
+        "version": hl7.format_millis_z(end) if end else None,
+        "status": "active",
+        "experimental": False,
+        "date": hl7.format_seconds(end) if end else None,
+        "lastReviewDate": end.date().isoformat() if end else None,
+        "jurisdiction": [{"text": _text(_COUNTRY_NAME, case)}],
+        "contact": None if _blank(phone) else [{"telecom": [{"system": "phone", "value": phone}]}],
+        "subjectType": ["Patient"],
+    }
+
+
+def map_triage(ctx: MappingContext, subject: Json | None, encounter: Json) -> list[tuple[Json, Json]]:
+    """One (QuestionnaireResponse, Questionnaire) pair per triage line of every ``pw:pathwayTriage``, in
+    document order. ``[]`` when the document carries no readable Pathways case."""
+    case = read_pathways_case(ctx.document)
+    if case is None:
+        return []
+    try:
+        end = _case_receive_end(case)
+    except ValueError:
+        return []
+    triages = _TRIAGES(case)
+    if not triages:
+        return []
+
+    case_id = _text(_CASE_ID, case)
+    shared = _case_facts(case, end)
+    pairs = []
+    for triage in triages:
+        publisher = _publisher(triage)
+        for line in _TRIAGE_LINES(triage):
+            question = hl7.one(_QUESTION, line)
+            questionnaire = {
+                **ctx.new_resource("Questionnaire"),
+                **shared,
+                "publisher": publisher,
+                "item": None if question is None else [_questionnaire_item(question, case_id)],
+            }
+            response = {
+                **ctx.new_resource("QuestionnaireResponse"),
+                "identifier": {"value": case_id},
+                "questionnaire": hl7.ref(questionnaire),
+                "status": "completed",
+                "subject": hl7.ref(subject) if subject else None,
+                "context": hl7.ref(encounter),
+                "authored": shared["date"],
+                "item": None if question is None else [_response_item(question)],
+            }
+            pairs.append((hl7.compact(response), hl7.compact(questionnaire)))
+    return pairs
