@@ -45,13 +45,15 @@ def serve(host: str | None, port: int | None) -> None:
 def convert(file: Path, validate: bool) -> None:
     """Print the FHIR STU3 Encounter Report Bundle for FILE (SOAP request, DistributionEnvelope or
     ClinicalDocument) as JSON: exactly what is delivered."""
-    from .convert import ConversionError, convert as convert_request, validate_bundle
+    from .convert import ConversionError, validate_bundle
+    from .convert import convert as convert_request
 
     settings = _settings()
     try:
         raw = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
     except OSError as exc:
-        raise click.ClickException(f"cannot read {file}: {exc.strerror}") from None
+        click.echo(f"Error: cannot read {file}: {exc.strerror}", err=True)
+        sys.exit(2)
     try:
         bundle = convert_request(raw, config=settings)
     except ConversionError as exc:

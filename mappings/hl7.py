@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Protocol, cast
 from zoneinfo import ZoneInfo
 
 from lxml import etree
@@ -27,9 +27,15 @@ Element = etree._Element
 Json = dict[str, Any]
 
 
-def xpath(expression: str) -> etree.XPath:
-    """Compile a namespace-aware XPath (prefixes ``hl7``, ``npfitlc``, ``pw``)."""
-    return etree.XPath(expression, namespaces=NS)
+class ElementQuery(Protocol):
+    """A compiled XPath that selects elements, called with the context element and any ``$variables``."""
+
+    def __call__(self, element: Element, /, **variables: Any) -> list[Element]: ...
+
+
+def xpath(expression: str) -> ElementQuery:
+    """Compile a namespace-aware XPath (prefixes ``hl7``, ``npfitlc``, ``pw``) that selects elements."""
+    return cast(ElementQuery, etree.XPath(expression, namespaces=NS))
 
 
 class MappingError(ValueError):
@@ -51,7 +57,7 @@ def path_of(element: Element) -> str:
     return "/" + "/".join(reversed(parts))
 
 
-# -- emission rule ---------------------------------------------------------------------------------------------
+# -- emission rule -------------------------------------------------------------------------------------------
 
 
 def compact(value: Any) -> Any:
@@ -60,12 +66,28 @@ def compact(value: Any) -> Any:
     Returns ``None`` when nothing is left. Booleans and numbers are kept.
     """
     if isinstance(value, str):
-        return value if value.strip() else None
+        return value if value and not value.isspace() else None
     if isinstance(value, dict):
-        out = {k: v for k, v in ((k, compact(v)) for k, v in value.items()) if v is not None}
+        out = {}
+        for key, item in value.items():
+            # Most leaves are plain strings or None: decided here without a recursive call, because this
+            # function runs over every resource of every Bundle.
+            if item is None:
+                continue
+            if item.__class__ is str:
+                if item and not item.isspace():
+                    out[key] = item
+                continue
+            item = compact(item)
+            if item is not None:
+                out[key] = item
         return out or None
-    if isinstance(value, list | tuple):
-        items = [v for v in (compact(v) for v in value) if v is not None]
+    if isinstance(value, (list, tuple)):
+        items = []
+        for item in value:
+            item = compact(item)
+            if item is not None:
+                items.append(item)
         return items or None
     return value
 
@@ -75,7 +97,7 @@ def ref(resource: Json) -> Json:
     return {"reference": f"urn:uuid:{resource['id']}"}
 
 
-# -- text ------------------------------------------------------------------------------------------------------
+# -- text ----------------------------------------------------------------------------------------------------
 
 
 def first_text(element: Element | None) -> str | None:
@@ -134,7 +156,7 @@ def _serialise(node: Element, out: list[str]) -> None:
             for p, uri in node.nsmap.items()
             if inherited.get(p) != uri
         ]
-        attrs += sorted((_attribute_name(node, k), v) for k, v in node.attrib.items())
+        attrs += sorted((_attribute_name(node, str(k)), str(v)) for k, v in node.attrib.items())
         head = name + "".join(f' {k}="{_escape_attr(v)}"' for k, v in attrs)
         if node.text is None and len(node) == 0:
             out.append(f"<{head}/>")
@@ -185,7 +207,7 @@ def text_div(text: str | None) -> str | None:
     return f'<div xmlns="http://www.w3.org/1999/xhtml">{_escape_text(text)}</div>'
 
 
-# -- timestamps (TS) -------------------------------------------------------------------------------------------
+# -- timestamps (TS) -----------------------------------------------------------------------------------------
 
 YEAR, MONTH, DAY, SECOND, MILLISECOND = "year", "month", "day", "second", "millisecond"
 _TS = re.compile(r"^(\d{4,})(?:\.(\d+))?(?:(Z)|([+-])(\d{2})(\d{2})?)?$")
@@ -339,12 +361,17 @@ def format_seconds(moment: datetime) -> str:
     return _utc_text(moment, millis=False)
 
 
+def format_millis(moment: datetime) -> str:
+    """``YYYY-MM-DDThh:mm:ss.SSS+00:00`` in UTC (Bundle.meta.lastUpdated)."""
+    return _utc_text(moment, millis=True)
+
+
 def format_millis_z(moment: datetime) -> str:
     """``YYYY-MM-DDThh:mm:ss.SSSZ`` in UTC with a literal ``Z`` (Questionnaire.version)."""
     return _utc_text(moment, millis=True).replace("+00:00", "Z")
 
 
-# -- codes -----------------------------------------------------------------------------------------------------
+# -- codes ---------------------------------------------------------------------------------------------------
 
 
 def coding(code: Element | None) -> Json | None:
@@ -359,7 +386,7 @@ def use_tokens(element: Element) -> list[str]:
     return (element.get("use") or "").split()
 
 
-# -- addresses (AD) --------------------------------------------------------------------------------------------
+# -- addresses (AD) ------------------------------------------------------------------------------------------
 
 _STREET = xpath("hl7:streetAddressLine")
 _CITY = xpath("hl7:city[1]")
@@ -373,7 +400,10 @@ _USEABLE = xpath("hl7:useablePeriod[1]")
 _ADDRESS_USE = {"H": "home", "HP": "home", "WP": "work", "TMP": "temp"}
 
 
-def _one(compiled: etree.XPath, element: Element) -> Element | None:
+def one(compiled: ElementQuery, element: Element | None) -> Element | None:
+    """The first node ``compiled`` finds below ``element``; ``None`` when there is none (or no element)."""
+    if element is None:
+        return None
     found = compiled(element)
     return found[0] if found else None
 
@@ -384,24 +414,24 @@ def address(addr: Element | None) -> Json | None:
         return None
     tokens = use_tokens(addr)
     first = tokens[0] if tokens else None
-    useable = _one(_USEABLE, addr)
+    useable = one(_USEABLE, addr)
     return compact(
         {
             "use": _ADDRESS_USE.get(first or ""),
             "type": "physical" if first == "PHYS" else None,
-            "text": first_text(_one(_DESC, addr)),
+            "text": first_text(one(_DESC, addr)),
             "line": [first_text(line) for line in _STREET(addr)],
-            "city": first_text(_one(_CITY, addr)),
-            "district": first_text(_one(_COUNTY, addr)),
-            "state": first_text(_one(_STATE, addr)),
-            "postalCode": first_text(_one(_POSTCODE, addr)),
-            "country": first_text(_one(_COUNTRY, addr)),
+            "city": first_text(one(_CITY, addr)),
+            "district": first_text(one(_COUNTY, addr)),
+            "state": first_text(one(_STATE, addr)),
+            "postalCode": first_text(one(_POSTCODE, addr)),
+            "country": first_text(one(_COUNTRY, addr)),
             "period": period(useable),
         }
     )
 
 
-# -- telecoms (TEL) --------------------------------------------------------------------------------------------
+# -- telecoms (TEL) ------------------------------------------------------------------------------------------
 
 _TELECOM_USE = {"H": "home", "HV": "home", "MC": "mobile", "WP": "work"}
 
@@ -420,7 +450,7 @@ def telecom(tel: Element | None) -> Json | None:
             "system": system,
             "value": value,
             "use": _TELECOM_USE.get(tokens[0]) if tokens else None,
-            "period": period(_one(_USEABLE, tel)),
+            "period": period(one(_USEABLE, tel)),
         }
     )
 
@@ -430,7 +460,7 @@ def is_emergency_contact(tel: Element) -> bool:
     return "EC" in use_tokens(tel)
 
 
-# -- names (PN) ------------------------------------------------------------------------------------------------
+# -- names (PN) ----------------------------------------------------------------------------------------------
 
 _FAMILY = xpath("hl7:family[1]")
 _GIVEN = xpath("hl7:given")
@@ -447,18 +477,52 @@ def human_name(name: Element | None) -> Json | None:
         return compact({"text": name.text})  # a text-only name: no use
     parts = compact(
         {
-            "family": first_text(_one(_FAMILY, name)),
+            "family": first_text(one(_FAMILY, name)),
             "given": [first_text(g) for g in _GIVEN(name)],
             "prefix": [first_text(p) for p in _PREFIX(name)],
             "suffix": [first_text(s) for s in _SUFFIX(name)],
-            "period": period(_one(_VALID_TIME, name)),
+            "period": period(one(_VALID_TIME, name)),
         }
     )
     return {"use": "official", **(parts or {})}
 
 
-def each(compiled: etree.XPath, element: Element | None, convert: Any) -> list[Json]:
+def each(compiled: ElementQuery, element: Element | None, convert: Any) -> list[Json]:
     """``convert`` applied to every node ``compiled`` finds below ``element``, empty results dropped."""
     if element is None:
         return []
     return [item for item in (convert(node) for node in compiled(element)) if item]
+
+
+# -- document body (mapping.md section 0: TOP, NESTED, TE(x)) ------------------------------------------------
+
+#: ``npfitlc:contentId/@root`` of the template identifiers that TE(x) matches.
+CONTENT_ID_ROOT = "2.16.840.1.113883.2.1.3.2.4.18.16"
+
+#: TOP: the top-level sections of the structured body (none for a nonXMLBody).
+TOP_SECTIONS = xpath("hl7:component/hl7:structuredBody/hl7:component/hl7:section")
+#: NESTED: the direct child sections of the top-level sections (not deeper).
+NESTED_SECTIONS = xpath(
+    "hl7:component/hl7:structuredBody/hl7:component/hl7:section/hl7:component/hl7:section"
+)
+#: The direct child sections of a section.
+CHILD_SECTIONS = xpath("hl7:component/hl7:section")
+#: ``TOP/hl7:entry/hl7:encounter``: the top-level encounter entries (including an appointment reference).
+TOP_ENCOUNTERS = xpath("hl7:component/hl7:structuredBody/hl7:component/hl7:section/hl7:entry/hl7:encounter")
+
+_TEMPLATE_ENTRIES = xpath(
+    "hl7:component/hl7:structuredBody/hl7:component/hl7:section/hl7:entry"
+    "[npfitlc:contentId[@root = $root and @extension = $extension]]"
+)
+_SNOMED_CODE = xpath("hl7:code[@code = $code and @codeSystem = $system]")
+
+
+def template_entries(document: Element, extension: str) -> list[Element]:
+    """TE(x): the top-level ``hl7:entry`` elements whose ``npfitlc:contentId`` names template ``extension``.
+    """
+    return _TEMPLATE_ENTRIES(document, root=CONTENT_ID_ROOT, extension=extension)
+
+
+def has_snomed_code(section: Element, code: str) -> bool:
+    """True when ``section/hl7:code`` is ``code`` in the SNOMED-OID code system."""
+    return bool(_SNOMED_CODE(section, code=code, system=SNOMED_OID))
