@@ -123,14 +123,15 @@ def _blank(text: str | None) -> bool:
     return text is None or not text.strip()
 
 
-def _response_item(question: Element) -> Json:
+def _answers(question: Element) -> list[tuple[str | None, bool]]:
+    """Each offered answer of ``question`` as (text, selected), in order: read once, used by both resources."""
+    return [(_text(_ANSWER_TEXT, answer), is_selected(answer)) for answer in _ANSWERS(question)]
+
+
+def _response_item(question: Element, answers: list[tuple[str | None, bool]]) -> Json:
     """QuestionnaireResponse.item: the question and the text of the last selected, non-blank answer."""
     question_id = _text(_QUESTION_ID, question)
-    chosen = [
-        text
-        for text in (_text(_ANSWER_TEXT, answer) for answer in _ANSWERS(question) if is_selected(answer))
-        if not _blank(text)
-    ]
+    chosen = [text for text, selected in answers if selected and not _blank(text)]
     return {
         "linkId": NOT_AVAILABLE if _blank(question_id) else question_id,
         "text": _text(_QUESTION_TEXT, question),
@@ -138,12 +139,7 @@ def _response_item(question: Element) -> Json:
     }
 
 
-def _option(answer: Element) -> Json:
-    selected = "true" if is_selected(answer) else "false"
-    return {"valueString": f"{_text(_ANSWER_TEXT, answer) or ''}, Selected: {selected}"}
-
-
-def _questionnaire_item(question: Element, case_id: str | None) -> Json:
+def _questionnaire_item(question: Element, answers: list[tuple[str | None, bool]], case_id: str | None) -> Json:
     """Questionnaire.item: the question with every offered answer and whether it was selected."""
     question_text = hl7.one(_QUESTION_TEXT, question)
     return {
@@ -154,7 +150,9 @@ def _questionnaire_item(question: Element, case_id: str | None) -> Json:
         "type": "choice",
         "required": True,
         "repeats": False,
-        "option": [_option(answer) for answer in _ANSWERS(question)],
+        "option": [
+            {"valueString": f"{text or ''}, Selected: {'true' if selected else 'false'}"} for text, selected in answers
+        ],
     }
 
 
@@ -189,27 +187,36 @@ def map_triage(ctx: MappingContext, subject: Json | None, encounter: Json) -> li
         return []
 
     case_id = _text(_CASE_ID, case)
-    shared = _case_facts(case, end)
+    # The case-level facts are the same on every Questionnaire: apply the emission rule to them once.
+    shared = hl7.compact(_case_facts(case, end)) or {}
+    authored = shared.get("date")
+    response_shared = hl7.compact(
+        {
+            "identifier": {"value": case_id},
+            "status": "completed",
+            "subject": hl7.ref(subject) if subject else None,
+            "context": hl7.ref(encounter),
+            "authored": authored,
+        }
+    ) or {}
     pairs = []
     for triage in triages:
         publisher = _publisher(triage)
         for line in _TRIAGE_LINES(triage):
             question = hl7.one(_QUESTION, line)
-            questionnaire = {
-                **ctx.new_resource("Questionnaire"),
-                **shared,
-                "publisher": publisher,
-                "item": None if question is None else [_questionnaire_item(question, case_id)],
-            }
+            questionnaire = {**ctx.new_resource("Questionnaire"), **shared, "publisher": publisher}
             response = {
                 **ctx.new_resource("QuestionnaireResponse"),
-                "identifier": {"value": case_id},
                 "questionnaire": hl7.ref(questionnaire),
-                "status": "completed",
-                "subject": hl7.ref(subject) if subject else None,
-                "context": hl7.ref(encounter),
-                "authored": shared["date"],
-                "item": None if question is None else [_response_item(question)],
+                **response_shared,
             }
-            pairs.append((hl7.compact(response), hl7.compact(questionnaire)))
+            if question is not None:
+                answers = _answers(question)
+                questionnaire_item = hl7.compact(_questionnaire_item(question, answers, case_id))
+                response_item = hl7.compact(_response_item(question, answers))
+                if questionnaire_item:
+                    questionnaire["item"] = [questionnaire_item]
+                if response_item:
+                    response["item"] = [response_item]
+            pairs.append((response, questionnaire))
     return pairs
