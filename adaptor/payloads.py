@@ -16,11 +16,11 @@ from lxml import etree
 
 from mappings.hl7 import Timestamp, parse_ts
 
-from .xmlsafe import HL7, ITK, XmlRejected, parse_xml
+from .xmlsafe import HL7, XmlRejected, parse_xml, xpath, xpath_values
 
-_MANIFEST_ITEMS = etree.XPath("itk:header/itk:manifest/itk:manifestitem", namespaces={"itk": ITK})
-_PAYLOADS = etree.XPath("itk:payloads/itk:payload", namespaces={"itk": ITK})
-_EFFECTIVE_TIME = etree.XPath("hl7:effectiveTime/@value", namespaces={"hl7": HL7})
+_MANIFEST_ITEMS = xpath("itk:header/itk:manifest/itk:manifestitem")
+_PAYLOADS = xpath("itk:payloads/itk:payload")
+_EFFECTIVE_TIME = xpath_values("hl7:effectiveTime/@value")
 CLINICAL_DOCUMENT = f"{{{HL7}}}ClinicalDocument"
 
 #: A decoded payload may not be larger than this (a gzip bomb is refused, not inflated).
@@ -49,7 +49,7 @@ def _gunzip(data: bytes) -> bytes:
 
 def _decode(payload: etree._Element, compressed: bool) -> etree._Element | None:
     """The root element carried as base64 (optionally gzip) text in ``payload``."""
-    text = "".join(payload.itertext()).strip()
+    text = "".join(str(part) for part in payload.itertext()).strip()
     if not text:
         return None
     try:
@@ -77,7 +77,7 @@ def clinical_documents(distribution_envelope: etree._Element) -> list[etree._Ele
         item.get("id"): (_flag(item.get("base64")), _flag(item.get("compressed")))
         for item in _MANIFEST_ITEMS(distribution_envelope)
     }
-    documents = []
+    documents: list[etree._Element] = []
     for payload in _PAYLOADS(distribution_envelope):
         is_base64, compressed = flags.get(payload.get("id"), (False, False))
         children = [c for c in payload if isinstance(c.tag, str)]

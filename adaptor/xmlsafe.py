@@ -7,6 +7,7 @@ let alone expanded, and nothing is fetched from the network or the file system.
 from __future__ import annotations
 
 import re
+from typing import Any, Protocol, cast
 
 from lxml import etree
 
@@ -21,6 +22,28 @@ HL7 = "urn:hl7-org:v3"
 NS = {"soap": SOAP11, "wsa": WSA, "wsse": WSSE, "wsu": WSU, "itk": ITK, "hl7": HL7}
 
 ANONYMOUS = "http://www.w3.org/2005/08/addressing/anonymous"
+
+
+class ElementQuery(Protocol):
+    """A compiled XPath that selects elements, called with the context element and any ``$variables``."""
+
+    def __call__(self, element: etree._Element, /, **variables: Any) -> list[etree._Element]: ...
+
+
+class ValueQuery(Protocol):
+    """A compiled XPath that selects attribute values or text."""
+
+    def __call__(self, element: etree._Element, /, **variables: Any) -> list[str]: ...
+
+
+def xpath(expression: str) -> ElementQuery:
+    """Compile a namespace-aware XPath over the envelope namespaces (:data:`NS` prefixes) selecting elements."""
+    return cast(ElementQuery, etree.XPath(expression, namespaces=NS))
+
+
+def xpath_values(expression: str) -> ValueQuery:
+    """Compile a namespace-aware XPath selecting attribute values or text nodes (as strings)."""
+    return cast(ValueQuery, etree.XPath(expression, namespaces=NS, smart_strings=False))
 
 # A DOCTYPE can only appear before the root element; in any ASCII-compatible encoding it is visible in the raw
 # bytes, which lets us refuse it before the parser sees a single entity declaration.
@@ -61,7 +84,7 @@ def parse_xml(data: bytes) -> etree._Element:
     if root is None:
         raise XmlRejected("empty request body")
     # Encodings that hide the DOCTYPE from the byte scan (UTF-16, UTF-32) are caught here.
-    docinfo = root.getroottree().docinfo
+    docinfo: Any = root.getroottree().docinfo
     if docinfo.doctype or docinfo.internalDTD is not None:
         raise XmlRejected("a document type declaration (DOCTYPE) is not allowed in a SOAP message")
     return root
