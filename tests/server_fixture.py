@@ -1,0 +1,178 @@
+"""A real ``nhs111 serve`` process for black-box tests: free port, temporary data folder, ``dir:`` outbox.
+
+    server = start_server(tmp_path, PEM111_SOAP_VALIDATION_ENABLED="true")
+    try:
+        requests.post(server.report_url, data=..., headers=...)
+    finally:
+        server.stop()
+
+The corpus of reference requests lives in ``../shared`` (read, never copied); :func:`corpus_requests` uses
+``conftest.require_shared``: a missing corpus fails the test when ``CI`` is set and skips it otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from conftest import REPO, SHARED, require_shared
+from lxml import etree
+
+SCHEMA_PACK = SHARED / "schemas"
+
+SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
+ITK = "urn:nhs-itk:ns:201005"
+DOS_ADDRESS_TYPE = "2.16.840.1.113883.2.1.3.2.4.18.44"
+ODS_ADDRESS_PREFIX = "urn:nhs-uk:addressing:ods:"
+SENDER_PREFIX = "urn:nhs-uk:identity:ods:"
+
+STARTUP_TIMEOUT_SECONDS = 30.0
+
+
+def require_corpus() -> Path:
+    """The reference corpus folder (see :func:`conftest.require_shared`)."""
+    return require_shared("corpus", "reference")
+
+
+def corpus_requests() -> list[Path]:
+    """Every SOAP request in the reference corpus, sorted by name."""
+    folder = require_corpus()
+    return sorted(p for p in folder.glob("*.xml") if etree.parse(str(p)).getroot().tag == f"{{{SOAP11}}}Envelope")
+
+
+@dataclass(frozen=True)
+class CorpusAddresses:
+    """What the corpus requests are addressed to and sent by: the allow-lists for a server under test."""
+
+    ods_codes: tuple[str, ...]
+    dos_ids: tuple[str, ...]
+    senders: tuple[str, ...]
+
+
+def corpus_addresses() -> CorpusAddresses:
+    ods, dos, senders = set(), set(), set()
+    for path in corpus_requests():
+        root = etree.parse(str(path)).getroot()
+        for address in root.iter(f"{{{ITK}}}address"):
+            uri = (address.get("uri") or "").strip()
+            if address.get("type") == DOS_ADDRESS_TYPE:
+                dos.add(uri)
+            elif uri.startswith(ODS_ADDRESS_PREFIX):
+                ods.add(uri[len(ODS_ADDRESS_PREFIX) :].split(":")[0])
+        for identity in root.iterfind(f".//{{{ITK}}}auditIdentity/{{{ITK}}}id"):
+            uri = identity.get("uri") or ""
+            if uri.startswith(SENDER_PREFIX):
+                senders.add(uri[len(SENDER_PREFIX) :].split(":")[0])
+    return CorpusAddresses(tuple(sorted(ods)), tuple(sorted(dos)), tuple(sorted(senders)))
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def nhs111_command() -> list[str]:
+    """The installed ``nhs111`` script of the running interpreter's environment (or the CLI via ``-c``)."""
+    script = Path(sys.executable).parent / "nhs111"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("nhs111")
+    if found:
+        return [found]
+    return [sys.executable, "-c", "from adaptor.cli import main; main()"]
+
+
+@dataclass
+class RunningServer:
+    process: subprocess.Popen[bytes]
+    port: int
+    data_dir: Path
+    outbox: Path
+    log_path: Path
+    env: dict[str, str]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def report_url(self) -> str:
+        return f"{self.base_url}/report"
+
+    @property
+    def database_url(self) -> str:
+        return self.env.get("PEM111_DATABASE_URL") or f"sqlite:///{self.data_dir.resolve() / 'messages.db'}"
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def outbox_files(self) -> list[Path]:
+        return sorted(p for p in self.outbox.rglob("*") if p.is_file()) if self.outbox.exists() else []
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM, then wait; kills the process if it does not stop in ``timeout`` seconds."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        return self.process.returncode
+
+
+def start_server(folder: Path, *, port: int | None = None, **settings: str) -> RunningServer:
+    """Start ``nhs111 serve`` with the corpus allow-list (unless overridden); wait until /healthz answers.
+
+    ``settings`` are ``PEM111_*`` variables; ``port`` defaults to a free one.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    data_dir = folder / "data"
+    outbox = folder / "outbox"
+    addresses = corpus_addresses()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PEM111_")}
+    env.update(
+        {
+            "PEM111_HOST": "127.0.0.1",
+            "PEM111_PORT": str(port),
+            "PEM111_DATA_DIR": str(data_dir),
+            "PEM111_FORWARD_TARGET": f"dir:{outbox}",
+            "PEM111_ITK_ODS_CODE_LIST": ",".join(addresses.ods_codes),
+            "PEM111_ITK_DOS_ID_LIST": ",".join(addresses.dos_ids),
+            "PEM111_LOG_LEVEL": "info",
+        }
+    )
+    if SCHEMA_PACK.is_dir():
+        env["PEM111_SCHEMA_DIR"] = str(SCHEMA_PACK)
+    env.update(settings)
+    env = {key: value for key, value in env.items() if value is not None}
+    log_path = folder / "server.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [*nhs111_command(), "serve"], cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT
+        )
+    server = RunningServer(process, port, data_dir, outbox, log_path, env)
+    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"nhs111 serve exited with {process.returncode}:\n{server.log_text()}")
+        try:
+            with urllib.request.urlopen(f"{server.base_url}/healthz", timeout=2) as response:
+                if response.status == 200:
+                    return server
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"nhs111 serve did not answer /healthz within {STARTUP_TIMEOUT_SECONDS} s:\n{server.log_text()}")
