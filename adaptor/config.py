@@ -8,6 +8,7 @@ reads the environment.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -62,6 +63,33 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     return value
 
 
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+def _headers(env: Mapping[str, str], name: str) -> tuple[tuple[str, str], ...]:
+    """A JSON object of HTTP header names to values, e.g. ``{"X-Api-Key": "..."}``."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return ()
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict) or not all(isinstance(v, str) for v in parsed.values()):
+        raise ConfigError(f'{name} must be a JSON object of header names to strings, e.g. {{"X-Api-Key": "..."}}')
+    return tuple((str(k), v) for k, v in parsed.items())
+
+
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
     value = _text(env, name, default).lower()
     if value not in choices:
@@ -113,6 +141,34 @@ class Settings:
     version: str = "1.0.3"
     validate_fhir: bool = False
 
+    # -- delivery (outbox worker and forwarders) ----------------------------------------------------------------
+    #: ``async``: answer OK once stored, deliver from the outbox; ``sync``: answer OK only once delivered.
+    delivery_mode: str = "async"
+    delivery_max_attempts: int = 30
+    delivery_workers: int = 2
+    delivery_backoff_initial_seconds: float = 1.0
+    delivery_backoff_max_seconds: float = 300.0
+    #: How long a worker owns a claimed message; after a crash another worker may take it over then.
+    delivery_lease_seconds: int = 120
+    delivery_poll_seconds: float = 1.0
+    #: The reference's broker settings: a broker URL here (and no PEM111_FORWARD_TARGET) selects AMQP delivery.
+    amqp_broker: str = ""
+    amqp_queue_name: str = "encounter-report"
+    amqp_username: str = ""
+    amqp_password: str = field(default="", repr=False)
+    amqp_protocol: str = "1.0"
+    amqp_port: int = 0  # 0 = the port in the broker URL, else the protocol default
+    amqp_exchange: str = ""
+    amqp_routing_key: str = ""  # empty = the queue name
+    amqp_ssl_enabled: bool = False
+    #: FHIR over HTTP: extra headers (JSON object), bearer token, client certificate, CA bundle, timeout.
+    fhir_headers: tuple[tuple[str, str], ...] = ()
+    fhir_bearer_token: str = field(default="", repr=False)
+    fhir_client_cert: str = ""
+    fhir_client_key: str = ""
+    fhir_ca_bundle: str = ""
+    fhir_timeout_seconds: float = 30.0
+
     # -- operations ---------------------------------------------------------------------------------------------
     log_level: str = "INFO"
 
@@ -131,8 +187,11 @@ class Settings:
 
     @property
     def resolved_forward_target(self) -> str:
+        """``PEM111_FORWARD_TARGET``; else the reference's ``PEM111_AMQP_BROKER``; else the data folder's outbox."""
         if self.forward_target:
             return self.forward_target
+        if self.amqp_broker:
+            return self.amqp_broker
         return f"dir:{Path(self.data_dir) / 'outbox'}"
 
     @property
@@ -178,6 +237,32 @@ class Settings:
             forward_target=_text(env, "PEM111_FORWARD_TARGET", ""),
             version=_text(env, "PEM111_VERSION", cls.version),
             validate_fhir=_bool(env, "PEM111_VALIDATE_FHIR", False),
+            delivery_mode=_choice(env, "PEM111_DELIVERY_MODE", cls.delivery_mode, ("async", "sync")),
+            delivery_max_attempts=_int(env, "PEM111_DELIVERY_MAX_ATTEMPTS", cls.delivery_max_attempts, 1),
+            delivery_workers=_int(env, "PEM111_DELIVERY_WORKERS", cls.delivery_workers, 0),
+            delivery_backoff_initial_seconds=_float(
+                env, "PEM111_DELIVERY_BACKOFF_INITIAL_SECONDS", cls.delivery_backoff_initial_seconds, 0.01
+            ),
+            delivery_backoff_max_seconds=_float(
+                env, "PEM111_DELIVERY_BACKOFF_MAX_SECONDS", cls.delivery_backoff_max_seconds, 0.01
+            ),
+            delivery_lease_seconds=_int(env, "PEM111_DELIVERY_LEASE_SECONDS", cls.delivery_lease_seconds, 1),
+            delivery_poll_seconds=_float(env, "PEM111_DELIVERY_POLL_SECONDS", cls.delivery_poll_seconds, 0.01),
+            amqp_broker=_text(env, "PEM111_AMQP_BROKER", ""),
+            amqp_queue_name=_text(env, "PEM111_AMQP_QUEUE_NAME", cls.amqp_queue_name),
+            amqp_username=_text(env, "PEM111_AMQP_USERNAME", ""),
+            amqp_password=env.get("PEM111_AMQP_PASSWORD", ""),
+            amqp_protocol=_choice(env, "PEM111_AMQP_PROTOCOL", cls.amqp_protocol, ("1.0", "0-9-1")),
+            amqp_port=_int(env, "PEM111_AMQP_PORT", 0, 0),
+            amqp_exchange=_text(env, "PEM111_AMQP_EXCHANGE", ""),
+            amqp_routing_key=_text(env, "PEM111_AMQP_ROUTING_KEY", ""),
+            amqp_ssl_enabled=_bool(env, "PEM111_AMQP_SSL_ENABLED", False),
+            fhir_headers=_headers(env, "PEM111_FHIR_HEADERS"),
+            fhir_bearer_token=env.get("PEM111_FHIR_BEARER_TOKEN", "").strip(),
+            fhir_client_cert=_text(env, "PEM111_FHIR_CLIENT_CERT", ""),
+            fhir_client_key=_text(env, "PEM111_FHIR_CLIENT_KEY", ""),
+            fhir_ca_bundle=_text(env, "PEM111_FHIR_CA_BUNDLE", ""),
+            fhir_timeout_seconds=_float(env, "PEM111_FHIR_TIMEOUT_SECONDS", cls.fhir_timeout_seconds, 0.1),
             log_level=_choice(
                 env, "PEM111_LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")
             ).upper(),

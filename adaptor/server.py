@@ -11,7 +11,7 @@ import waitress
 
 from .allowlist import AllowList
 from .config import ConfigError, Settings
-from .forwarders import forwarder_from_target
+from .forwarders import forwarder_from_settings
 from .soap import silence_spyne_logging
 from .store import MessageStore
 from .web import create_app
@@ -39,7 +39,7 @@ def serve(settings: Settings) -> None:
     configure_logging(settings.log_level)
 
     try:
-        forwarder = forwarder_from_target(settings.resolved_forward_target)
+        forwarder = forwarder_from_settings(settings)
     except ConfigError as exc:
         log.error("%s", exc)
         raise SystemExit(2) from None  # one line naming the problem, as every CLI error

@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import faults
 from .config import Settings
 from .convert import ConversionError, convert
-from .forwarders import Forwarder
+from .forwarders import Delivery, Forwarder
 from .message import ItkMessage
 from .store import MessageStore, Status, StoreError
 
@@ -97,7 +97,15 @@ class ReceiverService:
         self.store.record_conversion(record_id, bundle_json)
         try:
             self.forwarder.send(
-                record_id, message.message_id, bundle_json.encode("utf-8"), _metadata(record_id, message)
+                Delivery(
+                    record_id=record_id,
+                    message_id=message.message_id,
+                    tracking_id=message.tracking_id,
+                    interaction=message.interaction,
+                    ods_codes=message.ods_codes,
+                    dos_ids=message.dos_ids,
+                    bundle_json=bundle_json.encode("utf-8"),
+                )
             )
         except Exception as exc:
             detail = _reason(f"{type(exc).__name__}: {exc}")
@@ -111,21 +119,6 @@ class ReceiverService:
             message.message_id,
             self.forwarder.target,
         )
-
-
-def _metadata(record_id: str, message: ItkMessage) -> dict[str, Any]:
-    """What a delivery target with headers carries beside the Bundle (the reference drops the tracking id)."""
-    return {
-        "record_id": record_id,
-        "message_id": message.message_id,
-        "tracking_id": message.tracking_id,
-        "service": message.service,
-        "interaction": message.interaction,
-        "event": message.event,
-        "ods_codes": list(message.ods_codes),
-        "dos_ids": list(message.dos_ids),
-        "sender": message.sender,
-    }
 
 
 def _reason(text: str) -> str:

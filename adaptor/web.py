@@ -30,7 +30,7 @@ from . import faults, itk, responses
 from .allowlist import AllowList
 from .config import Settings
 from .faults import ItkFault
-from .forwarders import Forwarder, forwarder_from_target
+from .forwarders import Forwarder, forwarder_from_settings
 from .schemas import wsdl_dir
 from .service import ReceiverService
 from .soap import build_soap_app, log_fault
@@ -246,7 +246,7 @@ def create_app(
         store.open_if_available()
         on_close.append(store.close)
     if forwarder is None:
-        forwarder = forwarder_from_target(settings.resolved_forward_target)
+        forwarder = forwarder_from_settings(settings)
     if allow_list is None:
         allow_list = AllowList(settings)
         allow_list.start()

@@ -29,7 +29,7 @@ from werkzeug.test import Client
 from adaptor import itk
 from adaptor.allowlist import AllowList
 from adaptor.config import Settings
-from adaptor.forwarders import FolderForwarder
+from adaptor.forwarders.folder import FolderForwarder
 from adaptor.message import ItkMessage
 from adaptor.service import ReceiverService
 from adaptor.store import MessageStore, Status

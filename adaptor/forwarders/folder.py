@@ -1,7 +1,4 @@
-"""Delivery targets for converted Bundles: one small interface, one implementation per kind of target.
-
-``PEM111_FORWARD_TARGET`` names the target as ``<kind>:<where>``; only ``dir:<folder>`` exists so far.
-"""
+"""``dir:PATH``: one file per message in a folder, written atomically."""
 
 from __future__ import annotations
 
@@ -9,28 +6,9 @@ import errno
 import os
 import re
 import uuid
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
 
-from .config import ConfigError
-
-
-class Forwarder(Protocol):
-    """Hands one converted message to its destination."""
-
-    #: Where messages go, for logs and the delivery history (no credentials).
-    target: str
-
-    def send(self, record_id: str, message_id: str, bundle_json: bytes, metadata: Mapping[str, Any]) -> None:
-        """Deliver ``bundle_json`` (UTF-8 JSON) durably or raise.
-
-        ``record_id`` is the store's id for the message (unique, unlike ``message_id``: senders reuse
-        wsa:MessageID); ``metadata`` carries the envelope facts a transport with headers can attach (tracking
-        id, service, interaction, addresses, sender).
-        """
-        ...
-
+from . import Delivery
 
 _UNSAFE_FILENAME_CHARACTERS = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_STEM = 160
@@ -59,7 +37,8 @@ class FolderForwarder:
         self.folder = Path(folder)
         self.target = f"dir:{self.folder}"
 
-    def send(self, record_id: str, message_id: str, bundle_json: bytes, metadata: Mapping[str, Any]) -> None:
+    def send(self, delivery: Delivery) -> None:
+        record_id, message_id, bundle_json = delivery.record_id, delivery.message_id, delivery.bundle_json
         self.folder.mkdir(parents=True, exist_ok=True)
         stem = safe_file_stem(message_id)
         temporary = self.folder / f".{stem}.{uuid.uuid4().hex}.tmp"
@@ -75,6 +54,9 @@ class FolderForwarder:
             _fsync_directory(self.folder)
         finally:
             temporary.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Nothing to release: every send opens and closes its own files."""
 
     @staticmethod
     def _write_synced(path: Path, data: bytes) -> None:
@@ -121,13 +103,3 @@ def _fsync_directory(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def forwarder_from_target(target: str) -> Forwarder:
-    """The forwarder for a ``PEM111_FORWARD_TARGET`` value; :class:`ConfigError` for anything unknown."""
-    kind, separator, where = target.partition(":")
-    if separator and kind == "dir" and where.strip():
-        return FolderForwarder(where.strip())
-    raise ConfigError(
-        f"PEM111_FORWARD_TARGET {target!r} is not supported: use dir:<folder> (other targets are not available yet)"
-    )

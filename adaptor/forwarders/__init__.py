@@ -1,0 +1,98 @@
+"""Delivery targets for converted Bundles: one small interface, one implementation per kind of target.
+
+The target is ``PEM111_FORWARD_TARGET`` (or, for an existing reference deployment, ``PEM111_AMQP_BROKER``):
+
+=============================  ===================================================================
+``dir:PATH``                   one JSON file per message in a folder (:mod:`.folder`)
+``amqp://`` / ``amqps://``     an AMQP 1.0 queue (:mod:`.amqp10`), or AMQP 0-9-1 with
+                               ``PEM111_AMQP_PROTOCOL=0-9-1`` (:mod:`.amqp091`)
+``http://`` / ``https://``     a FHIR endpoint that takes the Bundle by POST (:mod:`.fhir_http`)
+=============================  ===================================================================
+
+A forwarder either returns, meaning the target has durably accepted the message (broker disposition
+*accepted*, publisher confirm, HTTP 2xx, file renamed into place), or raises. :class:`PermanentDeliveryError`
+means retrying cannot help (the message is dead-lettered at once); any other exception is treated as transient
+and retried with backoff by the outbox worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..config import ConfigError, Settings
+
+FHIR_JSON = "application/fhir+json"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One converted message on its way out: the Bundle and the envelope facts transports carry beside it."""
+
+    record_id: str  # the store's id: unique, unlike message_id (senders reuse wsa:MessageID)
+    message_id: str  # the SOAP wsa:MessageID: the reference's ``messageId`` property, for consumer dedup
+    tracking_id: str
+    interaction: str
+    ods_codes: tuple[str, ...]
+    dos_ids: tuple[str, ...]
+    bundle_json: bytes  # UTF-8 JSON, exactly as `nhs111 convert` prints it (compact)
+
+    def properties(self) -> dict[str, str]:
+        """The message properties/headers every broker and HTTP target carries (names as the reference)."""
+        return {
+            "messageId": self.message_id,
+            "trackingId": self.tracking_id,
+            "interaction": self.interaction,
+            "odsCode": ",".join(self.ods_codes),
+            "dosServiceId": ",".join(self.dos_ids),
+        }
+
+
+class DeliveryError(Exception):
+    """The target did not accept the message; transient unless it is a :class:`PermanentDeliveryError`."""
+
+
+class PermanentDeliveryError(DeliveryError):
+    """The target refused the message for good (e.g. HTTP 4xx): retrying the same Bundle cannot succeed."""
+
+
+class Forwarder(Protocol):
+    """Hands one converted message to its destination. Implementations are thread-safe."""
+
+    #: Where messages go, for logs and the delivery history (never credentials).
+    target: str
+
+    def send(self, delivery: Delivery) -> None:
+        """Deliver durably or raise (:class:`PermanentDeliveryError` when retrying cannot help)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections; the forwarder may be used again afterwards (it reconnects)."""
+        ...
+
+
+def forwarder_from_settings(settings: Settings) -> Forwarder:
+    """The forwarder for the configured target; :class:`ConfigError` naming the target when it is unusable."""
+    target = settings.resolved_forward_target
+    scheme, separator, where = target.partition(":")
+    scheme = scheme.lower()
+    if separator and scheme == "dir" and where.strip():
+        from .folder import FolderForwarder
+
+        return FolderForwarder(where.strip())
+    if scheme in ("amqp", "amqps"):
+        if settings.amqp_protocol == "0-9-1":
+            from .amqp091 import Amqp091Forwarder
+
+            return Amqp091Forwarder(settings)
+        from .amqp10 import Amqp10Forwarder
+
+        return Amqp10Forwarder(settings)
+    if scheme in ("http", "https"):
+        from .fhir_http import FhirHttpForwarder
+
+        return FhirHttpForwarder(settings)
+    raise ConfigError(
+        f"PEM111_FORWARD_TARGET {target!r} is not supported: use dir:<folder>, amqp[s]://host[:port] or "
+        "http[s]://<FHIR endpoint>"
+    )
