@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 from lxml import etree
 
@@ -20,7 +20,7 @@ from mappings.context import INTERACTION_KEY, INTERACTION_PREFIX
 
 from .config import Settings
 from .payloads import CLINICAL_DOCUMENT, DocumentTimeError, PayloadError, clinical_documents, select_document
-from .xmlsafe import ITK, SOAP11, SOAP12, WSA, XmlRejected, parse_xml
+from .xmlsafe import ITK, SOAP11, SOAP12, WSA, XmlRejected, parse_xml, xpath, xpath_values
 
 #: The interaction assumed for a bare ClinicalDocument, which carries none: a referral for action
 #: (``primary``), so MessageHeader.event is ``referral-1``.
@@ -30,11 +30,8 @@ _DISTRIBUTION_ENVELOPE = f"{{{ITK}}}DistributionEnvelope"
 _SOAP_ENVELOPES = {f"{{{SOAP11}}}Envelope", f"{{{SOAP12}}}Envelope"}
 _SOAP_HEADERS = {f"{{{SOAP11}}}Header", f"{{{SOAP12}}}Header"}
 _MESSAGE_ID = f"{{{WSA}}}MessageID"
-_ITK_NS = {"itk": ITK}
-_INTERACTION = etree.XPath(
-    "itk:header/itk:handlingSpecification/itk:spec[@key = $key]/@value", namespaces=_ITK_NS
-)
-_ADDRESSES = etree.XPath("itk:header/itk:addresslist/itk:address", namespaces=_ITK_NS)
+_INTERACTION = xpath_values("itk:header/itk:handlingSpecification/itk:spec[@key = $key]/@value")
+_ADDRESSES = xpath("itk:header/itk:addresslist/itk:address")
 
 
 class ConversionError(ValueError):
@@ -60,7 +57,7 @@ def _message_id(envelope: etree._Element) -> str:
 
 
 def _interaction(distribution_envelope: etree._Element) -> str:
-    values = cast(list[str], _INTERACTION(distribution_envelope, key=INTERACTION_KEY))
+    values = _INTERACTION(distribution_envelope, key=INTERACTION_KEY)
     interaction = str(values[0]).strip() if values else ""
     if not interaction:
         raise ConversionError(f"itk:handlingSpecification: no itk:spec with key {INTERACTION_KEY}")
@@ -71,7 +68,7 @@ def _interaction(distribution_envelope: etree._Element) -> str:
 
 
 def _addresses(distribution_envelope: etree._Element) -> tuple[tuple[str | None, str], ...]:
-    addresses = cast(list[etree._Element], _ADDRESSES(distribution_envelope))
+    addresses = _ADDRESSES(distribution_envelope)
     return tuple((address.get("type"), address.get("uri", "")) for address in addresses if address.get("uri"))
 
 

@@ -33,12 +33,9 @@ from .config import Settings
 from .faults import SOAP_VALIDATION_FAILED, FaultCode, ItkFault, internal, invalid
 from .message import INTERACTION_KEY, Address, ItkMessage
 from .payloads import DocumentTimeError, PayloadError, clinical_documents, select_document
-from .xmlsafe import ANONYMOUS, HL7, ITK, SOAP11, WSA, WSSE, WSU, XmlRejected, parse_xml
+from .xmlsafe import ANONYMOUS, SOAP11, WSA, WSSE, ElementQuery, XmlRejected, first, parse_xml, xpath
 
 log = logging.getLogger("adaptor.itk")
-
-NPFITLC = "NPFIT:HL7:Localisation"
-_NS = {"soap": SOAP11, "wsa": WSA, "wsse": WSSE, "wsu": WSU, "itk": ITK, "hl7": HL7, "npfitlc": NPFITLC}
 
 ACK_REQUESTED_KEY = "urn:nhs-itk:ns:201005:ackrequested"
 INF_ACK_REQUESTED_KEY = "urn:nhs-itk:ns:201005:infackrequested"
@@ -47,21 +44,6 @@ INTERACTION_PREFIX = "urn:nhs-itk:interaction:"
 
 #: Offending values quoted in ErrorText (``<v>`` in the rule table) are cut to this length.
 MAX_QUOTED_VALUE = 200
-
-
-def _xpath(expression: str) -> etree.XPath:
-    return etree.XPath(expression, namespaces=_NS)
-
-
-def _elements(compiled: etree.XPath, context: etree._Element) -> list[etree._Element]:
-    """The elements an element-selecting XPath finds below ``context``, in document order."""
-    found = compiled(context)
-    return [node for node in found if isinstance(node, etree._Element)] if isinstance(found, list) else []
-
-
-def _first(compiled: etree.XPath, context: etree._Element) -> etree._Element | None:
-    found = _elements(compiled, context)
-    return found[0] if found else None
 
 
 def _text(element: etree._Element | None) -> str:
@@ -113,8 +95,8 @@ def parse_request(raw: bytes, settings: Settings) -> etree._Element:
 # == A3-A5: the SOAP envelope ================================================================================
 
 _ENVELOPE = f"{{{SOAP11}}}Envelope"
-_HEADER = _xpath("soap:Header")
-_BODY = _xpath("soap:Body")
+_HEADER = xpath("soap:Header")
+_BODY = xpath("soap:Body")
 _MUST_UNDERSTAND = f"{{{SOAP11}}}mustUnderstand"
 
 #: Header blocks this receiver understands (wire-contract.md section 2): mustUnderstand on them is accepted.
@@ -154,10 +136,10 @@ def _check_envelope(root: etree._Element) -> _Soap:
             faultcode=FaultCode.VERSION_MISMATCH,
             rule="A3",
         )
-    body = _first(_BODY, root) if root.tag == _ENVELOPE else None
+    body = first(_BODY, root) if root.tag == _ENVELOPE else None
     if body is None:
         raise invalid("A4", "DistributionEnvelope missing")
-    return _Soap(root, _first(_HEADER, root), body)
+    return _Soap(root, first(_HEADER, root), body)
 
 
 def _check_must_understand(soap: _Soap) -> None:
@@ -179,15 +161,15 @@ def _check_must_understand(soap: _Soap) -> None:
 
 # == B1-B14: WS-Addressing and WS-Security ===================================================================
 
-_MESSAGE_ID = _xpath("wsa:MessageID")
-_ACTION = _xpath("wsa:Action")
-_TO = _xpath("wsa:To")
-_REPLY_TO_ADDRESS = _xpath("wsa:ReplyTo/wsa:Address")
-_SECURITY = _xpath("wsse:Security")
-_TIMESTAMP = _xpath("wsu:Timestamp")  # in wsse:Security
-_CREATED = _xpath("wsu:Created")  # in wsu:Timestamp
-_EXPIRES = _xpath("wsu:Expires")
-_USERNAME = _xpath("wsse:UsernameToken/wsse:Username")  # in wsse:Security
+_MESSAGE_ID = xpath("wsa:MessageID")
+_ACTION = xpath("wsa:Action")
+_TO = xpath("wsa:To")
+_REPLY_TO_ADDRESS = xpath("wsa:ReplyTo/wsa:Address")
+_SECURITY = xpath("wsse:Security")
+_TIMESTAMP = xpath("wsu:Timestamp")  # in wsse:Security
+_CREATED = xpath("wsu:Created")  # in wsu:Timestamp
+_EXPIRES = xpath("wsu:Expires")
+_USERNAME = xpath("wsse:UsernameToken/wsse:Username")  # in wsse:Security
 
 _URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _UUID = re.compile(r"^(?:uuid:|urn:uuid:)?[0-9A-Fa-f]{8}-(?:[0-9A-Fa-f]{4}-){3}[0-9A-Fa-f]{12}$")
@@ -197,8 +179,8 @@ _XS_DATETIME = re.compile(  # ASCII digits only (\d would accept any Unicode dig
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-def _header_child(soap: _Soap, compiled: etree.XPath) -> etree._Element | None:
-    return _first(compiled, soap.header) if soap.header is not None else None
+def _header_child(soap: _Soap, compiled: ElementQuery) -> etree._Element | None:
+    return first(compiled, soap.header) if soap.header is not None else None
 
 
 def _check_addressing(soap: _Soap, settings: Settings) -> tuple[str, str]:
@@ -261,14 +243,14 @@ def _parse_xs_datetime(text: str) -> datetime | None:
 def _check_security(soap: _Soap, settings: Settings, now: datetime) -> str | None:
     """B7-B13: WS-Security Timestamp and Username. Returns the Username (trimmed) or ``None``."""
     security = _header_child(soap, _SECURITY)
-    username_element = _first(_USERNAME, security) if security is not None else None
+    username_element = first(_USERNAME, security) if security is not None else None
     username = _text(username_element) or None
     if settings.soap_validation_enabled:
-        timestamp = _first(_TIMESTAMP, security) if security is not None else None
+        timestamp = first(_TIMESTAMP, security) if security is not None else None
         if timestamp is None:
             raise invalid("B7", "Timestamp missing")
-        created = _parse_xs_datetime(_text(_first(_CREATED, timestamp)))
-        expires = _parse_xs_datetime(_text(_first(_EXPIRES, timestamp)))
+        created = _parse_xs_datetime(_text(first(_CREATED, timestamp)))
+        expires = _parse_xs_datetime(_text(first(_EXPIRES, timestamp)))
         if created is None or expires is None:
             raise invalid("B8", "Invalid timestamp")
         if created >= expires:
@@ -329,18 +311,18 @@ def _path(element: etree._Element, scope: etree._Element) -> str:
 
 # == C1-C18: the Distribution Envelope =======================================================================
 
-_DISTRIBUTION_ENVELOPE = _xpath("itk:DistributionEnvelope")  # in soap:Body
-_ITK_HEADER = _xpath("itk:header")  # the rest are relative to the DistributionEnvelope
-_MANIFEST = _xpath("itk:header/itk:manifest")
-_MANIFEST_ITEMS = _xpath("itk:header/itk:manifest/itk:manifestitem")
-_PAYLOAD_LIST = _xpath("itk:payloads")
-_PAYLOAD_ITEMS = _xpath("itk:payloads/itk:payload")
-_ADDRESS_LIST = _xpath("itk:header/itk:addresslist")
-_ADDRESSES = _xpath("itk:address")  # in itk:addresslist
-_AUDIT_IDENTITY = _xpath("itk:header/itk:auditIdentity")
-_AUDIT_IDS = _xpath("itk:id")  # in itk:auditIdentity
-_SENDER_ADDRESS = _xpath("itk:header/itk:senderAddress")
-_SPECS = _xpath("itk:header/itk:handlingSpecification/itk:spec")
+_DISTRIBUTION_ENVELOPE = xpath("itk:DistributionEnvelope")  # in soap:Body
+_ITK_HEADER = xpath("itk:header")  # the rest are relative to the DistributionEnvelope
+_MANIFEST = xpath("itk:header/itk:manifest")
+_MANIFEST_ITEMS = xpath("itk:header/itk:manifest/itk:manifestitem")
+_PAYLOAD_LIST = xpath("itk:payloads")
+_PAYLOAD_ITEMS = xpath("itk:payloads/itk:payload")
+_ADDRESS_LIST = xpath("itk:header/itk:addresslist")
+_ADDRESSES = xpath("itk:address")  # in itk:addresslist
+_AUDIT_IDENTITY = xpath("itk:header/itk:auditIdentity")
+_AUDIT_IDS = xpath("itk:id")  # in itk:auditIdentity
+_SENDER_ADDRESS = xpath("itk:header/itk:senderAddress")
+_SPECS = xpath("itk:header/itk:handlingSpecification/itk:spec")
 _INTEGER = re.compile(r"^\s*[+-]?[0-9]+\s*$")  # xs:integer; int() and \d would also take "1_0" and "١"
 
 
@@ -372,7 +354,7 @@ def _service_matches(action: str, service: str) -> bool:
 
 def _check_distribution_envelope(de: etree._Element, action: str, settings: Settings) -> _Envelope:
     """C2-C16, in table order."""
-    header = _first(_ITK_HEADER, de)
+    header = first(_ITK_HEADER, de)
     tracking_id = (header.get("trackingid") or "").strip() if header is not None else ""
     if not tracking_id:
         raise invalid("C2", "Itk TrackingId missing")
@@ -384,7 +366,7 @@ def _check_distribution_envelope(de: etree._Element, action: str, settings: Sett
 
     sender = _check_audit_identity(de, settings)
     specs: dict[str, str] = {}
-    for spec in _elements(_SPECS, de):
+    for spec in _SPECS(de):
         key = (spec.get("key") or "").strip().lower()
         specs.setdefault(key, (spec.get("value") or "").strip())  # the first spec of each key counts
     interaction = specs.get(INTERACTION_KEY.lower(), "")
@@ -403,14 +385,14 @@ def _check_distribution_envelope(de: etree._Element, action: str, settings: Sett
         if requested:
             warnings.append(f"{kind} acknowledgement requested: this receiver answers synchronously only")
 
-    address_list = _first(_ADDRESS_LIST, de)
+    address_list = first(_ADDRESS_LIST, de)
     addresses = None
     if address_list is not None:
         addresses = tuple(
             Address(uri=(a.get("uri") or "").strip(), type=a.get("type"))
-            for a in _elements(_ADDRESSES, address_list)
+            for a in _ADDRESSES(address_list)
         )
-    sender_element = _first(_SENDER_ADDRESS, de)
+    sender_element = first(_SENDER_ADDRESS, de)
     sender_address = (sender_element.get("uri") or "").strip() if sender_element is not None else ""
     return _Envelope(
         tracking_id=tracking_id,
@@ -428,14 +410,14 @@ def _check_distribution_envelope(de: etree._Element, action: str, settings: Sett
 
 def _check_manifest(de: etree._Element, settings: Settings) -> None:
     """C4-C11: counts, ids, profile ids, encryption."""
-    manifest_count = _count(_first(_MANIFEST, de))
-    payload_count = _count(_first(_PAYLOAD_LIST, de))
+    manifest_count = _count(first(_MANIFEST, de))
+    payload_count = _count(first(_PAYLOAD_LIST, de))
     if manifest_count is None or manifest_count != payload_count:
         raise invalid("C4", "Manifest count and payload count don't match")
-    items = _elements(_MANIFEST_ITEMS, de)
+    items = _MANIFEST_ITEMS(de)
     if manifest_count != len(items):
         raise invalid("C5", "Manifest count attribute and manifest items size don't match")
-    payloads = _elements(_PAYLOAD_ITEMS, de)
+    payloads = _PAYLOAD_ITEMS(de)
     if payload_count != len(payloads):
         raise invalid("C6", "Payload count attribute and payload items size don't match")
     payload_ids = [(p.get("id") or "").strip() for p in payloads]
@@ -462,8 +444,8 @@ def _check_manifest(de: etree._Element, settings: Settings) -> None:
 
 def _check_audit_identity(de: etree._Element, settings: Settings) -> str:
     """C12-C14. Returns the sender identity (the first ``urn:nhs-uk:identity:ods:`` uri)."""
-    audit_identity = _first(_AUDIT_IDENTITY, de)
-    ids = _elements(_AUDIT_IDS, audit_identity) if audit_identity is not None else []
+    audit_identity = first(_AUDIT_IDENTITY, de)
+    ids = _AUDIT_IDS(audit_identity) if audit_identity is not None else []
     if not ids:
         raise invalid("C12", "Audit Identity missing", "itk:auditIdentity/itk:id is required")
     uris = [(i.get("uri") or "").strip() for i in ids]
@@ -544,7 +526,7 @@ def classify_interaction(value: str) -> Interaction | None:
 
 # == D1-D6: the clinical documents ===========================================================================
 
-_PATHWAYS_VALUE = _xpath(
+_PATHWAYS_VALUE = xpath(
     "hl7:component/hl7:structuredBody/hl7:component/hl7:section/hl7:entry"
     "[npfitlc:contentId[@root='2.16.840.1.113883.2.1.3.2.4.18.16'"
     " and @extension='COCD_TP146002GB01#ObservationMedia']]"
@@ -616,7 +598,7 @@ def _pathways_problem(document: etree._Element, settings: Settings) -> str | Non
     schema = schemas.pathways_schema(settings.schema_dir)
     if schema is None:
         return None  # no schema pack: rule skipped
-    value = _first(_PATHWAYS_VALUE, document)
+    value = first(_PATHWAYS_VALUE, document)
     if value is None:
         return None  # no attachment: nothing to deliver, nothing wrong
     try:
@@ -679,9 +661,9 @@ def _validate(root: etree._Element, settings: Settings, allow_list: AllowList, n
     _check_must_understand(soap)  # A5
     message_id, action = _check_addressing(soap, settings)  # B1-B6
     username = _check_security(soap, settings, now)  # B7-B13
-    de = _first(_DISTRIBUTION_ENVELOPE, soap.body)
+    de = first(_DISTRIBUTION_ENVELOPE, soap.body)
     if settings.soap_validation_enabled:  # B14
-        itk_header = _first(_ITK_HEADER, de) if de is not None else None
+        itk_header = first(_ITK_HEADER, de) if de is not None else None
         for scope in (soap.header, itk_header):
             blank = _blank_attribute(scope) if scope is not None else None
             if blank:

@@ -18,8 +18,9 @@ WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secex
 WSU = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd"
 ITK = "urn:nhs-itk:ns:201005"
 HL7 = "urn:hl7-org:v3"
+NPFITLC = "NPFIT:HL7:Localisation"
 
-NS = {"soap": SOAP11, "wsa": WSA, "wsse": WSSE, "wsu": WSU, "itk": ITK, "hl7": HL7}
+NS = {"soap": SOAP11, "wsa": WSA, "wsse": WSSE, "wsu": WSU, "itk": ITK, "hl7": HL7, "npfitlc": NPFITLC}
 
 ANONYMOUS = "http://www.w3.org/2005/08/addressing/anonymous"
 
@@ -39,6 +40,12 @@ class ValueQuery(Protocol):
 def xpath(expression: str) -> ElementQuery:
     """Compile a namespace-aware XPath over the envelope namespaces (:data:`NS` prefixes) selecting elements."""
     return cast(ElementQuery, etree.XPath(expression, namespaces=NS))
+
+
+def first(query: ElementQuery, element: etree._Element) -> etree._Element | None:
+    """The first element ``query`` finds below ``element``, or ``None``."""
+    found = query(element)
+    return found[0] if found else None
 
 
 def xpath_values(expression: str) -> ValueQuery:
