@@ -1,4 +1,5 @@
-"""The ``nhs111`` command line: serve the endpoint, convert a message, and the operator commands.
+"""The ``nhs111`` command line: serve the endpoint, run delivery workers, convert a message, and the operator
+commands.
 
 Flags override the ``PEM111_*`` environment (see :mod:`adaptor.config`). Errors are one line naming the problem,
 with exit status 2; never a traceback.
@@ -13,6 +14,7 @@ from pathlib import Path
 import click
 
 from .config import ConfigError, Settings
+from .operator_cli import samples, send
 
 
 def _settings(**overrides: object) -> Settings:
@@ -67,3 +69,65 @@ def convert(file: Path, validate: bool) -> None:
         if problems:
             sys.exit(1)
         click.echo("valid FHIR STU3 Bundle", err=True)
+
+
+@main.command()
+def worker() -> None:
+    """Deliver stored messages from the outbox, without serving HTTP (PEM111_DELIVERY_WORKERS threads, at
+    least one). Use with PEM111_DELIVERY_WORKERS=0 on the servers to run delivery as a process of its own;
+    any number of workers and servers may share one message store."""
+    from .server import run_worker
+
+    run_worker(_settings())
+
+
+@main.command()
+@click.argument("message_ids", nargs=-1, metavar="[MESSAGE_ID]...")
+@click.option("--dead-letters", is_flag=True, help="Replay every dead-lettered message.")
+def replay(message_ids: tuple[str, ...], dead_letters: bool) -> None:
+    """Queue messages for delivery again: every stored message with each MESSAGE_ID (a reused MessageID can
+    name several), and with --dead-letters every dead-lettered one.
+
+    Each is converted again from the request as received, so a mapping fix reaches old messages, and gets a
+    full set of attempts; its delivery history is kept. A running server or worker delivers it within
+    PEM111_DELIVERY_POLL_SECONDS. A message being delivered at this moment is left alone. Exit status 1 when
+    a MESSAGE_ID is not stored.
+    """
+    from .store import MessageStore, Status, StoreError
+
+    if not message_ids and not dead_letters:
+        raise click.UsageError("name at least one MESSAGE_ID, or --dead-letters")
+    store = MessageStore.from_settings(_settings())
+    unknown: list[str] = []
+    try:
+        record_ids: dict[str, None] = {}  # an ordered set: a record is named once however often it is asked for
+        for message_id in message_ids:
+            found = store.find_by_message_id(message_id)
+            if not found:
+                unknown.append(message_id)
+            record_ids.update(dict.fromkeys(m.id for m in found))
+        if dead_letters:
+            record_ids.update(dict.fromkeys(store.record_ids(Status.DEAD_LETTER)))
+        results = store.replay(record_ids)
+    except StoreError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
+    finally:
+        store.close()
+
+    for result in results:
+        if result.requeued:
+            click.echo(f"queued  {result.message_id} (record {result.record_id}, was {result.previous.value})")
+        else:
+            click.echo(f"skipped {result.message_id} (record {result.record_id}): being delivered right now")
+    for message_id in unknown:
+        click.echo(f"Error: no stored message with MessageID {message_id}", err=True)
+    requeued = sum(1 for result in results if result.requeued)
+    click.echo(f"{requeued} message(s) queued for delivery", err=True)
+    if unknown:
+        sys.exit(1)
+
+
+# Operator commands (issue 5) live in their own module; registered here so `nhs111 --help` lists them all.
+main.add_command(samples)
+main.add_command(send)

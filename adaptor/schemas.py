@@ -17,8 +17,9 @@ import copy
 import functools
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from lxml import etree
 
@@ -82,6 +83,25 @@ def _describe(entry: Any) -> str:
     return f"line {entry.line}: {message}" if entry.line else message
 
 
+_compile_lock = threading.RLock()
+_Getter = TypeVar("_Getter", bound=Callable[..., Any])
+
+
+def _compiled_once(getter: _Getter) -> _Getter:
+    """``functools.cache`` that lets one thread at a time compute: libxml2 fails when threads compile schemas
+    that include one another concurrently (the first requests after a start), and such a failure would then be
+    cached as "skip this rule" for the life of the process."""
+    cached = functools.cache(getter)
+
+    @functools.wraps(getter)
+    def once(*args: Any) -> Any:
+        with _compile_lock:
+            return cached(*args)
+
+    once.cache_clear = cached.cache_clear  # type: ignore[attr-defined]  # for tests that change the pack
+    return cast(_Getter, once)
+
+
 def _compile(path: Path) -> CompiledSchema:
     """Parse and compile the XSD at ``path``; its relative includes resolve against its own folder."""
     parser = etree.XMLParser(resolve_entities=False, no_network=True)
@@ -91,7 +111,7 @@ def _compile(path: Path) -> CompiledSchema:
 # -- the project's own schemas (always present: a failure here is a packaging defect and is raised) ----------
 
 
-@functools.cache
+@_compiled_once
 def _own_schema(path: Path) -> CompiledSchema:
     return _compile(path)
 
@@ -155,7 +175,7 @@ def distribution_envelope_errors(
 # -- the published schema pack (optional: a missing pack skips D4-D6) ----------------------------------------
 
 
-@functools.cache
+@_compiled_once
 def _schema_pack(schema_dir: str) -> Path | None:
     """The schema pack folder, or ``None`` with one warning for the whole process when there is none."""
     if not schema_dir:
@@ -167,7 +187,7 @@ def _schema_pack(schema_dir: str) -> Path | None:
     return Path(schema_dir)
 
 
-@functools.cache
+@_compiled_once
 def _published_schema(schema_dir: str, relative: str) -> CompiledSchema | None:
     """The published XSD ``relative`` below ``schema_dir``, or ``None`` (logged once) when unavailable."""
     pack = _schema_pack(schema_dir)
@@ -222,7 +242,7 @@ class Level2Validator:
         return self._schema.errors(etree.fromstring(result.encode("utf-8"), parser))
 
 
-@functools.cache
+@_compiled_once
 def level2_validator(schema_dir: str) -> Level2Validator | None:
     """The rule D5 validator, or ``None`` (one log line) without an XSLT 2.0 processor or schema pack."""
     try:

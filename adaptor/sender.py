@@ -31,17 +31,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import requests
-import zeep
-import zeep.exceptions
 from lxml import etree
-from zeep.transports import Transport
 
 from . import schemas
 from .samples.envelope import TIMESTAMP_TTL, new_id, xs_datetime
 from .xmlsafe import ITK, SOAP11, WSA, WSSE, WSU, XmlRejected, parse_xml
+
+if TYPE_CHECKING:
+    import requests
+    import zeep
+
+# zeep and requests are imported where they are used: together they cost ~150 ms, which every other `nhs111`
+# command (notably `convert`, run once per file by tooling) would otherwise pay at start-up.
 
 OPERATION = "SendNHS111Report-v2-0"
 #: The adaptor's own WSDL in ``schemas.wsdl_dir()`` (the file :mod:`adaptor.web` serves at ``?wsdl``).
@@ -113,6 +116,8 @@ def build_session(cert: str | None = None, key: str | None = None, ca: str | Non
     for option, value in (("--cert", cert), ("--key", key), ("--ca", ca)):
         if value and not Path(value).is_file():
             raise SendError(f"{option} {value}: no such file")
+    import requests
+
     session = requests.Session()
     if cert:
         session.cert = (cert, key) if key else cert
@@ -128,6 +133,8 @@ def wsdl_url(url: str) -> str:
 
 def _connection_problem(exc: BaseException, timeout: float) -> str:
     """A one-line cause for a ``requests`` failure: ``Connection refused``, ``no answer within 30 s``..."""
+    import requests
+
     if isinstance(exc, requests.exceptions.SSLError):
         return f"TLS failed: {_one_line(str(exc.args[0] if exc.args else exc), 200)}"
     if isinstance(exc, requests.exceptions.Timeout):
@@ -151,6 +158,8 @@ class ItkSender:
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         wsdl: str | None = None,
     ) -> None:
+        from zeep.transports import Transport
+
         self.url = url
         self.timeout = timeout
         self.transport = Transport(session=session, timeout=timeout, operation_timeout=timeout)
@@ -160,6 +169,8 @@ class ItkSender:
         self._client, self._binding, self._operation = self._load(wsdl is not None)
 
     def _load(self, explicit: bool) -> tuple[zeep.Client, Any, Any]:
+        import zeep
+
         try:
             client = zeep.Client(self.wsdl_location, transport=self.transport)
         except Exception as exc:  # zeep raises requests, XML and WSDL errors of many kinds
@@ -185,6 +196,8 @@ class ItkSender:
         raise SendError(f"the WSDL {self.wsdl_location} has no {OPERATION} operation")
 
     def _problem(self, exc: BaseException) -> str:
+        import requests
+
         if isinstance(exc, requests.exceptions.RequestException):
             return _connection_problem(exc, self.timeout)
         return _one_line(f"{type(exc).__name__}: {exc}", 200)
@@ -215,6 +228,8 @@ class ItkSender:
         # SOAPAction carries the request's own service (wsa:Action) like live senders; the WSDL's is the default.
         action = _header_text(root, _ACTION) or self._operation.soapaction or ""
         headers = {"SOAPAction": f'"{action}"', "Content-Type": "text/xml; charset=utf-8"}
+        import requests
+
         try:
             response = self.transport.post(self.url, raw, headers)
         except requests.exceptions.RequestException as exc:
@@ -223,6 +238,8 @@ class ItkSender:
         return self._result(source, message_id, response)
 
     def _result(self, source: str, message_id: str | None, response: requests.Response) -> SendResult:
+        import zeep.exceptions
+
         status = response.status_code
         try:
             answer = self._binding.process_reply(self._client, self._operation, response)

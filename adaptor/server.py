@@ -1,17 +1,21 @@
-"""``nhs111 serve``: logging, the long-lived components, and the waitress HTTP server around them."""
+"""``nhs111 serve`` and ``nhs111 worker``: logging, the long-lived components, the waitress HTTP server around them,
+and the outbox worker threads beside it (or, for ``nhs111 worker``, on their own)."""
 
 from __future__ import annotations
 
 import logging
 import signal
 import sys
+import threading
 from types import FrameType
 
 import waitress
 
 from .allowlist import AllowList
 from .config import ConfigError, Settings
-from .forwarders import forwarder_from_settings
+from .forwarders import Forwarder, forwarder_from_settings
+from .outbox import OutboxWorker
+from .schemas import warm_up
 from .soap import silence_spyne_logging
 from .store import MessageStore
 from .web import create_app
@@ -24,7 +28,12 @@ WAITRESS_BODY_LIMIT_FACTOR = 2
 
 
 def configure_logging(level: str) -> None:
-    """One line per event on stderr at ``level``, spyne silenced (see :mod:`adaptor.soap`)."""
+    """One line per event on stderr at ``level``, spyne silenced (see :mod:`adaptor.soap`).
+
+    pika logs every failed connection attempt at ERROR with a traceback: during a broker outage that is one
+    traceback per retry. The outbox already logs each failed delivery once, so pika is held to CRITICAL
+    unless the adaptor itself runs at DEBUG.
+    """
     logging.basicConfig(
         level=level,
         stream=sys.stderr,
@@ -32,17 +41,27 @@ def configure_logging(level: str) -> None:
         force=True,
     )
     silence_spyne_logging()
+    if level != "DEBUG":
+        logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 
-def serve(settings: Settings) -> None:
-    """Serve until SIGTERM or SIGINT, then stop accepting, finish the requests in flight and close."""
-    configure_logging(settings.log_level)
-
+def _forwarder(settings: Settings) -> Forwarder:
     try:
-        forwarder = forwarder_from_settings(settings)
+        return forwarder_from_settings(settings)
     except ConfigError as exc:
         log.error("%s", exc)
         raise SystemExit(2) from None  # one line naming the problem, as every CLI error
+
+
+def serve(settings: Settings) -> None:
+    """Serve until SIGTERM or SIGINT, then stop accepting, finish the requests and deliveries in flight and close.
+
+    ``PEM111_DELIVERY_WORKERS`` outbox threads deliver beside the server (none: a separate ``nhs111 worker``
+    delivers); they start only once the server listens.
+    """
+    configure_logging(settings.log_level)
+
+    forwarder = _forwarder(settings)
     store = MessageStore.from_settings(settings)
     store.open_if_available()
     allow_list = AllowList(settings)
@@ -52,7 +71,11 @@ def serve(settings: Settings) -> None:
             "PEM111_ITK_ODS_CODE_LIST, PEM111_ITK_DOS_ID_LIST or PEM111_ITK_EXTERNAL_CONFIGURATION_URL"
         )
     allow_list.start()
-    app = create_app(settings, store=store, forwarder=forwarder, allow_list=allow_list)
+    # Before the first request: libxml2 fails when request threads compile the same schema at once, which a
+    # burst of requests right after a (re)start would otherwise make them do.
+    warm_up(settings)
+    worker = OutboxWorker(settings, store, forwarder)
+    app = create_app(settings, store=store, forwarder=forwarder, allow_list=allow_list, worker=worker)
 
     try:
         server = waitress.create_server(
@@ -68,6 +91,7 @@ def serve(settings: Settings) -> None:
         log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc.strerror or exc)
         allow_list.stop()
         app.close()
+        forwarder.close()
         store.close()
         raise SystemExit(2) from None
 
@@ -81,17 +105,55 @@ def serve(settings: Settings) -> None:
     host, port = server.effective_host, server.effective_port
     url_host = f"[{host}]" if ":" in str(host) else host
     log.info(
-        "listening on http://%s:%s%s (message store %s, delivery to %s)",
+        "listening on http://%s:%s%s (message store %s, delivery to %s, %s mode, %d delivery thread(s))",
         url_host,
         port,
         settings.report_paths[0],
         store.url,
         forwarder.target,
+        settings.delivery_mode,
+        worker.thread_count,
     )
+    worker.start()
     try:
         server.run()
     finally:
+        worker.stop()
         allow_list.stop()
         app.close()
+        forwarder.close()
+        store.close()
+        log.info("stopped")
+
+
+def run_worker(settings: Settings) -> None:
+    """``nhs111 worker``: deliver from the outbox until SIGTERM or SIGINT, then finish the deliveries in flight.
+
+    Runs ``PEM111_DELIVERY_WORKERS`` threads (at least one), against the same store as the servers; several
+    workers (and servers' own threads) may share one store: each message is claimed by one of them at a time.
+    """
+    configure_logging(settings.log_level)
+    forwarder = _forwarder(settings)
+    store = MessageStore.from_settings(settings)
+    store.open_if_available()
+    worker = OutboxWorker(settings, store, forwarder, threads=max(1, settings.delivery_workers))
+    stopping = threading.Event()
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info(
+        "delivering from message store %s to %s with %d thread(s)", store.url, forwarder.target, worker.thread_count
+    )
+    worker.start()
+    try:
+        while not stopping.wait(1.0):  # a timed wait: signal handlers run in the main thread between waits
+            pass
+    finally:
+        worker.stop()
+        forwarder.close()
         store.close()
         log.info("stopped")

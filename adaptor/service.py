@@ -1,125 +1,165 @@
-"""The accept pipeline for a validated message: store durably, then convert and deliver.
+"""The accept pipeline for a validated message: store it durably; deliver it now (sync) or from the outbox (async).
 
 Independent of SOAP and HTTP: :mod:`adaptor.soap` calls :meth:`ReceiverService.accept` once a request passed
-validation and answers ``OK`` when it returns. Only a failure to store the message stops the OK (fault 2100,
-the sender retries); conversion and delivery failures are recorded on the stored message, which is safe and
-can be converted or delivered again later.
+validation and answers ``OK`` when it returns; an :class:`~adaptor.faults.ItkFault` it raises is the answer
+instead.
+
+``PEM111_DELIVERY_MODE=async`` (default)
+    ``OK`` once the message is committed to the store: one short transaction on the request path. The outbox
+    workers (:mod:`adaptor.outbox`) convert and deliver it, retrying while the target is down; the service only
+    wakes them. Only a store failure is a fault (2100, the sender retries).
+``PEM111_DELIVERY_MODE=sync``
+    The reference's behaviour: ``OK`` only after the target accepted the Bundle. The message is stored already
+    claimed by the request, converted and delivered in the request thread. A delivery failure answers 2100 and
+    *holds* the message: no worker delivers it behind the sender's back; the sender's resend (same MessageID,
+    trackingid and content) is tried again, synchronously. A message that cannot be delivered at all (conversion
+    failure, permanent refusal) is dead-lettered and answered 2200.
+
+An identical resend of a stored message is never stored twice. In async mode it is answered ``OK`` (a message
+held by an earlier sync failure goes back to the workers); in sync mode it is ``OK`` at once when the message
+was delivered, and otherwise delivered now.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import threading
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from . import faults
 from .config import Settings
-from .convert import ConversionError, convert
-from .forwarders import Delivery, Forwarder
+from .forwarders import Forwarder
 from .message import ItkMessage
-from .store import MessageStore, Status, StoreError
+from .outbox import Deliverer, process_owner_prefix
+from .store import Claim, MessageStore, Status, StoreError
 
 if TYPE_CHECKING:
     from .allowlist import AllowList
 
 log = logging.getLogger(__name__)
 
-#: Longest status reason kept on a stored message.
-MAX_REASON = 2000
-
 
 class ReceiverService:
     """Accepts validated ITK messages. Thread-safe: share one instance between request threads.
 
+    ``wake`` is called after a message is queued for the outbox (the in-process workers'
+    :meth:`~adaptor.outbox.OutboxWorker.wake`); without it the workers find the message at their next poll.
     ``allow_list`` is not used here; it belongs to the receiver so that the SOAP layer validates against the
     same list the service was built with.
     """
 
-    def __init__(self, settings: Settings, store: MessageStore, forwarder: Forwarder, allow_list: AllowList) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: MessageStore,
+        forwarder: Forwarder,
+        allow_list: AllowList,
+        *,
+        wake: Callable[[], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.forwarder = forwarder
         self.allow_list = allow_list
+        self.synchronous = settings.delivery_mode == "sync"
+        self._deliverer = Deliverer(settings, store, forwarder)
+        self._wake = wake or (lambda: None)
+        self._owner_prefix = process_owner_prefix()
 
     def accept(self, message: ItkMessage, raw: bytes) -> None:
-        """Store ``message`` (``raw`` = the request bytes) before returning; then convert and deliver it.
+        """Store ``message`` (``raw`` = the request bytes), and in sync mode deliver it, before returning.
 
-        Returns normally whenever the message is stored, including an identical resend of a stored message
-        (nothing is stored or delivered again). Raises a 2100 :class:`~adaptor.faults.ItkFault` when the store
-        fails.
+        Raises a 2100 :class:`~adaptor.faults.ItkFault` when the message could not be stored (or, in sync mode,
+        delivered yet) and a 2200 one when, in sync mode, it can never be delivered as it is.
         """
+        if self.synchronous:
+            self._accept_sync(message, raw)
+        else:
+            self._accept_async(message, raw)
+
+    # -- async -----------------------------------------------------------------------------------------------
+
+    def _accept_async(self, message: ItkMessage, raw: bytes) -> None:
         try:
             record_id, is_new = self.store.accept(message, raw)
         except StoreError as exc:
             log.error("store failed message_id=%s: %s", message.message_id, exc)
             raise faults.retryable("The message could not be stored", relates_to=message.message_id) from exc
-        if not is_new:
+        if is_new:
             log.info(
-                "resend record=%s message_id=%s tracking_id=%s: already stored, not delivered again",
+                "accepted record=%s message_id=%s tracking_id=%s interaction=%s: queued for delivery",
                 record_id,
                 message.message_id,
                 message.tracking_id,
+                message.interaction,
             )
+            self._wake()
             return
+        # Already stored, so the answer is OK whatever happens next; only a message held for this resend by a
+        # failed synchronous delivery (the mode was switched since) needs handing to the workers.
+        try:
+            requeued = self.store.requeue_held(record_id)
+        except StoreError as exc:
+            log.error("resend record=%s: could not check for a held delivery: %s", record_id, exc)
+            requeued = False
         log.info(
-            "accepted record=%s message_id=%s tracking_id=%s interaction=%s",
+            "resend record=%s message_id=%s tracking_id=%s: already stored%s",
+            record_id,
+            message.message_id,
+            message.tracking_id,
+            ", held delivery queued again" if requeued else ", not delivered again",
+        )
+        if requeued:
+            self._wake()
+
+    # -- sync ------------------------------------------------------------------------------------------------
+
+    def _accept_sync(self, message: ItkMessage, raw: bytes) -> None:
+        owner = f"{self._owner_prefix}/sync-{threading.get_ident()}"
+        lease = self.settings.delivery_lease_seconds
+        try:
+            record_id, is_new = self.store.accept(message, raw, claim_for=owner, lease_seconds=lease)
+            if is_new:
+                claim: Claim | Status = Claim.for_new_message(record_id, message, raw, owner)
+            else:
+                claim = self.store.claim_for_sender(record_id, owner, lease)
+        except StoreError as exc:
+            log.error("store failed message_id=%s: %s", message.message_id, exc)
+            raise faults.retryable("The message could not be stored", relates_to=message.message_id) from exc
+
+        if claim is Status.DELIVERED:
+            log.info("resend record=%s message_id=%s: already delivered", record_id, message.message_id)
+            return
+        if isinstance(claim, Status):
+            # Another request (a concurrent copy of this resend) is delivering it right now.
+            log.info(
+                "resend record=%s message_id=%s: being delivered by another request", record_id, message.message_id
+            )
+            raise faults.retryable("The message is being delivered", relates_to=message.message_id)
+        log.info(
+            "%s record=%s message_id=%s tracking_id=%s interaction=%s: delivering",
+            "accepted" if is_new else "resend",
             record_id,
             message.message_id,
             message.tracking_id,
             message.interaction,
         )
-        # The message is committed: nothing below may turn the answer into a fault. Until a separate delivery
-        # worker exists, conversion and delivery run here, in the request thread; failures are recorded.
+
         try:
-            self._convert_and_deliver(record_id, message, raw)
+            outcome = self._deliverer.deliver(claim)
         except StoreError as exc:
-            log.error("could not record progress of record=%s: %s", record_id, exc)
-
-    def _convert_and_deliver(self, record_id: str, message: ItkMessage, raw: bytes) -> None:
-        try:
-            bundle = convert(raw, config=self.settings)
-        except ConversionError as exc:
-            # The reason can quote document values: it goes to the stored record, and to the log only at DEBUG.
-            log.warning("conversion failed record=%s message_id=%s", record_id, message.message_id)
-            log.debug("conversion failed record=%s: %s", record_id, exc)
-            self.store.set_status(record_id, Status.CONVERSION_FAILED, _reason(str(exc)))
-            return
-        except Exception:
-            error_id = str(uuid.uuid4()).upper()
-            log.error("conversion crashed record=%s error_id=%s", record_id, error_id)
-            # The traceback may quote document content: keep it out of logs above DEBUG.
-            log.debug("conversion crash error_id=%s", error_id, exc_info=True)
-            self.store.set_status(record_id, Status.CONVERSION_FAILED, f"Internal conversion error {error_id}")
-            return
-
-        bundle_json = json.dumps(bundle, ensure_ascii=False)
-        self.store.record_conversion(record_id, bundle_json)
-        try:
-            self.forwarder.send(
-                Delivery(
-                    record_id=record_id,
-                    message_id=message.message_id,
-                    tracking_id=message.tracking_id,
-                    interaction=message.interaction,
-                    ods_codes=message.ods_codes,
-                    dos_ids=message.dos_ids,
-                    bundle_json=bundle_json.encode("utf-8"),
-                )
+            # Nothing was sent; the message stays claimed until its lease expires, then held for the resend.
+            log.error("store failed record=%s before delivery: %s", record_id, exc)
+            raise faults.retryable("The message could not be stored", relates_to=message.message_id) from exc
+        if outcome.status is Status.DELIVERED:
+            return  # even if recording it failed: the target has it, which is what OK means here
+        if outcome.status is Status.DEAD_LETTER:
+            # Retrying cannot help; the cause is on the record and, under this error id, in the log.
+            error_id = outcome.error_id or str(uuid.uuid4()).upper()
+            log.error(
+                "record=%s message_id=%s dead-lettered, answered error_id=%s", record_id, message.message_id, error_id
             )
-        except Exception as exc:
-            detail = _reason(f"{type(exc).__name__}: {exc}")
-            log.error("delivery failed record=%s target=%s: %s", record_id, self.forwarder.target, detail)
-            self.store.record_delivery(record_id, self.forwarder.target, succeeded=False, detail=detail)
-            return
-        self.store.record_delivery(record_id, self.forwarder.target, succeeded=True)
-        log.info(
-            "delivered record=%s message_id=%s target=%s",
-            record_id,
-            message.message_id,
-            self.forwarder.target,
-        )
-
-
-def _reason(text: str) -> str:
-    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "…"
+            raise faults.internal(error_id, relates_to=message.message_id)
+        raise faults.retryable("The message could not be delivered", relates_to=message.message_id)

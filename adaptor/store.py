@@ -1,12 +1,31 @@
-"""The message store: every accepted request, durably, before the sender is told ``OK``.
+"""The message store: every accepted request, durably, before the sender is told ``OK``; and its outbox.
 
-SQLAlchemy Core only (no ORM), portable column types, so the default SQLite file under the data directory can
-be swapped for PostgreSQL by changing ``PEM111_DATABASE_URL`` and nothing else.
+SQLAlchemy Core only (no ORM), portable column types and portable SQL, so the default SQLite file under the data
+directory can be swapped for PostgreSQL by changing ``PEM111_DATABASE_URL`` and nothing else.
 
-A message is identified by (MessageID, trackingid, DistributionEnvelope digest): an identical resend finds the
-stored record instead of creating a second one, while a reused MessageID with different content is a new
-message (wire-contract.md section 5.3). Every database failure surfaces as :class:`StoreError`, which the
-receiver answers with the retryable 2100 fault.
+Three tables:
+
+``messages``
+    One row per accepted message: the envelope facts, the request bytes exactly as received (``raw``) and the
+    Bundle last converted from them (``bundle``). A message is identified by (MessageID, trackingid,
+    DistributionEnvelope digest): an identical resend finds the stored record instead of creating a second one,
+    while a reused MessageID with different content is a new message (wire-contract.md section 5.3).
+``outbox``
+    One small row per message: its delivery state (:class:`Status`), attempt count, when it is next due, and
+    the lease of whoever is delivering it. Kept apart from ``messages`` so that claiming and recording touch a
+    few bytes, not the request document (SQLite rewrites a whole row on every update).
+``delivery_attempts``
+    The history: one row per attempt, written *before* the Bundle is handed to the target and finished after.
+    An attempt that is never finished (the process died between sending and recording) is found when the
+    message is claimed again and closed as ``interrupted``: a possible redelivery (see
+    :meth:`MessageStore.possible_redeliveries`).
+
+Nothing is ever deleted. Claims are conditional ``UPDATE``\\s checked by row count, so two workers (threads,
+processes, or replicas sharing a database) can never both own a message; a lease with an owner and an expiry
+lets another worker take over the message of a worker that died.
+
+Every database failure surfaces as :class:`StoreError`; on the request path it is answered with the retryable
+2100 fault.
 """
 
 from __future__ import annotations
@@ -16,15 +35,16 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
     Column,
+    ColumnElement,
     DateTime,
     Engine,
     ForeignKey,
@@ -36,9 +56,13 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    and_,
     create_engine,
     event,
+    func,
     insert,
+    inspect,
+    or_,
     select,
     update,
 )
@@ -53,15 +77,40 @@ log = logging.getLogger(__name__)
 #: How long a writer waits for another thread's SQLite transaction before giving up (milliseconds).
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
+#: How many due messages one claim looks at (another worker may take some of them first), and how many times it
+#: looks again when other workers took them all.
+CLAIM_CANDIDATES = 8
+CLAIM_ROUNDS = 3
+
 
 class Status(enum.StrEnum):
-    """Where a stored message is in the pipeline."""
+    """The delivery state of a stored message (``outbox.state``)."""
 
-    ACCEPTED = "accepted"
-    CONVERTED = "converted"
-    CONVERSION_FAILED = "conversion_failed"
+    #: Stored and waiting for a worker: newly accepted (async mode), re-queued by a replay or by a resend.
+    PENDING = "pending"
+    #: Claimed by a worker or a synchronous request, which holds a lease (``lease_owner``, ``lease_expires_at``).
+    DELIVERING = "delivering"
+    #: The last attempt failed transiently; a worker tries again at ``next_attempt_at`` (exponential backoff).
+    RETRYING = "retrying"
+    #: Sync mode only: delivery failed (or was interrupted) while the sender waited, so the sender was told to
+    #: retry (2100). Workers leave it alone; the sender's resend (or ``nhs111 replay``) delivers it.
+    HELD = "held"
+    #: The target accepted the Bundle. Final (only ``nhs111 replay MESSAGE_ID`` delivers it again).
     DELIVERED = "delivered"
-    DELIVERY_FAILED = "delivery_failed"
+    #: Given up: conversion failed, the target refused the Bundle for good, or every attempt failed.
+    #: ``last_error`` says why. Final until ``nhs111 replay``.
+    DEAD_LETTER = "dead_letter"
+
+
+class AttemptOutcome(enum.StrEnum):
+    """How one delivery attempt ended (``delivery_attempts.outcome``; ``NULL`` while it is in progress)."""
+
+    DELIVERED = "delivered"
+    FAILED = "failed"  # a transient failure: retried
+    REJECTED = "rejected"  # the target refused the Bundle for good
+    CONVERSION_FAILED = "conversion_failed"
+    #: Started and never finished: the process stopped between handing the Bundle over and recording the result.
+    INTERRUPTED = "interrupted"
 
 
 class StoreError(RuntimeError):
@@ -84,35 +133,70 @@ messages = Table(
     Column("dos_ids", Text, nullable=False),  # JSON array of strings
     Column("sender", Text, nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=False),  # UTC
-    Column("status", String(32), nullable=False),
-    Column("status_reason", Text, nullable=True),
     Column("raw", LargeBinary, nullable=False),  # the request exactly as received
-    Column("bundle", Text, nullable=True),  # the FHIR Bundle JSON, once converted
+    Column("bundle", Text, nullable=True),  # the FHIR Bundle JSON last converted (cleared by a replay)
     Column("updated_at", DateTime(timezone=True), nullable=False),  # UTC
     UniqueConstraint("message_id", "tracking_id", "digest", name="uq_messages_identity"),
 )
 Index("ix_messages_message_id", messages.c.message_id)
-Index("ix_messages_status", messages.c.status)
+Index("ix_messages_received_at", messages.c.received_at)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("record_id", String(36), ForeignKey("messages.id"), primary_key=True),
+    Column("state", String(16), nullable=False),  # a Status value
+    Column("attempts", Integer, nullable=False),  # attempts since acceptance or the last replay
+    # When a worker may take the message: acceptance time when pending, after the backoff when retrying.
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("lease_owner", Text, nullable=True),  # who is delivering it (state delivering)
+    Column("lease_expires_at", DateTime(timezone=True), nullable=True),  # after this another worker may take over
+    # 1 while a synchronous request (sync mode) owns the message: workers never deliver it behind the sender's
+    # back, even after the lease expired; they mark it held instead.
+    Column("synchronous", Integer, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("delivered_at", DateTime(timezone=True), nullable=True),
+    Column("replays", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_outbox_due", outbox.c.state, outbox.c.next_attempt_at)
 
 delivery_attempts = Table(
     "delivery_attempts",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("message_record_id", String(36), ForeignKey("messages.id"), nullable=False),
-    Column("attempted_at", DateTime(timezone=True), nullable=False),
+    Column("owner", Text, nullable=False),  # the worker (or synchronous request) that made the attempt
     Column("target", Text, nullable=False),
-    Column("succeeded", Integer, nullable=False),  # 1 or 0: portable where BOOLEAN is not
-    Column("detail", Text, nullable=True),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),  # NULL: in progress, or never finished
+    Column("outcome", String(32), nullable=True),  # an AttemptOutcome value; NULL until finished
+    Column("error", Text, nullable=True),
 )
 Index("ix_delivery_attempts_record", delivery_attempts.c.message_record_id)
+Index("ix_delivery_attempts_outcome", delivery_attempts.c.outcome)
 
-# The columns a listing returns: everything except the two potentially large documents.
+#: A listing returns every column except the two potentially large documents.
 _SUMMARY_COLUMNS = [c for c in messages.c if c.name not in ("raw", "bundle")]
+_OUTBOX_COLUMNS = [
+    outbox.c.state,
+    outbox.c.attempts,
+    outbox.c.next_attempt_at,
+    outbox.c.lease_owner,
+    outbox.c.lease_expires_at,
+    outbox.c.last_error,
+    outbox.c.delivered_at,
+    outbox.c.replays,
+    outbox.c.updated_at.label("outbox_updated_at"),
+]
+_WITH_OUTBOX = messages.join(outbox, outbox.c.record_id == messages.c.id)
+
+_INTERRUPTED_ERROR = "never finished: the process stopped after starting this attempt (possible redelivery)"
 
 
 @dataclass(frozen=True)
 class StoredMessage:
-    """One row of ``messages``. ``raw`` and ``bundle`` are ``None`` in listings (not loaded)."""
+    """One message with its delivery state. ``raw`` and ``bundle`` are ``None`` in listings (not loaded)."""
 
     id: str
     message_id: str
@@ -125,18 +209,82 @@ class StoredMessage:
     sender: str
     received_at: datetime
     status: Status
-    status_reason: str | None
-    updated_at: datetime
+    status_reason: str | None  # the outbox's last_error
+    attempts: int
+    next_attempt_at: datetime
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    delivered_at: datetime | None
+    replays: int
+    updated_at: datetime  # the later of the message's and its outbox row's updates
     raw: bytes | None = None
     bundle: str | None = None
 
 
 @dataclass(frozen=True)
 class DeliveryAttempt:
-    attempted_at: datetime
+    owner: str
     target: str
-    succeeded: bool
-    detail: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    outcome: AttemptOutcome | None  # None: in progress (or the process died and nobody has claimed it since)
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A message claimed by ``owner`` (until its lease expires), with what delivering it needs."""
+
+    record_id: str
+    message_id: str
+    tracking_id: str
+    interaction: str
+    ods_codes: tuple[str, ...]
+    dos_ids: tuple[str, ...]
+    raw: bytes
+    bundle: str | None  # the Bundle converted by an earlier attempt (sent again as is); None: convert ``raw``
+    owner: str
+    attempt: int  # the number of this attempt since acceptance or the last replay (1 = first)
+    synchronous: bool  # claimed by a synchronous request: failures hold the message for the sender's resend
+    #: Earlier attempts found unfinished by this claim, closed as interrupted: each may have reached the target,
+    #: so delivering now may deliver the message a second time (same MessageID, so consumers can drop it).
+    interrupted: int
+
+    @classmethod
+    def for_new_message(cls, record_id: str, message: ItkMessage, raw: bytes, owner: str) -> Claim:
+        """The claim :meth:`MessageStore.accept` stored with ``claim_for=owner``, built from what the caller
+        already holds instead of being read back."""
+        return cls(
+            record_id=record_id,
+            message_id=message.message_id,
+            tracking_id=message.tracking_id,
+            interaction=message.interaction,
+            ods_codes=message.ods_codes,
+            dos_ids=message.dos_ids,
+            raw=raw,
+            bundle=None,
+            owner=owner,
+            attempt=1,
+            synchronous=True,
+            interrupted=0,
+        )
+
+
+@dataclass(frozen=True)
+class Redelivery:
+    """A delivered message that had interrupted attempts: it may have reached the target more than once."""
+
+    record_id: str
+    message_id: str
+    interrupted_attempts: int
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    record_id: str
+    message_id: str
+    previous: Status
+    requeued: bool  # False: it was being delivered right now (a live lease), so it was left alone
 
 
 def utc_now() -> datetime:
@@ -148,8 +296,13 @@ def _as_utc(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def _optional_utc(value: datetime | None) -> datetime | None:
+    return None if value is None else _as_utc(value)
+
+
 def _row_to_message(row: Any) -> StoredMessage:
     mapping = row._mapping
+    updated_at = max(_as_utc(mapping["updated_at"]), _as_utc(mapping["outbox_updated_at"]))
     return StoredMessage(
         id=mapping["id"],
         message_id=mapping["message_id"],
@@ -161,9 +314,15 @@ def _row_to_message(row: Any) -> StoredMessage:
         dos_ids=tuple(json.loads(mapping["dos_ids"])),
         sender=mapping["sender"],
         received_at=_as_utc(mapping["received_at"]),
-        status=Status(mapping["status"]),
-        status_reason=mapping["status_reason"],
-        updated_at=_as_utc(mapping["updated_at"]),
+        status=Status(mapping["state"]),
+        status_reason=mapping["last_error"],
+        attempts=mapping["attempts"],
+        next_attempt_at=_as_utc(mapping["next_attempt_at"]),
+        lease_owner=mapping["lease_owner"],
+        lease_expires_at=_optional_utc(mapping["lease_expires_at"]),
+        delivered_at=_optional_utc(mapping["delivered_at"]),
+        replays=mapping["replays"],
+        updated_at=updated_at,
         raw=mapping.get("raw"),
         bundle=mapping.get("bundle"),
     )
@@ -185,13 +344,28 @@ def _configure_sqlite(engine: Engine) -> None:
             cursor.close()
 
 
-class MessageStore:
-    """The ``messages`` and ``delivery_attempts`` tables behind a small, thread-safe API.
+def _due(now: datetime) -> ColumnElement[bool]:
+    """Messages a worker may claim at ``now``: waiting and due, or delivering under an expired lease."""
+    return or_(
+        and_(outbox.c.state.in_([Status.PENDING.value, Status.RETRYING.value]), outbox.c.next_attempt_at <= now),
+        and_(outbox.c.state == Status.DELIVERING.value, outbox.c.lease_expires_at <= now),
+    )
 
-    Safe to share between request threads: each call checks a connection out of the engine's pool and commits
-    before returning. The schema is created by :meth:`open`; when the database is unreachable at start-up the
-    store still constructs and every call retries (and raises :class:`StoreError` until it succeeds), so a
-    database that comes up late does not need a restart.
+
+def _not_being_delivered(now: datetime) -> ColumnElement[bool]:
+    """Anything but a live claim: a message whose lease has not expired belongs to its owner."""
+    return or_(outbox.c.state != Status.DELIVERING.value, outbox.c.lease_expires_at <= now)
+
+
+class MessageStore:
+    """The ``messages``, ``outbox`` and ``delivery_attempts`` tables behind a small, thread-safe API.
+
+    Safe to share between request and worker threads: each call checks a connection out of the engine's pool
+    and commits before returning. The schema is created by :meth:`open`; when the database is unreachable at
+    start-up the store still constructs and every call retries (and raises :class:`StoreError` until it
+    succeeds), so a database that comes up late does not need a restart.
+
+    Times are the caller's clock (UTC): replicas sharing a database need synchronised clocks for leases.
     """
 
     def __init__(self, database_url: str) -> None:
@@ -225,7 +399,8 @@ class MessageStore:
     # -- lifecycle -------------------------------------------------------------------------------------------
 
     def open(self) -> None:
-        """Create the tables (and the SQLite file's folder) if needed. Raises :class:`StoreError`."""
+        """Create the tables (and the SQLite file's folder) if needed. Raises :class:`StoreError`, also when
+        the database holds tables of an incompatible (older) layout."""
         if self._schema_ready:
             return
         with self._schema_lock:
@@ -235,9 +410,29 @@ class MessageStore:
                 if self.is_sqlite and self._url.database and self._url.database != ":memory:":
                     Path(self._url.database).parent.mkdir(parents=True, exist_ok=True)
                 metadata.create_all(self.engine)
+                self._check_schema()
             except (SQLAlchemyError, OSError) as exc:
                 raise StoreError(f"cannot open the message store {self.url}: {_describe(exc)}") from exc
             self._schema_ready = True
+
+    def _check_schema(self) -> None:
+        """``create_all`` leaves existing tables alone: refuse a layout this code cannot write to, by name,
+        rather than failing on every insert later."""
+        inspector = inspect(self.engine)
+        for table in metadata.sorted_tables:
+            existing = {column["name"]: column for column in inspector.get_columns(table.name)}
+            missing = sorted(set(table.c.keys()) - set(existing))
+            unknown_required = sorted(
+                name
+                for name, column in existing.items()
+                if name not in table.c and not column.get("nullable", True) and column.get("default") is None
+            )
+            if missing or unknown_required:
+                problem = f"lacks {', '.join(missing)}" if missing else f"requires {', '.join(unknown_required)}"
+                raise StoreError(
+                    f"the message store {self.url} has an incompatible layout (table {table.name} {problem}): "
+                    "it was created by another version of the adaptor; use a new database"
+                )
 
     def open_if_available(self) -> bool:
         """:meth:`open`, but an unreachable database is logged instead of raised: the service starts anyway,
@@ -262,17 +457,23 @@ class MessageStore:
         except SQLAlchemyError as exc:
             raise StoreError(f"message store failure: {_describe(exc)}") from exc
 
-    # -- writes ----------------------------------------------------------------------------------------------
+    # -- the request path ------------------------------------------------------------------------------------
 
-    def accept(self, message: ItkMessage, raw: bytes) -> tuple[str, bool]:
-        """Record ``message`` (and the request bytes ``raw``) with status ``accepted``; committed on return.
+    def accept(
+        self, message: ItkMessage, raw: bytes, *, claim_for: str | None = None, lease_seconds: float = 0
+    ) -> tuple[str, bool]:
+        """Record ``message`` (and the request bytes ``raw``) in one transaction, committed on return.
 
-        Returns ``(record_id, is_new)``. An identical resend (same MessageID, trackingid and digest) returns
-        the existing record's id and ``False`` and writes nothing.
+        The message is queued (``pending``) for the outbox workers; with ``claim_for`` it is instead stored
+        already claimed by that synchronous request for ``lease_seconds`` (sync mode), so no worker takes it.
+
+        Returns ``(record_id, is_new)``. An identical resend (same MessageID, trackingid and digest) returns the
+        existing record's id and ``False`` and writes nothing (see :meth:`claim_for_sender` and
+        :meth:`requeue_held` for what a resend may do to it).
         """
         now = utc_now()
         record_id = str(uuid.uuid4())
-        row = {
+        message_row = {
             "id": record_id,
             "message_id": message.message_id,
             "tracking_id": message.tracking_id,
@@ -283,17 +484,37 @@ class MessageStore:
             "dos_ids": json.dumps(list(message.dos_ids)),
             "sender": message.sender,
             "received_at": now,
-            "status": Status.ACCEPTED.value,
-            "status_reason": None,
             "raw": raw,
             "bundle": None,
             "updated_at": now,
         }
+        outbox_row: dict[str, Any] = {
+            "record_id": record_id,
+            "state": Status.PENDING.value,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "synchronous": 0,
+            "last_error": None,
+            "delivered_at": None,
+            "replays": 0,
+            "updated_at": now,
+        }
+        if claim_for is not None:
+            outbox_row.update(
+                state=Status.DELIVERING.value,
+                attempts=1,
+                lease_owner=claim_for,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
+                synchronous=1,
+            )
         try:
             # Insert first: new messages are the common case, and the unique constraint (not a prior SELECT)
             # decides a race between two copies of the same resend arriving at once.
             with self._transaction() as conn:
-                conn.execute(insert(messages).values(**row))
+                conn.execute(insert(messages).values(**message_row))
+                conn.execute(insert(outbox).values(**outbox_row))
             return record_id, True
         except StoreError as exc:
             if not isinstance(exc.__cause__, IntegrityError):
@@ -312,62 +533,363 @@ class MessageStore:
         with self._transaction() as conn:
             return conn.execute(query).scalar_one_or_none()
 
-    def set_status(self, record_id: str, status: Status, reason: str | None = None) -> None:
-        """Set the status (and its reason, cleared when ``None``)."""
-        with self._transaction() as conn:
-            self._update(conn, record_id, status=status.value, status_reason=reason)
-
-    def record_conversion(self, record_id: str, bundle_json: str) -> None:
-        """Keep the Bundle and mark the message ``converted``."""
-        with self._transaction() as conn:
-            self._update(conn, record_id, status=Status.CONVERTED.value, status_reason=None, bundle=bundle_json)
-
-    def record_delivery(self, record_id: str, target: str, *, succeeded: bool, detail: str | None = None) -> None:
-        """Log one delivery attempt and set ``delivered`` / ``delivery_failed`` (reason ``detail``)."""
+    def claim_for_sender(self, record_id: str, owner: str, lease_seconds: float) -> Claim | Status:
+        """Sync mode, a resend of a stored message: claim it for this request unless it is delivered or being
+        delivered. Returns the :class:`Claim`, or the state that prevented it (``delivered`` or
+        ``delivering``)."""
         now = utc_now()
-        status = Status.DELIVERED if succeeded else Status.DELIVERY_FAILED
         with self._transaction() as conn:
-            conn.execute(
-                insert(delivery_attempts).values(
-                    message_record_id=record_id,
-                    attempted_at=now,
-                    target=target,
-                    succeeded=1 if succeeded else 0,
-                    detail=detail,
+            result = conn.execute(
+                update(outbox)
+                .where(
+                    outbox.c.record_id == record_id,
+                    outbox.c.state != Status.DELIVERED.value,
+                    _not_being_delivered(now),
+                )
+                .values(**self._claim_values(owner, now, lease_seconds, synchronous=True))
+            )
+            if result.rowcount == 1:
+                return self._load_claim(conn, record_id, owner, now)
+            state = conn.execute(select(outbox.c.state).where(outbox.c.record_id == record_id)).scalar_one_or_none()
+        if state is None:
+            raise StoreError(f"no stored message with id {record_id}")
+        return Status(state)
+
+    def requeue_held(self, record_id: str) -> bool:
+        """Async mode, a resend of a stored message: a message held for this resend (a failed or interrupted
+        synchronous delivery) goes back to the workers. Returns whether it was re-queued."""
+        now = utc_now()
+        held = or_(
+            outbox.c.state == Status.HELD.value,
+            and_(
+                outbox.c.state == Status.DELIVERING.value,
+                outbox.c.synchronous == 1,
+                outbox.c.lease_expires_at <= now,
+            ),
+        )
+        with self._transaction() as conn:
+            result = conn.execute(
+                update(outbox).where(outbox.c.record_id == record_id, held).values(**self._queue_values(now))
+            )
+        return result.rowcount == 1
+
+    # -- the outbox worker -----------------------------------------------------------------------------------
+
+    def claim_due(self, owner: str, lease_seconds: float) -> Claim | None:
+        """Claim the message that has been due longest, for ``owner``, for ``lease_seconds``; ``None`` when
+        nothing is due.
+
+        A synchronous delivery whose lease expired (its process died while the sender waited) is marked
+        ``held`` on the way instead of being claimed: the sender never got OK and will resend.
+        """
+        # Candidates first, outside any transaction; then a conditional UPDATE per candidate, checked by row
+        # count, decides the race with other workers (the WHERE is evaluated again under the write lock). On
+        # PostgreSQL the candidate query is the place for FOR UPDATE SKIP LOCKED, which saves the lost races.
+        for _ in range(CLAIM_ROUNDS):
+            now = utc_now()
+            with self._transaction() as conn:
+                candidates = conn.execute(
+                    select(outbox.c.record_id, outbox.c.state, outbox.c.synchronous)
+                    .where(_due(now))
+                    .order_by(outbox.c.next_attempt_at)
+                    .limit(CLAIM_CANDIDATES)
+                ).all()
+            if not candidates:
+                return None
+            for record_id, state, synchronous in candidates:
+                if state == Status.DELIVERING.value and synchronous:
+                    self._hold_abandoned_sync(record_id, now)
+                    continue
+                with self._transaction() as conn:
+                    claimed = conn.execute(
+                        update(outbox)
+                        .where(outbox.c.record_id == record_id, outbox.c.synchronous == 0, _due(now))
+                        .values(**self._claim_values(owner, now, lease_seconds, synchronous=False))
+                    )
+                    if claimed.rowcount == 1:
+                        return self._load_claim(conn, record_id, owner, now)
+            # Every candidate went to other workers (or was held): there may be more due behind them.
+        return None
+
+    def _hold_abandoned_sync(self, record_id: str, now: datetime) -> None:
+        with self._transaction() as conn:
+            held = conn.execute(
+                update(outbox)
+                .where(
+                    outbox.c.record_id == record_id,
+                    outbox.c.state == Status.DELIVERING.value,
+                    outbox.c.synchronous == 1,
+                    outbox.c.lease_expires_at <= now,
+                )
+                .values(
+                    state=Status.HELD.value,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    last_error="synchronous delivery interrupted (the process stopped); waiting for the resend",
+                    updated_at=now,
                 )
             )
-            self._update(conn, record_id, status=status.value, status_reason=None if succeeded else detail)
+            if held.rowcount == 1:
+                self._close_interrupted(conn, record_id, now)
+                log.warning("record=%s: synchronous delivery was interrupted; held for the sender's resend", record_id)
+
+    def start_attempt(self, claim: Claim, target: str, lease_seconds: float, bundle_json: str | None) -> int | None:
+        """Just before handing the Bundle to ``target``: renew the lease, keep a newly converted
+        ``bundle_json`` (``None``: the claim's bundle is sent again) and log the attempt as started.
+
+        Returns the attempt id, or ``None`` when the claim is no longer ours (the lease expired and another
+        worker took the message): then nothing must be sent.
+        """
+        now = utc_now()
+        with self._transaction() as conn:
+            renewed = conn.execute(
+                update(outbox)
+                .where(
+                    outbox.c.record_id == claim.record_id,
+                    outbox.c.state == Status.DELIVERING.value,
+                    outbox.c.lease_owner == claim.owner,
+                )
+                .values(lease_expires_at=now + timedelta(seconds=lease_seconds), updated_at=now)
+            )
+            if renewed.rowcount != 1:
+                return None
+            if bundle_json is not None:
+                conn.execute(
+                    update(messages).where(messages.c.id == claim.record_id).values(bundle=bundle_json, updated_at=now)
+                )
+            attempt = conn.execute(
+                insert(delivery_attempts).values(
+                    message_record_id=claim.record_id,
+                    owner=claim.owner,
+                    target=target,
+                    started_at=now,
+                    finished_at=None,
+                    outcome=None,
+                    error=None,
+                )
+            )
+            attempt_id = attempt.inserted_primary_key
+            assert attempt_id is not None
+            return int(attempt_id[0])
+
+    def finish(
+        self,
+        claim: Claim,
+        *,
+        state: Status,
+        outcome: AttemptOutcome,
+        target: str,
+        attempt_id: int | None = None,
+        error: str | None = None,
+        next_attempt_at: datetime | None = None,
+    ) -> bool:
+        """Record how the claimed attempt ended and release the claim into ``state``.
+
+        ``attempt_id`` is the id :meth:`start_attempt` returned; ``None`` logs an attempt that ended before
+        anything was sent (a conversion failure). ``next_attempt_at`` is when a ``retrying`` message is due.
+        The attempt is always recorded; the state only while the claim is still ``claim.owner``'s. Returns
+        whether it was (``False``: the lease had expired and another worker owns the message now).
+        """
+        now = utc_now()
+        with self._transaction() as conn:
+            if attempt_id is None:
+                conn.execute(
+                    insert(delivery_attempts).values(
+                        message_record_id=claim.record_id,
+                        owner=claim.owner,
+                        target=target,
+                        started_at=now,
+                        finished_at=now,
+                        outcome=outcome.value,
+                        error=error,
+                    )
+                )
+            else:
+                conn.execute(
+                    update(delivery_attempts)
+                    .where(delivery_attempts.c.id == attempt_id)
+                    .values(finished_at=now, outcome=outcome.value, error=error)
+                )
+            values: dict[str, Any] = {
+                "state": state.value,
+                "lease_owner": None,
+                "lease_expires_at": None,
+                "synchronous": 0,
+                "last_error": error,
+                "updated_at": now,
+            }
+            if state is Status.DELIVERED:
+                values["delivered_at"] = now
+            if next_attempt_at is not None:
+                values["next_attempt_at"] = next_attempt_at
+            released = conn.execute(
+                update(outbox)
+                .where(
+                    outbox.c.record_id == claim.record_id,
+                    outbox.c.state == Status.DELIVERING.value,
+                    outbox.c.lease_owner == claim.owner,
+                )
+                .values(**values)
+            )
+            return released.rowcount == 1
+
+    def retry_waiting_now(self) -> int:
+        """Make every ``retrying`` message due now (the target is back); returns how many."""
+        now = utc_now()
+        with self._transaction() as conn:
+            result = conn.execute(
+                update(outbox)
+                .where(outbox.c.state == Status.RETRYING.value, outbox.c.next_attempt_at > now)
+                .values(next_attempt_at=now, updated_at=now)
+            )
+        return int(result.rowcount)
 
     @staticmethod
-    def _update(conn: Connection, record_id: str, **values: Any) -> None:
-        result = conn.execute(update(messages).where(messages.c.id == record_id).values(updated_at=utc_now(), **values))
-        if result.rowcount != 1:
-            raise StoreError(f"no stored message with id {record_id}")
+    def _claim_values(owner: str, now: datetime, lease_seconds: float, *, synchronous: bool) -> dict[str, Any]:
+        return {
+            "state": Status.DELIVERING.value,
+            "attempts": outbox.c.attempts + 1,
+            "lease_owner": owner,
+            "lease_expires_at": now + timedelta(seconds=lease_seconds),
+            "synchronous": 1 if synchronous else 0,
+            "updated_at": now,
+        }
+
+    @staticmethod
+    def _queue_values(now: datetime) -> dict[str, Any]:
+        """A fresh start in the outbox: due now, a full budget of attempts."""
+        return {
+            "state": Status.PENDING.value,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "synchronous": 0,
+            "updated_at": now,
+        }
+
+    def _load_claim(self, conn: Connection, record_id: str, owner: str, now: datetime) -> Claim:
+        """Inside the claiming transaction: close the attempts the previous owner never finished, then read
+        what delivering needs."""
+        interrupted = self._close_interrupted(conn, record_id, now)
+        row = conn.execute(
+            select(
+                messages.c.message_id,
+                messages.c.tracking_id,
+                messages.c.interaction,
+                messages.c.ods_codes,
+                messages.c.dos_ids,
+                messages.c.raw,
+                messages.c.bundle,
+                outbox.c.attempts,
+                outbox.c.synchronous,
+            )
+            .select_from(_WITH_OUTBOX)
+            .where(messages.c.id == record_id)
+        ).one()
+        return Claim(
+            record_id=record_id,
+            message_id=row.message_id,
+            tracking_id=row.tracking_id,
+            interaction=row.interaction,
+            ods_codes=tuple(json.loads(row.ods_codes)),
+            dos_ids=tuple(json.loads(row.dos_ids)),
+            raw=row.raw,
+            bundle=row.bundle,
+            owner=owner,
+            attempt=row.attempts,
+            synchronous=bool(row.synchronous),
+            interrupted=interrupted,
+        )
+
+    @staticmethod
+    def _close_interrupted(conn: Connection, record_id: str, now: datetime) -> int:
+        result = conn.execute(
+            update(delivery_attempts)
+            .where(delivery_attempts.c.message_record_id == record_id, delivery_attempts.c.finished_at.is_(None))
+            .values(finished_at=now, outcome=AttemptOutcome.INTERRUPTED.value, error=_INTERRUPTED_ERROR)
+        )
+        return int(result.rowcount)
+
+    # -- operators -------------------------------------------------------------------------------------------
+
+    def replay(self, record_ids: Iterable[str]) -> list[ReplayResult]:
+        """Queue each record for delivery again, from the start: attempts reset, the stored Bundle dropped so it
+        is converted again from ``raw`` (a mapping fix reaches old messages); the history is kept. A message
+        being delivered right now (live lease) is left alone. Unknown ids are skipped."""
+        results: list[ReplayResult] = []
+        for record_id in record_ids:
+            now = utc_now()
+            with self._transaction() as conn:
+                found = conn.execute(
+                    select(messages.c.message_id, outbox.c.state)
+                    .select_from(_WITH_OUTBOX)
+                    .where(messages.c.id == record_id)
+                ).first()
+                if found is None:
+                    continue
+                requeued = conn.execute(
+                    update(outbox)
+                    .where(outbox.c.record_id == record_id, _not_being_delivered(now))
+                    .values(**self._queue_values(now), last_error=None, replays=outbox.c.replays + 1)
+                )
+                if requeued.rowcount == 1:
+                    conn.execute(update(messages).where(messages.c.id == record_id).values(bundle=None, updated_at=now))
+                results.append(ReplayResult(record_id, found.message_id, Status(found.state), requeued.rowcount == 1))
+        return results
 
     # -- reads -----------------------------------------------------------------------------------------------
 
     def get(self, record_id: str) -> StoredMessage | None:
         """The full record (with ``raw`` and ``bundle``), or ``None``."""
+        query = select(messages, *_OUTBOX_COLUMNS).select_from(_WITH_OUTBOX).where(messages.c.id == record_id)
         with self._transaction() as conn:
-            row = conn.execute(select(messages).where(messages.c.id == record_id)).first()
+            row = conn.execute(query).first()
         return None if row is None else _row_to_message(row)
 
     def find_by_message_id(self, message_id: str) -> list[StoredMessage]:
         """Every record with this wsa:MessageID (MessageIDs are reused), oldest first, with content."""
-        query = select(messages).where(messages.c.message_id == message_id).order_by(messages.c.received_at)
+        query = (
+            select(messages, *_OUTBOX_COLUMNS)
+            .select_from(_WITH_OUTBOX)
+            .where(messages.c.message_id == message_id)
+            .order_by(messages.c.received_at, messages.c.id)
+        )
         with self._transaction() as conn:
             return [_row_to_message(row) for row in conn.execute(query)]
 
     def list_messages(
         self, *, statuses: Sequence[Status] = (), limit: int = 100, offset: int = 0
     ) -> list[StoredMessage]:
-        """Records newest first, without ``raw`` and ``bundle``; optionally only the given statuses."""
-        query = select(*_SUMMARY_COLUMNS).order_by(messages.c.received_at.desc(), messages.c.id)
+        """Records newest first, without ``raw`` and ``bundle``; optionally only the given states."""
+        query = (
+            select(*_SUMMARY_COLUMNS, *_OUTBOX_COLUMNS)
+            .select_from(_WITH_OUTBOX)
+            .order_by(messages.c.received_at.desc(), messages.c.id)
+        )
         if statuses:
-            query = query.where(messages.c.status.in_([s.value for s in statuses]))
+            query = query.where(outbox.c.state.in_([s.value for s in statuses]))
         query = query.limit(limit).offset(offset)
         with self._transaction() as conn:
             return [_row_to_message(row) for row in conn.execute(query)]
+
+    def record_ids(self, status: Status) -> list[str]:
+        """The ids of every record in ``status``, oldest first."""
+        query = (
+            select(messages.c.id)
+            .select_from(_WITH_OUTBOX)
+            .where(outbox.c.state == status.value)
+            .order_by(messages.c.received_at, messages.c.id)
+        )
+        with self._transaction() as conn:
+            return list(conn.execute(query).scalars())
+
+    def count_by_status(self) -> dict[Status, int]:
+        """How many messages are in each state (every state present, zero included)."""
+        query = select(outbox.c.state, func.count()).group_by(outbox.c.state)
+        with self._transaction() as conn:
+            counts = {Status(state): int(n) for state, n in conn.execute(query)}
+        return {status: counts.get(status, 0) for status in Status}
 
     def delivery_history(self, record_id: str) -> list[DeliveryAttempt]:
         """Every delivery attempt for the record, oldest first."""
@@ -379,13 +901,37 @@ class MessageStore:
         with self._transaction() as conn:
             return [
                 DeliveryAttempt(
-                    attempted_at=_as_utc(row.attempted_at),
+                    owner=row.owner,
                     target=row.target,
-                    succeeded=bool(row.succeeded),
-                    detail=row.detail,
+                    started_at=_as_utc(row.started_at),
+                    finished_at=_optional_utc(row.finished_at),
+                    outcome=None if row.outcome is None else AttemptOutcome(row.outcome),
+                    error=row.error,
                 )
                 for row in conn.execute(query)
             ]
+
+    def possible_redeliveries(self) -> list[Redelivery]:
+        """Delivered messages with interrupted attempts, oldest first.
+
+        An interrupted attempt was started and never recorded: the process stopped somewhere between starting
+        it and recording the result, possibly after the target had accepted the Bundle. Each is therefore at
+        most one extra copy at the target, carrying the same MessageID (``messageId`` property), which
+        consumers use to drop it. This is an upper bound: a process stopped before sending counts too.
+        """
+        interrupted = func.count(delivery_attempts.c.id)
+        query = (
+            select(messages.c.id, messages.c.message_id, interrupted)
+            .select_from(_WITH_OUTBOX.join(delivery_attempts, delivery_attempts.c.message_record_id == messages.c.id))
+            .where(
+                outbox.c.state == Status.DELIVERED.value,
+                delivery_attempts.c.outcome == AttemptOutcome.INTERRUPTED.value,
+            )
+            .group_by(messages.c.id, messages.c.message_id, messages.c.received_at)
+            .order_by(messages.c.received_at, messages.c.id)
+        )
+        with self._transaction() as conn:
+            return [Redelivery(record_id, message_id, int(n)) for record_id, message_id, n in conn.execute(query)]
 
 
 def _describe(exc: BaseException) -> str:

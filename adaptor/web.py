@@ -31,6 +31,7 @@ from .allowlist import AllowList
 from .config import Settings
 from .faults import ItkFault
 from .forwarders import Forwarder, forwarder_from_settings
+from .outbox import OutboxWorker
 from .schemas import wsdl_dir
 from .service import ReceiverService
 from .soap import build_soap_app, log_fault
@@ -150,7 +151,7 @@ class ReceiverApp:
         soap_app: WsgiApp,
         site: Flask,
         *,
-        on_close: Iterable[Callable[[], None]] = (),
+        on_close: Iterable[Callable[[], object]] = (),
     ) -> None:
         self.settings = settings
         self.soap_app = soap_app
@@ -237,20 +238,27 @@ def create_app(
     store: MessageStore | None = None,
     forwarder: Forwarder | None = None,
     allow_list: AllowList | None = None,
+    worker: OutboxWorker | None = None,
 ) -> ReceiverApp:
-    """The complete WSGI application. Components not given are created from ``settings`` (and the allow-list
-    started); :meth:`ReceiverApp.close` stops and closes only those."""
-    on_close: list[Callable[[], None]] = []
+    """The complete WSGI application. Components not given are created from ``settings`` (the allow-list and
+    the outbox worker's ``PEM111_DELIVERY_WORKERS`` threads started); :meth:`ReceiverApp.close` stops and
+    closes only those. A ``worker`` that is given is only woken when a message is stored: its owner starts it."""
+    on_close: list[Callable[[], object]] = []
     if store is None:
         store = MessageStore.from_settings(settings)
         store.open_if_available()
         on_close.append(store.close)
     if forwarder is None:
         forwarder = forwarder_from_settings(settings)
+        on_close.append(forwarder.close)
     if allow_list is None:
         allow_list = AllowList(settings)
         allow_list.start()
         on_close.append(allow_list.stop)
-    receiver = ReceiverService(settings, store, forwarder, allow_list)
+    if worker is None:
+        worker = OutboxWorker(settings, store, forwarder)
+        worker.start()
+        on_close.append(worker.stop)  # first on close: deliveries in flight finish before anything closes
+    receiver = ReceiverService(settings, store, forwarder, allow_list, wake=worker.wake)
     site = _create_site(settings, ServiceDocuments(wsdl_dir(settings)))
     return ReceiverApp(settings, build_soap_app(settings, receiver), site, on_close=on_close)

@@ -27,6 +27,8 @@ from pathlib import Path
 from conftest import REPO, SHARED, require_shared
 from lxml import etree
 
+from adaptor.store import MessageStore, Status, StoredMessage
+
 SCHEMA_PACK = SHARED / "schemas"
 
 SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -36,6 +38,7 @@ ODS_ADDRESS_PREFIX = "urn:nhs-uk:addressing:ods:"
 SENDER_PREFIX = "urn:nhs-uk:identity:ods:"
 
 STARTUP_TIMEOUT_SECONDS = 30.0
+DELIVERY_TIMEOUT_SECONDS = 30.0
 
 
 def require_corpus() -> Path:
@@ -119,6 +122,34 @@ class RunningServer:
     def outbox_files(self) -> list[Path]:
         return sorted(p for p in self.outbox.rglob("*") if p.is_file()) if self.outbox.exists() else []
 
+    def stored(self, message_id: str) -> list[StoredMessage]:
+        """Every stored record with this MessageID, oldest first (read from the server's database)."""
+        store = MessageStore(self.database_url)
+        try:
+            return store.find_by_message_id(message_id)
+        finally:
+            store.close()
+
+    def wait_for_status(
+        self,
+        message_id: str,
+        *statuses: Status,
+        records: int = 1,
+        timeout: float = DELIVERY_TIMEOUT_SECONDS,
+    ) -> list[StoredMessage]:
+        """Wait until ``records`` records with this MessageID are stored and each is in one of ``statuses``
+        (default: delivered); returns them. The outbox delivers after the answer, so tests wait for it."""
+        wanted = set(statuses or (Status.DELIVERED,))
+        deadline = time.monotonic() + timeout
+        found: list[StoredMessage] = []
+        while time.monotonic() < deadline:
+            found = self.stored(message_id)
+            if len(found) >= records and all(m.status in wanted for m in found):
+                return found
+            time.sleep(0.05)
+        states = [m.status.value for m in found]
+        raise AssertionError(f"{message_id}: records in {states}, want {records} in {sorted(wanted)}")
+
     def stop(self, timeout: float = 15.0) -> int:
         """SIGTERM, then wait; kills the process if it does not stop in ``timeout`` seconds."""
         if self.process.poll() is None:
@@ -134,13 +165,13 @@ class RunningServer:
 def start_server(folder: Path, *, port: int | None = None, **settings: str) -> RunningServer:
     """Start ``nhs111 serve`` with the corpus allow-list (unless overridden); wait until /healthz answers.
 
-    ``settings`` are ``PEM111_*`` variables; ``port`` defaults to a free one.
+    ``settings`` are ``PEM111_*`` variables; ``port`` defaults to a free one. Starting again in the same
+    ``folder`` (after a stop or a kill) reuses its database and outbox.
     """
     folder.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     data_dir = folder / "data"
     outbox = folder / "outbox"
-    addresses = corpus_addresses()
     env = {key: value for key, value in os.environ.items() if not key.startswith("PEM111_")}
     env.update(
         {
@@ -148,17 +179,20 @@ def start_server(folder: Path, *, port: int | None = None, **settings: str) -> R
             "PEM111_PORT": str(port),
             "PEM111_DATA_DIR": str(data_dir),
             "PEM111_FORWARD_TARGET": f"dir:{outbox}",
-            "PEM111_ITK_ODS_CODE_LIST": ",".join(addresses.ods_codes),
-            "PEM111_ITK_DOS_ID_LIST": ",".join(addresses.dos_ids),
             "PEM111_LOG_LEVEL": "info",
         }
     )
+    if "PEM111_ITK_ODS_CODE_LIST" not in settings or "PEM111_ITK_DOS_ID_LIST" not in settings:
+        # Only then is the corpus needed (tests with synthetic requests name their own lists).
+        addresses = corpus_addresses()
+        env["PEM111_ITK_ODS_CODE_LIST"] = ",".join(addresses.ods_codes)
+        env["PEM111_ITK_DOS_ID_LIST"] = ",".join(addresses.dos_ids)
     if SCHEMA_PACK.is_dir():
         env["PEM111_SCHEMA_DIR"] = str(SCHEMA_PACK)
     env.update(settings)
     env = {key: value for key, value in env.items() if value is not None}
     log_path = folder / "server.log"
-    with open(log_path, "wb") as log_file:
+    with open(log_path, "ab") as log_file:
         process = subprocess.Popen(
             [*nhs111_command(), "serve"], cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT
         )

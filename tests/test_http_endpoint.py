@@ -31,8 +31,9 @@ from adaptor.allowlist import AllowList
 from adaptor.config import Settings
 from adaptor.forwarders.folder import FolderForwarder
 from adaptor.message import ItkMessage
+from adaptor.outbox import OutboxWorker
 from adaptor.service import ReceiverService
-from adaptor.store import MessageStore, Status
+from adaptor.store import AttemptOutcome, MessageStore, Status
 from adaptor.web import create_app
 
 SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -292,6 +293,7 @@ def fresh_request(name: str = BASE_REQUEST, *, to: str | None = None) -> tuple[e
 
 
 def test_every_corpus_request_is_accepted_and_delivered(server: RunningServer) -> None:
+    accepted = []
     for path in corpus_requests():
         envelope, message_id = fresh_request(path.name)
         action = envelope.findtext("s:Header/a:Action", namespaces=NS)
@@ -299,6 +301,9 @@ def test_every_corpus_request_is_accepted_and_delivered(server: RunningServer) -
         response = post(server.report_url, to_bytes(envelope), soap_action=action)
 
         assert_ok(response, envelope)
+        accepted.append((path, message_id))
+    for path, message_id in accepted:
+        server.wait_for_status(message_id)
         delivered = server.outbox / f"{message_id}.json"
         assert delivered.is_file(), path.name
         bundle = json.loads(delivered.read_text(encoding="utf-8"))
@@ -322,11 +327,7 @@ def test_accepted_message_is_stored_with_its_envelope_facts(server: RunningServe
 
     assert_ok(post(server.report_url, to_bytes(envelope)), envelope)
 
-    store = MessageStore(server.database_url)
-    try:
-        [stored] = store.find_by_message_id(message_id)
-    finally:
-        store.close()
+    [stored] = server.wait_for_status(message_id)
     assert stored.tracking_id == tracking_id
     assert stored.status is Status.DELIVERED
     assert stored.service == DMS_ACTION
@@ -353,11 +354,7 @@ def test_soap_action_header_may_differ_or_be_missing(server: RunningServer) -> N
 
 
 def stored_records(server: RunningServer, message_id: str) -> list[str]:
-    store = MessageStore(server.database_url)
-    try:
-        return [m.id for m in store.find_by_message_id(message_id)]
-    finally:
-        store.close()
+    return [m.id for m in server.stored(message_id)]
 
 
 def delivered_files(server: RunningServer, message_id: str) -> list[Path]:
@@ -372,6 +369,7 @@ def test_identical_resend_is_accepted_stored_once_and_delivered_once(server: Run
 
     answer_ids = {assert_ok(r, envelope).findtext("s:Header/a:MessageID", namespaces=NS) for r in responses}
     assert len(answer_ids) == 3  # a new MessageID in every answer
+    server.wait_for_status(message_id)  # delivered: nothing sends it again after this
     assert len(stored_records(server, message_id)) == 1
     assert [p.name for p in delivered_files(server, message_id)] == [f"{message_id}.json"]
 
@@ -385,6 +383,7 @@ def test_resend_with_new_soap_header_is_the_same_message(server: RunningServer) 
     header(envelope, "a:To").text = "https://a.different.host.example/report"
     assert_ok(post(server.report_url, to_bytes(envelope)), envelope)
 
+    server.wait_for_status(message_id)
     assert len(stored_records(server, message_id)) == 1
     assert len(delivered_files(server, message_id)) == 1
 
@@ -396,6 +395,7 @@ def test_reused_message_id_with_new_content_is_a_new_message(server: RunningServ
     itk_header(envelope).set("trackingid", new_id())
     assert_ok(post(server.report_url, to_bytes(envelope)), envelope)
 
+    server.wait_for_status(message_id, records=2)
     first, second = stored_records(server, message_id)  # oldest first
     assert first != second
     names = sorted(p.name for p in delivered_files(server, message_id))
@@ -413,6 +413,7 @@ def test_concurrent_identical_resends_are_stored_once(server: RunningServer) -> 
 
     for response in responses:
         assert_ok(response, envelope)
+    server.wait_for_status(message_id)
     assert len(stored_records(server, message_id)) == 1
     assert len(delivered_files(server, message_id)) == 1
 
@@ -978,19 +979,21 @@ def test_c17_addresslist_required_by_setting(quirks_server: RunningServer) -> No
 
 
 def test_failed_delivery_is_recorded_and_the_sender_still_gets_ok(quirks_server: RunningServer) -> None:
+    """Async mode: OK once stored; the failed attempt is recorded and the message waits for its retry."""
     envelope, message_id = fresh_request()
 
     assert_ok(post(quirks_server.report_url, to_bytes(envelope)), envelope, ok_text=f"OK:{message_id}")
 
+    [stored] = quirks_server.wait_for_status(message_id, Status.RETRYING)
     store = MessageStore(quirks_server.database_url)
     try:
-        [stored] = store.find_by_message_id(message_id)
         history = store.delivery_history(stored.id)
     finally:
         store.close()
-    assert stored.status is Status.DELIVERY_FAILED and stored.status_reason
-    assert stored.bundle is not None  # converted: a later delivery can use it
-    assert [attempt.succeeded for attempt in history] == [False]
+    assert stored.status_reason and stored.attempts >= 1
+    assert stored.next_attempt_at > stored.received_at
+    assert stored.bundle is not None  # converted once: every retry sends the same bytes
+    assert history and all(attempt.outcome is AttemptOutcome.FAILED for attempt in history)
 
 
 # == E1: transient failures answer 2100 ==========================================================================
@@ -1034,7 +1037,7 @@ def test_e1_allow_list_not_loaded_yet(tmp_path: Path) -> None:
 class DefectiveStore(MessageStore):
     """A real store with a programming error in ``accept``."""
 
-    def accept(self, message: ItkMessage, raw: bytes) -> tuple[str, bool]:
+    def accept(self, message: ItkMessage, raw: bytes, **claim: object) -> tuple[str, bool]:
         raise ZeroDivisionError("a defect that must not reach the sender: patient Jane Doe")
 
 
@@ -1060,21 +1063,26 @@ def test_e2_unexpected_error_is_a_2200_fault_without_details(tmp_path: Path) -> 
 
 
 def test_conversion_failure_is_recorded_and_still_ok(tmp_path: Path) -> None:
-    """The message is safe in the store, so the sender gets OK; the failure is on the record (in process: a
-    request that passes validation but cannot be converted needs the converter to be handed other bytes)."""
+    """The message is safe in the store, so the sender gets OK; the worker dead-letters it with the reason (in
+    process: a request that passes validation but cannot be converted needs the converter to be handed other
+    bytes)."""
     settings = Settings(itk_ods_code_list=corpus_addresses().ods_codes, data_dir=str(tmp_path))
     store = MessageStore(settings.resolved_database_url)
     allow_list = AllowList(settings)
-    receiver = ReceiverService(settings, store, FolderForwarder(tmp_path / "outbox"), allow_list)
+    forwarder = FolderForwarder(tmp_path / "outbox")
+    receiver = ReceiverService(settings, store, forwarder, allow_list)
     envelope, message_id = fresh_request()
     message = itk.validate_request(itk.parse_request(to_bytes(envelope), settings), settings, allow_list)
     try:
         receiver.accept(message, b"<not-an-itk-request/>")
+        [queued] = store.find_by_message_id(message_id)
+        OutboxWorker(settings, store, forwarder, threads=0).drain()
         [stored] = store.find_by_message_id(message_id)
     finally:
         store.close()
 
-    assert stored.status is Status.CONVERSION_FAILED and stored.status_reason
+    assert queued.status is Status.PENDING
+    assert stored.status is Status.DEAD_LETTER and stored.status_reason.startswith("conversion failed: ")
     assert stored.raw == b"<not-an-itk-request/>"
     assert not (tmp_path / "outbox").exists()
 

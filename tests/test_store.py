@@ -1,8 +1,11 @@
-"""The message store on a real SQLite file: idempotent accept, concurrent writers, durability, statuses."""
+"""The message store on a real SQLite file: idempotent accept, concurrent writers, durability, and the outbox:
+claims under a lease, attempts and their history, holds for synchronous senders, replays."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+import time
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -12,7 +15,9 @@ import pytest
 from lxml import etree
 
 from adaptor.message import Address, ItkMessage
-from adaptor.store import MessageStore, Status, StoreError
+from adaptor.store import AttemptOutcome, Claim, MessageStore, Status, StoreError, utc_now
+
+LEASE = 60.0
 
 
 def make_message(*, message_id: str | None = None, tracking_id: str | None = None, digest: str | None = None):
@@ -69,7 +74,9 @@ def test_accept_stores_the_message_and_request_bytes(store: MessageStore) -> Non
         message.digest,
     )
     assert stored.raw == b"<raw request/>"
-    assert stored.status is Status.ACCEPTED and stored.status_reason is None
+    assert stored.status is Status.PENDING and stored.status_reason is None
+    assert stored.attempts == 0 and stored.replays == 0 and stored.lease_owner is None
+    assert stored.next_attempt_at == stored.received_at  # due at once
     assert stored.ods_codes == ("EM396",) and stored.dos_ids == ("26428",)
     assert stored.sender == "urn:nhs-uk:identity:ods:RYE"
     assert stored.received_at.tzinfo is not None
@@ -99,41 +106,225 @@ def test_reused_message_id_with_other_content_is_a_new_message(store: MessageSto
     assert {m.id for m in store.find_by_message_id(message.message_id)} == ids
 
 
-def test_status_updates_and_delivery_history(store: MessageStore) -> None:
+def deliver(store: MessageStore, claim: Claim, bundle: str | None = "{}") -> None:
+    """What a worker does with a claim that the target accepts."""
+    attempt = store.start_attempt(claim, "dir:/out", LEASE, bundle)
+    assert store.finish(
+        claim, state=Status.DELIVERED, outcome=AttemptOutcome.DELIVERED, target="dir:/out", attempt_id=attempt
+    )
+
+
+def test_claim_attempt_retry_and_delivery_history(store: MessageStore) -> None:
     record_id, _ = store.accept(make_message(), b"x")
 
-    store.set_status(record_id, Status.CONVERSION_FAILED, "no ClinicalDocument")
-    failed = store.get(record_id)
-    assert failed.status is Status.CONVERSION_FAILED and failed.status_reason == "no ClinicalDocument"
+    claim = store.claim_due("worker-a", LEASE)
+    assert claim is not None and claim.record_id == record_id
+    assert (claim.attempt, claim.bundle, claim.raw, claim.interrupted) == (1, None, b"x", 0)
+    delivering = store.get(record_id)
+    assert delivering.status is Status.DELIVERING and delivering.lease_owner == "worker-a"
+    assert delivering.lease_expires_at > utc_now()
+    assert store.claim_due("worker-b", LEASE) is None  # claimed: nobody else gets it
 
-    store.record_conversion(record_id, '{"resourceType": "Bundle"}')
-    converted = store.get(record_id)
-    assert converted.status is Status.CONVERTED and converted.status_reason is None
-    assert converted.bundle == '{"resourceType": "Bundle"}'
+    attempt = store.start_attempt(claim, "dir:/out", LEASE, '{"resourceType": "Bundle"}')
+    assert attempt is not None
+    assert store.get(record_id).bundle == '{"resourceType": "Bundle"}'
+    later = utc_now() + timedelta(hours=1)
+    assert store.finish(
+        claim,
+        state=Status.RETRYING,
+        outcome=AttemptOutcome.FAILED,
+        target="dir:/out",
+        attempt_id=attempt,
+        error="disk full",
+        next_attempt_at=later,
+    )
+    retrying = store.get(record_id)
+    assert retrying.status is Status.RETRYING and retrying.status_reason == "disk full"
+    assert retrying.next_attempt_at == later and retrying.lease_owner is None
+    assert store.claim_due("worker-b", LEASE) is None  # not due for an hour
 
-    store.record_delivery(record_id, "dir:/out", succeeded=False, detail="disk full")
-    assert store.get(record_id).status is Status.DELIVERY_FAILED
-    assert store.get(record_id).status_reason == "disk full"
-    store.record_delivery(record_id, "dir:/out", succeeded=True)
+    assert store.retry_waiting_now() == 1  # the target is back: due now
+    second = store.claim_due("worker-b", LEASE)
+    assert second is not None and second.attempt == 2
+    assert second.bundle == '{"resourceType": "Bundle"}'  # converted once, sent again as is
+    deliver(store, second, bundle=None)
+
     delivered = store.get(record_id)
     assert delivered.status is Status.DELIVERED and delivered.status_reason is None
+    assert delivered.delivered_at is not None and delivered.attempts == 2
     assert delivered.updated_at >= delivered.received_at
-
     history = store.delivery_history(record_id)
-    assert [(a.target, a.succeeded, a.detail) for a in history] == [
-        ("dir:/out", False, "disk full"),
-        ("dir:/out", True, None),
+    assert [(a.owner, a.outcome, a.error) for a in history] == [
+        ("worker-a", AttemptOutcome.FAILED, "disk full"),
+        ("worker-b", AttemptOutcome.DELIVERED, None),
     ]
+    assert all(a.finished_at is not None and a.finished_at >= a.started_at for a in history)
+    assert store.claim_due("worker-a", LEASE) is None  # delivered is final
 
 
-def test_updating_an_unknown_record_is_an_error(store: MessageStore) -> None:
+def test_an_attempt_that_ends_before_sending_is_logged_finished(store: MessageStore) -> None:
+    record_id, _ = store.accept(make_message(), b"x")
+    claim = store.claim_due("worker", LEASE)
+
+    store.finish(
+        claim,
+        state=Status.DEAD_LETTER,
+        outcome=AttemptOutcome.CONVERSION_FAILED,
+        target="dir:/out",
+        error="conversion failed: no ClinicalDocument",
+    )
+
+    stored = store.get(record_id)
+    assert stored.status is Status.DEAD_LETTER and stored.status_reason == "conversion failed: no ClinicalDocument"
+    [attempt] = store.delivery_history(record_id)
+    assert attempt.outcome is AttemptOutcome.CONVERSION_FAILED and attempt.finished_at is not None
+
+
+def test_messages_are_claimed_oldest_due_first(store: MessageStore) -> None:
+    ids = [store.accept(make_message(), b"x")[0] for _ in range(3)]
+    claimed = [store.claim_due("worker", LEASE) for _ in range(3)]
+    assert [c.record_id for c in claimed] == ids
+    assert store.claim_due("worker", LEASE) is None
+
+
+def test_every_message_is_claimed_by_exactly_one_of_many_workers(database_url: str) -> None:
+    """Eight workers, each with its own store (connection pool, as separate processes would have), race for
+    the same 120 messages: every message is claimed once."""
+    stores = [MessageStore(database_url) for _ in range(8)]
+    ids = {stores[0].accept(make_message(), b"x")[0] for _ in range(120)}
+    claims: list[tuple[str, str]] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    start = threading.Barrier(len(stores))
+
+    def work(index: int, store: MessageStore) -> None:
+        try:
+            start.wait()
+            while (claim := store.claim_due(f"worker-{index}", LEASE)) is not None:
+                with lock:
+                    claims.append((claim.record_id, claim.owner))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i, s)) for i, s in enumerate(stores)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for each in stores:
+        each.close()
+
+    assert errors == []
+    assert sorted(record_id for record_id, _ in claims) == sorted(ids)
+    assert len({owner for _, owner in claims}) > 1  # they really raced
+
+
+def test_an_expired_lease_is_taken_over_and_the_unfinished_attempt_counted(store: MessageStore) -> None:
+    """A worker that died between sending and recording: its lease expires, the next claim closes its attempt
+    as interrupted and reports a possible redelivery; the dead worker can no longer release the message."""
+    record_id, _ = store.accept(make_message(message_id="uuid:CRASHED"), b"x")
+    dead = store.claim_due("dead-worker", 0.0)
+    assert store.start_attempt(dead, "dir:/out", 0.0, "{}") is not None  # sent, then the process died
+
+    taken = store.claim_due("next-worker", LEASE)
+
+    assert taken is not None and taken.record_id == record_id
+    assert (taken.attempt, taken.interrupted, taken.bundle) == (2, 1, "{}")
+    assert store.possible_redeliveries() == []  # not delivered (again) yet
+    assert store.start_attempt(dead, "dir:/out", LEASE, None) is None  # the dead owner's claim is gone
+    deliver(store, taken, bundle=None)
+    assert not store.finish(
+        dead, state=Status.RETRYING, outcome=AttemptOutcome.FAILED, target="dir:/out", error="late"
+    )  # a late writer cannot undo the delivery
+    assert store.get(record_id).status is Status.DELIVERED
+
+    [redelivery] = store.possible_redeliveries()
+    assert (redelivery.record_id, redelivery.message_id, redelivery.interrupted_attempts) == (
+        record_id,
+        "uuid:CRASHED",
+        1,
+    )
+    outcomes = [a.outcome for a in store.delivery_history(record_id)]
+    assert outcomes[:2] == [AttemptOutcome.INTERRUPTED, AttemptOutcome.DELIVERED]
+
+
+def test_a_live_lease_is_respected(store: MessageStore) -> None:
+    store.accept(make_message(), b"x")
+    assert store.claim_due("worker-a", LEASE) is not None
+    assert store.claim_due("worker-b", LEASE) is None
+
+
+def test_a_synchronous_claim_is_never_delivered_by_a_worker(store: MessageStore) -> None:
+    """Sync mode: the request's own claim, even expired (its process died while the sender waited), is held for
+    the sender's resend, which may claim it; in async mode the resend hands it to the workers."""
+    message = make_message()
+    record_id, is_new = store.accept(message, b"x", claim_for="sync-request", lease_seconds=0.0)
+    assert is_new
+    claimed = store.get(record_id)
+    assert (claimed.status, claimed.lease_owner, claimed.attempts) == (Status.DELIVERING, "sync-request", 1)
+    store.start_attempt(Claim.for_new_message(record_id, message, b"x", "sync-request"), "dir:/out", 0.0, "{}")
+
+    assert store.claim_due("worker", LEASE) is None
+    held = store.get(record_id)
+    assert held.status is Status.HELD and "interrupted" in held.status_reason
+    assert store.claim_due("worker", LEASE) is None  # held stays held
+
+    resend = store.claim_for_sender(record_id, "sync-resend", LEASE)
+    assert isinstance(resend, Claim) and resend.synchronous and resend.bundle == "{}"
+    assert store.claim_for_sender(record_id, "sync-copy", LEASE) is Status.DELIVERING  # a concurrent copy
+    store.finish(resend, state=Status.HELD, outcome=AttemptOutcome.FAILED, target="dir:/out", error="down")
+
+    assert store.requeue_held(record_id)  # async mode now: the resend goes to the workers
+    queued = store.get(record_id)
+    assert (queued.status, queued.attempts) == (Status.PENDING, 0)
+    deliver(store, store.claim_due("worker", LEASE))
+    assert not store.requeue_held(record_id)
+    assert store.claim_for_sender(record_id, "sync-late", LEASE) is Status.DELIVERED
+
+
+def test_replay_requeues_from_the_raw_request_and_keeps_the_history(store: MessageStore) -> None:
+    delivered_id, _ = store.accept(make_message(), b"x")
+    deliver(store, store.claim_due("worker", LEASE), bundle='{"old": "mapping"}')
+    busy_id, _ = store.accept(make_message(), b"x")
+    store.claim_due("worker", LEASE)
+
+    results = store.replay([delivered_id, busy_id, str(uuid.uuid4())])
+
+    assert [(r.record_id, r.previous, r.requeued) for r in results] == [
+        (delivered_id, Status.DELIVERED, True),
+        (busy_id, Status.DELIVERING, False),  # being delivered right now: left alone
+    ]
+    replayed = store.get(delivered_id)
+    assert (replayed.status, replayed.attempts, replayed.replays) == (Status.PENDING, 0, 1)
+    assert replayed.bundle is None  # converted again from raw
+    assert len(store.delivery_history(delivered_id)) == 1
+    again = store.claim_due("worker", LEASE)
+    assert again.record_id == delivered_id and again.attempt == 1 and again.bundle is None
+
+
+def test_record_ids_and_counts_by_status(store: MessageStore) -> None:
+    ids = [store.accept(make_message(), b"x")[0] for _ in range(3)]
+    claim = store.claim_due("worker", LEASE)
+    store.finish(claim, state=Status.DEAD_LETTER, outcome=AttemptOutcome.REJECTED, target="t", error="HTTP 422")
+
+    assert store.record_ids(Status.DEAD_LETTER) == [ids[0]]
+    assert store.record_ids(Status.PENDING) == ids[1:]
+    counts = store.count_by_status()
+    assert counts[Status.PENDING] == 2 and counts[Status.DEAD_LETTER] == 1 and counts[Status.DELIVERED] == 0
+    assert set(counts) == set(Status)
+
+
+def test_claiming_an_unknown_record_is_an_error(store: MessageStore) -> None:
     with pytest.raises(StoreError):
-        store.set_status(str(uuid.uuid4()), Status.DELIVERED)
+        store.claim_for_sender(str(uuid.uuid4()), "sync", LEASE)
 
 
 def test_list_messages_newest_first_without_content(store: MessageStore) -> None:
-    ids = [store.accept(make_message(), b"raw")[0] for _ in range(3)]
-    store.set_status(ids[0], Status.DELIVERED)
+    ids = []
+    for _ in range(3):
+        ids.append(store.accept(make_message(), b"raw")[0])
+        time.sleep(0.002)  # distinct received_at values
+    deliver(store, store.claim_due("worker", LEASE))
 
     listed = store.list_messages()
     assert [m.id for m in listed] == list(reversed(ids))
@@ -182,13 +373,13 @@ def test_committed_records_survive_reopening(database_url: str) -> None:
     first.open()
     message = make_message()
     record_id, _ = first.accept(message, b"durable")
-    first.record_conversion(record_id, "{}")
+    deliver(first, first.claim_due("worker", LEASE))
     first.close()
 
     reopened = MessageStore(database_url)
     try:
         stored = reopened.get(record_id)  # open() happens on first use
-        assert stored is not None and stored.raw == b"durable" and stored.status is Status.CONVERTED
+        assert stored is not None and stored.raw == b"durable" and stored.status is Status.DELIVERED
         assert reopened.accept(message, b"durable") == (record_id, False)
     finally:
         reopened.close()
@@ -209,4 +400,16 @@ def test_an_unusable_database_raises_store_error_on_every_call(tmp_path: Path) -
         store.open()
     with pytest.raises(StoreError):
         store.accept(make_message(), b"x")
+    store.close()
+
+
+def test_a_database_of_another_layout_is_refused_by_name(tmp_path: Path) -> None:
+    """``create_all`` leaves existing tables alone: a database from an earlier layout must not fail later, on
+    every insert, with an obscure constraint error."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE delivery_attempts (id INTEGER PRIMARY KEY, attempted_at TEXT NOT NULL)")
+    store = MessageStore(f"sqlite:///{path}")
+    with pytest.raises(StoreError, match="incompatible layout.*delivery_attempts"):
+        store.open()
     store.close()

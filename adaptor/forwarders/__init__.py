@@ -35,7 +35,7 @@ class Delivery:
     interaction: str
     ods_codes: tuple[str, ...]
     dos_ids: tuple[str, ...]
-    bundle_json: bytes  # UTF-8 JSON, exactly as `nhs111 convert` prints it (compact)
+    bundle_json: bytes  # the Bundle as UTF-8 JSON: the content `nhs111 convert` prints
 
     def properties(self) -> dict[str, str]:
         """The message properties/headers every broker and HTTP target carries (names as the reference)."""
@@ -49,7 +49,19 @@ class Delivery:
 
 
 class DeliveryError(Exception):
-    """The target did not accept the message; transient unless it is a :class:`PermanentDeliveryError`."""
+    """The target did not accept the message; transient unless it is a :class:`PermanentDeliveryError`.
+
+    ``str(exc)`` is kept in the message's delivery history. ``summary``, when set, is what may be logged above
+    DEBUG instead: a target's reply (an OperationOutcome, say) can quote patient data.
+    """
+
+    summary: str | None = None
+
+
+def log_summary(exc: BaseException) -> str:
+    """A delivery failure as it may appear in logs above DEBUG (see :attr:`DeliveryError.summary`)."""
+    summary = getattr(exc, "summary", None)
+    return summary if isinstance(summary, str) and summary else f"{type(exc).__name__}: {exc}"
 
 
 class PermanentDeliveryError(DeliveryError):

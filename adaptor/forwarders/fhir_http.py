@@ -78,6 +78,7 @@ class HttpStatusError(DeliveryError):
 
     def __init__(self, status: int, detail: str) -> None:
         super().__init__(f"HTTP {status}" + (f": {detail}" if detail else ""))
+        self.summary = f"HTTP {status}"  # the detail quotes the receiver's reply: history only, not logs
         self.status = status
         self.detail = detail
 

@@ -1,0 +1,238 @@
+"""Crash test: ``nhs111 serve`` killed with SIGKILL, again and again, while senders stream messages at it.
+
+Every message answered ``OK`` must be delivered after the last restart; each MessageID once, except for a
+redelivery after a crash between handing the Bundle over and recording it, which must carry the same MessageID
+(so the consumer can drop it) and be accounted for by the store's interrupted attempts. The numbers (answered
+OK, delivered, duplicates) are printed (``pytest -s``) and checked.
+
+Senders behave like real ones: a message that got no answer (connection refused or reset, a 2100) is sent
+again, unchanged, until it is answered OK, so resends of messages stored just before a kill are part of the
+stream. Targets: the folder (where an identical redelivery overwrites nothing, so duplicates are visible only in
+the store) and a private RabbitMQ node (:mod:`brokers`), where the consumer sees every copy.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+from brokers import PrivateRabbitMQ, private_rabbitmq, rabbitmq  # noqa: F401 (fixtures)
+from itk_factory import RECIPIENT_DOS, RECIPIENT_ODS, build_request, to_bytes
+from lxml import etree
+from server_fixture import RunningServer, free_port, start_server
+
+from adaptor.store import MessageStore, Redelivery, Status
+
+SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
+ITK = "urn:nhs-itk:ns:201005"
+NS = {"s": SOAP11, "itk": ITK, "a": "http://www.w3.org/2005/08/addressing"}
+
+KILLS = 4
+SENDERS = 6
+#: Messages answered OK between two kills: the kill lands in a busy stream, not an idle server.
+OK_BETWEEN_KILLS = 12
+#: The shortest lease the settings allow: a killed server's claims are taken over a second after the restart.
+SETTINGS = {
+    "PEM111_ITK_ODS_CODE_LIST": RECIPIENT_ODS,
+    "PEM111_ITK_DOS_ID_LIST": RECIPIENT_DOS,
+    "PEM111_DELIVERY_LEASE_SECONDS": "1",
+    "PEM111_DELIVERY_BACKOFF_INITIAL_SECONDS": "0.05",
+    "PEM111_DELIVERY_BACKOFF_MAX_SECONDS": "0.5",
+    "PEM111_DELIVERY_POLL_SECONDS": "0.1",
+    "PEM111_DELIVERY_WORKERS": "3",
+}
+DELIVERY_TIMEOUT_SECONDS = 60.0
+
+
+@dataclass
+class Stream:
+    """Sender threads posting new messages (and resending unanswered ones) until stopped."""
+
+    url: str
+    answered_ok: set[str] = field(default_factory=set)
+    sent: set[str] = field(default_factory=set)
+    unanswered: int = 0  # sends that got no OK (connection refused/reset, 2100): each was sent again
+    resent_ok: int = 0  # messages answered OK only on a resend
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    stopping: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    def start(self, senders: int) -> None:
+        for index in range(senders):
+            thread = threading.Thread(target=self._send, name=f"sender-{index}", daemon=True)
+            self.threads.append(thread)
+            thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(60)
+
+    def ok_count(self) -> int:
+        with self.lock:
+            return len(self.answered_ok)
+
+    def _send(self) -> None:
+        session = requests.Session()
+        while not self.stopping.is_set():
+            raw = to_bytes(build_request())
+            message_id = etree.fromstring(raw).findtext("s:Header/a:MessageID", namespaces=NS)
+            with self.lock:
+                self.sent.add(message_id)
+            tries = 0
+            # Like a real sender: the same message until it is answered OK (or the test is over).
+            while not self.stopping.is_set():
+                tries += 1
+                if self._post(session, raw):
+                    with self.lock:
+                        self.answered_ok.add(message_id)
+                        self.resent_ok += tries > 1
+                    break
+                with self.lock:
+                    self.unanswered += 1
+                session.close()
+                session = requests.Session()
+                time.sleep(0.05)  # the server is down or restarting: a sender's retry interval, shortened
+
+    def _post(self, session: requests.Session, raw: bytes) -> bool:
+        try:
+            response = session.post(self.url, data=raw, headers={"Content-Type": "text/xml"}, timeout=20)
+        except requests.RequestException:
+            return False
+        if response.status_code != 200:
+            return False
+        text = etree.fromstring(response.content).findtext("s:Body/itk:SimpleMessageResponse", namespaces=NS)
+        return text == "OK"
+
+
+def wait_until(condition, what: str, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def kill_repeatedly(folder: Path, stream: Stream, port: int, **settings: str) -> RunningServer:
+    """Start the server, start the stream, SIGKILL and restart the server :data:`KILLS` times; returns the
+    server left running."""
+    server = start_server(folder, port=port, **settings)
+    stream.start(SENDERS)
+    rng = random.Random()
+    for _ in range(KILLS):
+        target = stream.ok_count() + OK_BETWEEN_KILLS
+        wait_until(lambda target=target: stream.ok_count() >= target, "answers between kills", 60)
+        time.sleep(rng.uniform(0, 0.2))  # somewhere in the middle of the stream, not right after an answer
+        server.process.kill()  # SIGKILL: no shutdown handler runs
+        server.process.wait(10)
+        server = start_server(folder, port=port, **settings)
+    target = stream.ok_count() + OK_BETWEEN_KILLS
+    wait_until(lambda: stream.ok_count() >= target, "answers after the last restart", 60)
+    stream.stop()
+    return server
+
+
+def settled(server: RunningServer) -> bool:
+    """Every stored message delivered: nothing waiting, being delivered or given up (answered OK or not)."""
+    store = MessageStore(server.database_url)
+    try:
+        counts = store.count_by_status()
+    finally:
+        store.close()
+    return sum(counts.values()) == counts[Status.DELIVERED]
+
+
+def delivered_state(server: RunningServer, message_ids: set[str]) -> tuple[set[str], list[Redelivery]]:
+    """The MessageIDs delivered (according to the store), and the store's possible redeliveries."""
+    store = MessageStore(server.database_url)
+    try:
+        delivered = {
+            message_id
+            for message_id in message_ids
+            if any(m.status.value == "delivered" for m in store.find_by_message_id(message_id))
+        }
+        return delivered, store.possible_redeliveries()
+    finally:
+        store.close()
+
+
+def report(title: str, stream: Stream, delivered: int, duplicates: int, redeliveries: list[Redelivery]) -> None:
+    print(
+        f"\n{title}: {KILLS} SIGKILLs; {len(stream.sent)} messages sent, {len(stream.answered_ok)} answered OK "
+        f"({stream.resent_ok} only after a resend, {stream.unanswered} sends unanswered); {delivered} delivered; "
+        f"{duplicates} duplicate deliveries; {sum(r.interrupted_attempts for r in redeliveries)} interrupted "
+        f"attempts on {len(redeliveries)} messages (possible duplicates)"
+    )
+
+
+def test_sigkill_loses_no_message_answered_ok_folder_target(tmp_path: Path) -> None:
+    stream = Stream(f"http://127.0.0.1:{(port := free_port())}/report")
+    server = kill_repeatedly(tmp_path, stream, port, **SETTINGS)
+    try:
+        ok = set(stream.answered_ok)
+        wait_until(
+            lambda: delivered_state(server, ok)[0] == ok,
+            "every message answered OK delivered",
+            DELIVERY_TIMEOUT_SECONDS,
+        )
+        # <MessageID>.json, or <MessageID>-<record>.json for a second file; the MessageIDs are 36-character UUIDs.
+        files = Counter(path.name[:36] for path in server.outbox_files() if path.suffix == ".json")
+        delivered, redeliveries = delivered_state(server, ok)
+    finally:
+        server.stop()
+
+    duplicates = sum(count - 1 for count in files.values())
+    report("crash test, folder target", stream, len(delivered), duplicates, redeliveries)
+    assert len(ok) >= (KILLS + 1) * OK_BETWEEN_KILLS
+    assert delivered == ok  # nothing answered OK is lost
+    assert ok <= set(files)  # and each is in the folder
+    # A redelivery sends the stored Bundle again, byte for byte: the folder never holds a second copy.
+    assert duplicates == 0
+
+
+@pytest.mark.parametrize("protocol", ["1.0", "0-9-1"])
+def test_sigkill_loses_no_message_answered_ok_broker_target(
+    tmp_path: Path,
+    rabbitmq: PrivateRabbitMQ,  # noqa: F811
+    protocol: str,
+) -> None:
+    queue = rabbitmq.unique_queue("crash")
+    settings = {
+        **SETTINGS,
+        "PEM111_FORWARD_TARGET": rabbitmq.url,
+        "PEM111_AMQP_QUEUE_NAME": queue,
+        "PEM111_AMQP_PROTOCOL": protocol,
+        "PEM111_AMQP_USERNAME": rabbitmq.username,
+        "PEM111_AMQP_PASSWORD": rabbitmq.password,
+    }
+    stream = Stream(f"http://127.0.0.1:{(port := free_port())}/report")
+    server = kill_repeatedly(tmp_path, stream, port, **settings)
+    try:
+        ok = set(stream.answered_ok)
+        wait_until(lambda: settled(server), "every stored message delivered", DELIVERY_TIMEOUT_SECONDS)
+        delivered, redeliveries = delivered_state(server, ok)
+        depth = rabbitmq.queue_depth(queue)
+        if protocol == "1.0":
+            received = rabbitmq.consume_amqp10(queue, depth, timeout=30)
+        else:
+            received = rabbitmq.consume_091(queue, depth, timeout=30)
+    finally:
+        server.stop()
+
+    copies = Counter(str(message.properties["messageId"]) for message in received)
+    duplicates = sum(count - 1 for count in copies.values())
+    report(f"crash test, AMQP {protocol} broker", stream, len(set(copies) & ok), duplicates, redeliveries)
+    assert len(received) == depth
+    assert len(ok) >= (KILLS + 1) * OK_BETWEEN_KILLS
+    assert delivered == ok and ok <= set(copies)  # nothing answered OK is lost
+    assert set(copies) <= stream.sent  # nothing that was never sent
+    # Every extra copy is a redelivery after an interrupted attempt, with the same messageId property.
+    interrupted = {r.message_id: r.interrupted_attempts for r in redeliveries}
+    for message_id, count in copies.items():
+        assert count - 1 <= interrupted.get(message_id, 0), message_id
