@@ -8,8 +8,11 @@ skipping.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -32,3 +35,50 @@ def require_shared(*parts: str) -> Path:
 def shared_dir() -> Path:
     """The ``../shared`` folder (see :func:`require_shared`)."""
     return require_shared()
+
+
+# -- the reference corpus ----------------------------------------------------------------------------------------
+
+REQUEST_SUFFIX = "-itk-request.xml"
+RESULT_SUFFIX = "-fhir-result.json"
+
+#: The pairs mapping.md section 7 names: always collected, so that a missing corpus fails rather than collecting
+#: nothing.
+CORPUS_PAIRS = (
+    "primary-emergency",
+    "repeat-caller",
+    "adastra-itk-ooh-referral-dx06",
+    "cleric-itk-ooh-referral-dx09",
+    "conformance-example-adastra-ooh",
+    "conformance-example-adastra-original",
+    "ic24-itk-ooh-referral-dx06",
+    "tpp-ooh-T6-skillset",
+    "encompassing-encounter-effective-time-high-value-null",
+)
+
+
+def corpus_pairs() -> list[str]:
+    """The named pairs plus any other request/result pair found in ``../shared/corpus/reference``."""
+    folder = SHARED / "corpus" / "reference"
+    found = {
+        request.name.removesuffix(REQUEST_SUFFIX)
+        for request in folder.glob(f"*{REQUEST_SUFFIX}")
+        if (folder / request.name.replace(REQUEST_SUFFIX, RESULT_SUFFIX)).exists()
+    }
+    return sorted(set(CORPUS_PAIRS) | found)
+
+
+@functools.cache
+def shared_tool(name: str) -> ModuleType:
+    """``../shared/tools/<name>.py`` loaded as a module, in place (never copied)."""
+    path = require_shared("tools", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"shared_{name}", path)
+    assert spec is not None and spec.loader is not None, f"cannot load {path}"
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def parity_tool() -> ModuleType:
+    """``../shared/tools/parity.py``, the shared judge of Bundle parity."""
+    return shared_tool("parity")

@@ -14,31 +14,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from conftest import SHARED, require_shared
+from conftest import REQUEST_SUFFIX, corpus_pairs, require_shared
 
 from adaptor.convert import convert, validate_bundle
 
 Json = dict[str, Any]
-REQUEST_SUFFIX = "-itk-request.xml"
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
-NAMED_PAIRS = (
-    "primary-emergency",
-    "repeat-caller",
-    "adastra-itk-ooh-referral-dx06",
-    "cleric-itk-ooh-referral-dx09",
-    "conformance-example-adastra-ooh",
-    "conformance-example-adastra-original",
-    "ic24-itk-ooh-referral-dx06",
-    "tpp-ooh-T6-skillset",
-    "encompassing-encounter-effective-time-high-value-null",
-)
 NOW = datetime(2022, 5, 12, 7, 25, 14, 794000, tzinfo=UTC)
-
-
-def _pairs() -> list[str]:
-    folder = SHARED / "corpus" / "reference"
-    found = {request.name.removesuffix(REQUEST_SUFFIX) for request in folder.glob(f"*{REQUEST_SUFFIX}")}
-    return sorted(set(NAMED_PAIRS) | found)
 
 
 @functools.cache
@@ -60,12 +42,12 @@ def _references(node: Any, path: str) -> Iterator[tuple[str, str]]:
             yield from _references(item, path)
 
 
-@pytest.mark.parametrize("pair", _pairs())
+@pytest.mark.parametrize("pair", corpus_pairs())
 def test_bundle_validates_as_fhir_stu3(pair: str) -> None:
     assert validate_bundle(_bundle(pair)) == []
 
 
-@pytest.mark.parametrize("pair", _pairs())
+@pytest.mark.parametrize("pair", corpus_pairs())
 def test_every_reference_resolves_to_an_entry(pair: str) -> None:
     bundle = _bundle(pair)
     full_urls = {entry["fullUrl"] for entry in bundle["entry"]}
@@ -78,7 +60,7 @@ def test_every_reference_resolves_to_an_entry(pair: str) -> None:
     assert dangling == []
 
 
-@pytest.mark.parametrize("pair", _pairs())
+@pytest.mark.parametrize("pair", corpus_pairs())
 def test_bundle_shell_and_ids(pair: str) -> None:
     bundle = _bundle(pair)
     assert set(bundle) == {"resourceType", "meta", "identifier", "type", "entry"}  # never Bundle.id

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import collections
 import functools
-import importlib.util
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import require_shared
+from conftest import CORPUS_PAIRS, parity_tool, require_shared
 from lxml import etree
 
 from adaptor.convert import read_request
@@ -32,19 +30,7 @@ from mappings.hl7 import Element
 from mappings.observation import is_reported_condition, map_observations
 from mappings.questionnaire import map_triage
 
-#: The corpus pairs of mapping.md section 7 (named here so that a missing corpus fails instead of collecting
-#: nothing).
-PAIRS = (
-    "primary-emergency",
-    "repeat-caller",
-    "adastra-itk-ooh-referral-dx06",
-    "cleric-itk-ooh-referral-dx09",
-    "conformance-example-adastra-ooh",
-    "conformance-example-adastra-original",
-    "ic24-itk-ooh-referral-dx06",
-    "tpp-ooh-T6-skillset",
-    "encompassing-encounter-effective-time-high-value-null",
-)
+PAIRS = CORPUS_PAIRS
 OWN_TYPES = (
     "Composition",
     "CarePlan",
@@ -58,15 +44,6 @@ NOW = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 # -- corpus --------------------------------------------------------------------------------------------------
-
-
-@functools.cache
-def parity() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("shared_parity", require_shared("tools", "parity.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @dataclass
@@ -122,7 +99,7 @@ def mapped(name: str) -> list[dict[str, Any]]:
 
 def fact_differences(name: str, resource_type: str) -> tuple[collections.Counter, collections.Counter]:
     """(missing, extra) facts of one resource type, after the documented known differences."""
-    tools = parity()
+    tools = parity_tool()
     pair = corpus_pair(name)
     others = [e for e in pair.expected["entry"] if e["resource"]["resourceType"] not in OWN_TYPES]
     ours = {"entry": others + [{"fullUrl": f"urn:uuid:{r['id']}", "resource": r} for r in mapped(name)]}

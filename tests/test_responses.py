@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
-from types import ModuleType
 
 import pytest
-from conftest import require_shared
+from conftest import require_shared, shared_tool
 from itk_factory import build_request, find, to_bytes
 from lxml import etree
 
@@ -40,15 +38,6 @@ def header_text(envelope: etree._Element, name: str) -> str | None:
 @pytest.fixture(scope="module")
 def published_message_types() -> schemas.CompiledSchema:
     return schemas._compile(require_shared("schemas", "iuc", "Schemas", "ITKMessageTypes-2010-05.xsd"))
-
-
-def wire_check() -> ModuleType:
-    """The independent black-box checker from ../shared, for its own response checks."""
-    spec = importlib.util.spec_from_file_location("wire_check", require_shared("tools", "wire_check.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # -- success ---------------------------------------------------------------------------------------------------------
@@ -95,7 +84,7 @@ def test_success_body_validates(published_message_types: schemas.CompiledSchema)
 
 def test_success_passes_the_black_box_check() -> None:
     body = success_response(REQUEST_ID, SERVICE)
-    assert wire_check().check_ok(200, "text/xml; charset=utf-8", body, SERVICE, REQUEST_ID) is None
+    assert shared_tool("wire_check").check_ok(200, "text/xml; charset=utf-8", body, SERVICE, REQUEST_ID) is None
 
 
 # -- faults ---------------------------------------------------------------------------------------------------------
@@ -242,7 +231,7 @@ def _faults_from_validation() -> list[tuple[ItkFault, set[str], str]]:
 
 
 def test_validation_faults_pass_the_black_box_check() -> None:
-    checker = wire_check()
+    checker = shared_tool("wire_check")
     for fault, codes, code in _faults_from_validation():
         body, _ = fault_response(fault)
         assert checker.check_fault(500, "text/xml; charset=utf-8", body, codes, code) is None, fault

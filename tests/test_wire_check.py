@@ -4,7 +4,6 @@ strict mode, each against its own server started the way the checker's instructi
 from __future__ import annotations
 
 import copy
-import importlib.util
 import re
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from conftest import REPO, require_shared
+from conftest import REPO, require_shared, shared_tool
 from lxml import etree
 from server_fixture import RunningServer, corpus_addresses, free_port, start_server
 
@@ -24,14 +23,6 @@ FAILED_CASE = re.compile(r"^FAIL (\S+?)(?:: |$)", re.MULTILINE)  # "FAIL reject:
 #: base request unchanged, a valid message, and expects a fault. With the current corpus the base is the cleric
 #: request (``wsa:`` prefix). The receiver rightly accepts it; test_http_endpoint.py covers the real DOCTYPE case.
 CHECKER_DOCTYPE_CASE = "reject:doctype-external-entity"
-
-
-def load_checker(path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location("wire_check", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def doctype_case_sends_a_doctype(checker: ModuleType, corpus: Path, strict: bool) -> bool:
@@ -74,7 +65,7 @@ def assert_checker_passes(result: subprocess.CompletedProcess[str], *, strict: b
     passed, total = int(summary.group(1)), int(summary.group(2))
     failures = set(FAILED_CASE.findall(result.stdout))
 
-    checker = load_checker(require_shared("tools", "wire_check.py"))
+    checker = shared_tool("wire_check")
     expected_failures = set()
     if not doctype_case_sends_a_doctype(checker, require_shared("corpus", "reference"), strict):
         expected_failures.add(CHECKER_DOCTYPE_CASE)
