@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from .config import ConfigError, Settings
+from .messages_cli import console, messages
 from .operator_cli import samples, send
 
 
@@ -131,3 +132,7 @@ def replay(message_ids: tuple[str, ...], dead_letters: bool) -> None:
 # Operator commands (issue 5) live in their own module; registered here so `nhs111 --help` lists them all.
 main.add_command(samples)
 main.add_command(send)
+
+# The store and console commands (issue 5): `nhs111 messages list|show`, `nhs111 console hash-password`.
+main.add_command(messages)
+main.add_command(console)

@@ -90,6 +90,42 @@ def _headers(env: Mapping[str, str], name: str) -> tuple[tuple[str, str], ...]:
     return tuple((str(k), v) for k, v in parsed.items())
 
 
+#: Password hash methods werkzeug.security writes (``generate_password_hash``); anything else is refused so
+#: that a plain password pasted into PEM111_CONSOLE_USERS by mistake is never taken for a hash.
+PASSWORD_HASH_METHODS = ("scrypt:", "pbkdf2:")
+
+#: The shortest PEM111_CONSOLE_TOKEN accepted: a token is a password that never expires.
+MIN_CONSOLE_TOKEN_LENGTH = 24
+
+
+def _console_users(env: Mapping[str, str], name: str) -> tuple[tuple[str, str], ...]:
+    """``user:<hash>,user:<hash>``: werkzeug password hashes contain ``:`` and ``$`` but never ``,``.
+
+    Errors name the user, never the value (a mistaken entry may be a real password).
+    """
+    users: dict[str, str] = {}
+    for entry in _list(env, name):
+        user, separator, password_hash = entry.partition(":")
+        user = user.strip()
+        if not separator or not user:
+            raise ConfigError(f"{name} entries must be user:<password hash>, separated by commas")
+        if not password_hash.startswith(PASSWORD_HASH_METHODS) or "$" not in password_hash:
+            raise ConfigError(
+                f"{name}: the entry for {user!r} is not a password hash; make one with `nhs111 console hash-password`"
+            )
+        if user in users:
+            raise ConfigError(f"{name}: user {user!r} is listed twice")
+        users[user] = password_hash
+    return tuple(users.items())
+
+
+def _console_token(env: Mapping[str, str], name: str) -> str:
+    token = env.get(name, "").strip()
+    if token and len(token) < MIN_CONSOLE_TOKEN_LENGTH:
+        raise ConfigError(f"{name} must be at least {MIN_CONSOLE_TOKEN_LENGTH} characters long")
+    return token
+
+
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
     value = _text(env, name, default).lower()
     if value not in choices:
@@ -128,6 +164,9 @@ class Settings:
     itk_require_addresslist: bool = False
     #: Folder holding the published schema pack (``iuc/`` and ``pathways/``) for rules D4-D6; empty = skipped.
     schema_dir: str = ""
+    #: Folder holding the WSDL and the project's own XSDs; empty = ``wsdl/`` beside the package (source trees
+    #: and editable installs). Installed wheels (the Docker image) point it at their copy.
+    wsdl_dir: str = ""
     #: Level-2 CDA conformance (rule D5): off, warn or reject.
     cda_level2_validation: str = "warn"
     #: Answer ``OK:<MessageID>`` like the reference instead of the harness-conformant ``OK``.
@@ -169,6 +208,19 @@ class Settings:
     fhir_ca_bundle: str = ""
     fhir_timeout_seconds: float = 30.0
 
+    # -- web console (adaptor.console) ---------------------------------------------------------------------------
+    #: ``(user, werkzeug password hash)`` pairs; with no users and no token the console is off (404).
+    console_users: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    #: A shared secret accepted as ``Authorization: Bearer <token>`` and on the sign-in form.
+    console_token: str = field(default="", repr=False)
+    #: Signs the session cookie; empty = a random key per process (restarts sign everyone out, and replicas
+    #: behind one load balancer do not accept each other's sessions).
+    console_secret_key: str = field(default="", repr=False)
+    #: How long a sign-in lasts.
+    console_session_hours: float = 8.0
+    #: Always mark the session cookie Secure (it is anyway when the request arrived over https).
+    console_secure_cookie: bool = False
+
     # -- operations ---------------------------------------------------------------------------------------------
     log_level: str = "INFO"
 
@@ -193,6 +245,11 @@ class Settings:
         if self.amqp_broker:
             return self.amqp_broker
         return f"dir:{Path(self.data_dir) / 'outbox'}"
+
+    @property
+    def console_enabled(self) -> bool:
+        """The web console is served only when some credential is configured."""
+        return bool(self.console_users or self.console_token)
 
     @property
     def allow_list_configured(self) -> bool:
@@ -228,6 +285,7 @@ class Settings:
             itk_fetch_interval_min=_int(env, "PEM111_ITK_FETCH_INTERVAL_MIN", cls.itk_fetch_interval_min, 1),
             itk_require_addresslist=_bool(env, "PEM111_ITK_REQUIRE_ADDRESSLIST", False),
             schema_dir=_text(env, "PEM111_SCHEMA_DIR", ""),
+            wsdl_dir=_text(env, "PEM111_WSDL_DIR", ""),
             cda_level2_validation=_choice(
                 env, "PEM111_CDA_LEVEL2_VALIDATION", cls.cda_level2_validation, ("off", "warn", "reject")
             ),
@@ -263,6 +321,11 @@ class Settings:
             fhir_client_key=_text(env, "PEM111_FHIR_CLIENT_KEY", ""),
             fhir_ca_bundle=_text(env, "PEM111_FHIR_CA_BUNDLE", ""),
             fhir_timeout_seconds=_float(env, "PEM111_FHIR_TIMEOUT_SECONDS", cls.fhir_timeout_seconds, 0.1),
+            console_users=_console_users(env, "PEM111_CONSOLE_USERS"),
+            console_token=_console_token(env, "PEM111_CONSOLE_TOKEN"),
+            console_secret_key=env.get("PEM111_CONSOLE_SECRET_KEY", "").strip(),
+            console_session_hours=_float(env, "PEM111_CONSOLE_SESSION_HOURS", cls.console_session_hours, 0.05),
+            console_secure_cookie=_bool(env, "PEM111_CONSOLE_SECURE_COOKIE", False),
             log_level=_choice(
                 env, "PEM111_LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")
             ).upper(),

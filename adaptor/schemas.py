@@ -28,8 +28,6 @@ from .xmlsafe import ITK
 
 log = logging.getLogger("adaptor.schemas")
 
-#: Setting (read from ``Settings.extra``) that points at another folder holding the WSDL and its schemas.
-WSDL_DIR_SETTING = "PEM111_WSDL_DIR"
 _DEFAULT_WSDL_DIR = Path(__file__).resolve().parents[1] / "wsdl"
 
 DISTRIBUTION_ENVELOPE_XSD = "itk-distribution-envelope.xsd"
@@ -51,7 +49,7 @@ _PAYLOADS = f"{{{ITK}}}payloads"
 def wsdl_dir(settings: Settings | None = None) -> Path:
     """The folder holding the WSDL and the project's own XSDs: ``PEM111_WSDL_DIR`` when set, else ``wsdl/``
     beside the ``adaptor`` package."""
-    configured = settings.extra.get(WSDL_DIR_SETTING, "").strip() if settings is not None else ""
+    configured = settings.wsdl_dir if settings is not None else ""
     return Path(configured) if configured else _DEFAULT_WSDL_DIR
 
 
@@ -268,8 +266,8 @@ def level2_validator(schema_dir: str) -> Level2Validator | None:
 def warm_up(settings: Settings) -> None:
     """Compile every schema the settings call for, so the first request pays nothing and configuration
     problems are logged at startup. Raises when the project's own schemas are broken."""
-    distribution_envelope_schema()
-    message_types_schema()
+    distribution_envelope_schema(wsdl_dir(settings))
+    message_types_schema(wsdl_dir(settings))
     cda_schema(settings.schema_dir)
     pathways_schema(settings.schema_dir)
     if settings.cda_level2_validation != "off":

@@ -4,6 +4,7 @@ and the outbox worker threads beside it (or, for ``nhs111 worker``, on their own
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import sys
 import threading
@@ -27,8 +28,34 @@ log = logging.getLogger("adaptor.server")
 WAITRESS_BODY_LIMIT_FACTOR = 2
 
 
+#: The HTTP servers' own loggers: their lines may quote a request target.
+HTTP_SERVER_LOGGERS = ("waitress", "werkzeug")
+
+_QUERY_STRING = re.compile(r"\?[^\s\"']*")
+
+
+class QueryStringRedactor(logging.Filter):
+    """Cut the query string out of any request target an HTTP server's logger writes.
+
+    waitress logs no access lines and quotes only the path in its error lines (``Exception while serving
+    /console/messages``), and werkzeug's request lines come only from its development server, which is never
+    used here. This is the guarantee should either start quoting whole targets: console searches travel in query
+    strings and can be NHS numbers or names. The console logs its own requests by route template
+    (``adaptor.console.access``).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.split(".", 1)[0] in HTTP_SERVER_LOGGERS:
+            message = record.getMessage()
+            redacted = _QUERY_STRING.sub("?<query omitted>", message)
+            if redacted != message:
+                record.msg, record.args = redacted, None
+        return True
+
+
 def configure_logging(level: str) -> None:
-    """One line per event on stderr at ``level``, spyne silenced (see :mod:`adaptor.soap`).
+    """One line per event on stderr at ``level``, spyne silenced (see :mod:`adaptor.soap`), query strings kept
+    out of the HTTP servers' lines (:class:`QueryStringRedactor`).
 
     pika logs every failed connection attempt at ERROR with a traceback: during a broker outage that is one
     traceback per retry. The outbox already logs each failed delivery once, so pika is held to CRITICAL
@@ -40,6 +67,9 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         force=True,
     )
+    for handler in logging.getLogger().handlers:
+        # On the handler, not the loggers: a logger's filters do not see its children's records.
+        handler.addFilter(QueryStringRedactor())
     silence_spyne_logging()
     if level != "DEBUG":
         logging.getLogger("pika").setLevel(logging.CRITICAL)

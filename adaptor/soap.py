@@ -11,6 +11,8 @@ while this project owns every byte on the wire:
   :meth:`adaptor.service.ReceiverService.accept` and answers ``OK``.
 * Any :class:`~adaptor.faults.ItkFault` becomes that fault (HTTP 500); any other exception becomes fault 2200
   with an error id that is logged (rule E2), never a traceback on the wire.
+* Every fault is logged (:func:`log_fault`) and kept in the store's ``rejections`` table
+  (:func:`note_rejection`): the rule, the codes and texts sent, and the request's identifiers; never its body.
 
 spyne's own loggers are switched off: on errors it logs whole request documents, which carry patient data.
 """
@@ -49,7 +51,8 @@ from .config import Settings  # noqa: E402
 from .faults import ItkFault  # noqa: E402
 from .message import ItkMessage  # noqa: E402
 from .service import ReceiverService  # noqa: E402
-from .xmlsafe import ITK, SOAP11  # noqa: E402
+from .store import MessageStore, Rejection, StoreError  # noqa: E402
+from .xmlsafe import ITK, SOAP11, xpath_values  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,9 @@ DISTRIBUTION_ENVELOPE = f"{{{ITK}}}DistributionEnvelope"
 SIMPLE_MESSAGE_RESPONSE = f"{{{ITK}}}SimpleMessageResponse"
 
 _BODY_DISTRIBUTION_ENVELOPE = f"{{{SOAP11}}}Body/{DISTRIBUTION_ENVELOPE}"
+_TRACKING_ID = xpath_values("soap:Body/itk:DistributionEnvelope/itk:header/@trackingid")
+_AUDIT_IDENTITIES = xpath_values("soap:Body/itk:DistributionEnvelope/itk:header/itk:auditIdentity/itk:id/@uri")
+_ODS_IDENTITY_PREFIX = "urn:nhs-uk:identity:ods:"
 
 
 @dataclass
@@ -65,11 +71,26 @@ class _Exchange:
     """What one request carries through spyne, kept on ``ctx.udc`` (spyne's slot for user data)."""
 
     raw: bytes
+    root: etree._Element | None = None  # set once the request parsed (rules A1, A2)
     message: ItkMessage | None = None  # set once the request passed validation
 
     @property
     def message_id(self) -> str | None:
         return self.message.message_id if self.message is not None else None
+
+    def identifiers(self) -> tuple[str | None, str | None]:
+        """The trackingid and sender ODS code, as far as they could be read, for the rejections table.
+        Never raises (it runs on the fault path)."""
+        if self.message is not None:
+            return self.message.tracking_id, sender_ods(self.message.sender)
+        if self.root is None:
+            return None, None
+        try:
+            tracking_ids = _TRACKING_ID(self.root)
+            senders = [ods for ods in map(sender_ods, _AUDIT_IDENTITIES(self.root)) if ods]
+        except Exception:  # a refused request can be any shape; the identifiers are only a convenience
+            return None, None
+        return (tracking_ids[0].strip() or None) if tracking_ids else None, senders[0] if senders else None
 
 
 class _CarriedFault(SpyneFault):
@@ -152,7 +173,7 @@ class ItkSoap11(Soap11):
         exchange = ctx.udc = _Exchange(raw=b"")
         try:
             exchange.raw = b"".join(ctx.in_string)
-            root = itk.parse_request(exchange.raw, self.settings)
+            root = exchange.root = itk.parse_request(exchange.raw, self.settings)
             # Answers every rule with its fault, and any unexpected error with 2200 itself.
             exchange.message = itk.validate_request(root, self.settings, self.receiver.allow_list)
         except ItkFault as fault:
@@ -200,8 +221,7 @@ class ItkSoap11(Soap11):
 
     # -- helpers ---------------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _fault_bytes(error: SpyneFault, exchange: _Exchange | None) -> bytes:
+    def _fault_bytes(self, error: SpyneFault, exchange: _Exchange | None) -> bytes:
         if isinstance(error, _CarriedFault):
             fault = error.itk_fault
         else:
@@ -210,6 +230,8 @@ class ItkSoap11(Soap11):
             fault = _internal_fault(error, relates_to, f"in spyne ({error.faultcode})").itk_fault
         body, error_id = responses.fault_response(fault)
         log_fault(fault, error_id)
+        tracking_id, sender = exchange.identifiers() if exchange is not None else (None, None)
+        note_rejection(self.receiver.store, fault, error_id, tracking_id=tracking_id, sender=sender)
         return body
 
     @staticmethod
@@ -243,6 +265,44 @@ def log_fault(fault: ItkFault, error_id: str) -> None:
     )
     if fault.diagnostic:
         log.debug("fault error_id=%s diagnostic: %s", error_id, fault.diagnostic)
+
+
+def sender_ods(identity_uri: str) -> str | None:
+    """The ODS code of an ``urn:nhs-uk:identity:ods:<ODS>[:<suffix>]`` audit identity, else ``None``."""
+    if not identity_uri.lower().startswith(_ODS_IDENTITY_PREFIX):
+        return None
+    return identity_uri[len(_ODS_IDENTITY_PREFIX) :].split(":", 1)[0].strip() or None
+
+
+def note_rejection(
+    store: MessageStore,
+    fault: ItkFault,
+    error_id: str,
+    *,
+    tracking_id: str | None = None,
+    sender: str | None = None,
+) -> None:
+    """Keep the refusal in the store's ``rejections`` table, for the console's counters and list.
+
+    Never raises: the sender's answer is already decided, and a store that cannot record the refusal (the same
+    outage that caused a 2100, say) must not change it. The diagnostic text is not kept (it can quote document
+    content), nor anything else of the request.
+    """
+    rejection = Rejection(
+        rule=fault.rule,
+        error_code=fault.error_code,
+        error_text=fault.text,
+        error_id=error_id,
+        message_id=fault.relates_to,
+        tracking_id=tracking_id,
+        sender_ods=sender,
+    )
+    try:
+        store.record_rejection(rejection)
+    except StoreError as exc:  # its text names the database problem, never the statement's values
+        log.warning("could not record the rejection error_id=%s: %s", error_id, exc)
+    except Exception as exc:
+        log.warning("could not record the rejection error_id=%s: %s", error_id, type(exc).__name__)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 SQLAlchemy Core only (no ORM), portable column types and portable SQL, so the default SQLite file under the data
 directory can be swapped for PostgreSQL by changing ``PEM111_DATABASE_URL`` and nothing else.
 
-Three tables:
+Four tables:
 
 ``messages``
     One row per accepted message: the envelope facts, the request bytes exactly as received (``raw``) and the
@@ -19,6 +19,11 @@ Three tables:
     An attempt that is never finished (the process died between sending and recording) is found when the
     message is claimed again and closed as ``interrupted``: a possible redelivery (see
     :meth:`MessageStore.possible_redeliveries`).
+
+``rejections``
+    One row per request answered with a fault: when, the rule, ErrorCode, ErrorText, the error id, and the
+    request's MessageID, trackingid and sender ODS code when they could be read. Never the request body nor any
+    patient data: it exists so that operators can count refusals and see why senders were refused.
 
 Nothing is ever deleted. Claims are conditional ``UPDATE``\\s checked by row count, so two workers (threads,
 processes, or replicas sharing a database) can never both own a message; a lease with an owner and an expiry
@@ -139,6 +144,7 @@ messages = Table(
     UniqueConstraint("message_id", "tracking_id", "digest", name="uq_messages_identity"),
 )
 Index("ix_messages_message_id", messages.c.message_id)
+Index("ix_messages_tracking_id", messages.c.tracking_id)
 Index("ix_messages_received_at", messages.c.received_at)
 
 outbox = Table(
@@ -175,6 +181,27 @@ delivery_attempts = Table(
 )
 Index("ix_delivery_attempts_record", delivery_attempts.c.message_record_id)
 Index("ix_delivery_attempts_outcome", delivery_attempts.c.outcome)
+
+rejections = Table(
+    "rejections",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("rejected_at", DateTime(timezone=True), nullable=False),  # UTC
+    Column("rule", String(16), nullable=False),  # the wire-contract rule (C4, E1...), "" when none
+    Column("error_code", Integer, nullable=False),  # the ITK ErrorCode sent
+    Column("error_text", Text, nullable=False),  # the ErrorText sent (never the diagnostic text)
+    Column("error_id", String(64), nullable=False),  # the ErrorID sent: the key into the logs
+    # What could be read of the request before it was refused; NULL when it could not.
+    Column("message_id", Text, nullable=True),
+    Column("tracking_id", Text, nullable=True),
+    Column("sender_ods", Text, nullable=True),
+)
+Index("ix_rejections_rejected_at", rejections.c.rejected_at)
+
+_SENDER_PREFIX = "urn:nhs-uk:identity:ods:"
+
+#: Identifiers read from a refused request are cut to this length before they are kept (they are free text).
+MAX_REJECTION_FIELD = 200
 
 #: A listing returns every column except the two potentially large documents.
 _SUMMARY_COLUMNS = [c for c in messages.c if c.name not in ("raw", "bundle")]
@@ -229,6 +256,34 @@ class DeliveryAttempt:
     finished_at: datetime | None
     outcome: AttemptOutcome | None  # None: in progress (or the process died and nobody has claimed it since)
     error: str | None
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A refused request: the fault it was answered with and what identified it. No body, no patient data."""
+
+    rule: str
+    error_code: int
+    error_text: str
+    error_id: str
+    message_id: str | None = None
+    tracking_id: str | None = None
+    sender_ods: str | None = None
+    rejected_at: datetime | None = None  # set by the store
+
+
+@dataclass(frozen=True)
+class MessageQuery:
+    """Which messages a listing or count selects; every field narrows it, and the empty query selects all.
+
+    ``search`` matches a MessageID, a trackingid or a record id exactly (as given, or upper or lower case, so
+    that the indexes are used), or the ODS code of a recipient or of the sender (any case).
+    """
+
+    statuses: Sequence[Status] = ()
+    since: datetime | None = None  # received at or after
+    tracking_id: str | None = None
+    search: str | None = None
 
 
 @dataclass(frozen=True)
@@ -328,6 +383,43 @@ def _row_to_message(row: Any) -> StoredMessage:
     )
 
 
+def _clip_field(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    return value[:MAX_REJECTION_FIELD] or None
+
+
+def _spellings(text: str) -> list[str]:
+    return list(dict.fromkeys((text, text.upper(), text.lower())))
+
+
+def _message_conditions(query: MessageQuery) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if query.statuses:
+        conditions.append(outbox.c.state.in_([s.value for s in query.statuses]))
+    if query.since is not None:
+        conditions.append(messages.c.received_at >= query.since)
+    if query.tracking_id:
+        conditions.append(messages.c.tracking_id.in_(_spellings(query.tracking_id.strip())))
+    search = (query.search or "").strip()
+    if search:
+        spellings = _spellings(search)
+        conditions.append(
+            or_(
+                messages.c.message_id.in_(spellings),
+                messages.c.tracking_id.in_(spellings),
+                messages.c.id.in_(spellings),
+                # ods_codes is a JSON array written by json.dumps: '"CODE"' matches one whole element.
+                func.lower(messages.c.ods_codes).contains(json.dumps(search.lower()), autoescape=True),
+                # The sender's ODS code: urn:nhs-uk:identity:ods:CODE, possibly followed by :suffix.
+                func.lower(messages.c.sender) == f"{_SENDER_PREFIX}{search.lower()}",
+                func.lower(messages.c.sender).startswith(f"{_SENDER_PREFIX}{search.lower()}:", autoescape=True),
+            )
+        )
+    return conditions
+
+
 def _configure_sqlite(engine: Engine) -> None:
     """WAL (readers never block the writer), a busy timeout (writers queue instead of failing) and
     ``synchronous=FULL`` (a commit is on disk before it returns: the sender is told OK only after that)."""
@@ -358,7 +450,7 @@ def _not_being_delivered(now: datetime) -> ColumnElement[bool]:
 
 
 class MessageStore:
-    """The ``messages``, ``outbox`` and ``delivery_attempts`` tables behind a small, thread-safe API.
+    """The ``messages``, ``outbox``, ``delivery_attempts`` and ``rejections`` tables behind a small, thread-safe API.
 
     Safe to share between request and worker threads: each call checks a connection out of the engine's pool
     and commits before returning. The schema is created by :meth:`open`; when the database is unreachable at
@@ -859,19 +951,32 @@ class MessageStore:
             return [_row_to_message(row) for row in conn.execute(query)]
 
     def list_messages(
-        self, *, statuses: Sequence[Status] = (), limit: int = 100, offset: int = 0
+        self,
+        *,
+        statuses: Sequence[Status] = (),
+        limit: int = 100,
+        offset: int = 0,
+        where: MessageQuery | None = None,
     ) -> list[StoredMessage]:
-        """Records newest first, without ``raw`` and ``bundle``; optionally only the given states."""
+        """Records newest first, without ``raw`` and ``bundle``; optionally only the given states, or only the
+        records ``where`` selects (its statuses win over ``statuses``)."""
+        where = where or MessageQuery(statuses=statuses)
         query = (
             select(*_SUMMARY_COLUMNS, *_OUTBOX_COLUMNS)
             .select_from(_WITH_OUTBOX)
+            .where(*_message_conditions(where))
             .order_by(messages.c.received_at.desc(), messages.c.id)
+            .limit(limit)
+            .offset(offset)
         )
-        if statuses:
-            query = query.where(outbox.c.state.in_([s.value for s in statuses]))
-        query = query.limit(limit).offset(offset)
         with self._transaction() as conn:
             return [_row_to_message(row) for row in conn.execute(query)]
+
+    def count_messages(self, where: MessageQuery | None = None) -> int:
+        """How many records ``where`` selects (all of them by default)."""
+        query = select(func.count()).select_from(_WITH_OUTBOX).where(*_message_conditions(where or MessageQuery()))
+        with self._transaction() as conn:
+            return int(conn.execute(query).scalar_one())
 
     def record_ids(self, status: Status) -> list[str]:
         """The ids of every record in ``status``, oldest first."""
@@ -910,6 +1015,52 @@ class MessageStore:
                 )
                 for row in conn.execute(query)
             ]
+
+    # -- rejections ------------------------------------------------------------------------------------------
+
+    def record_rejection(self, rejection: Rejection) -> None:
+        """Keep one refused request (see :class:`Rejection`). Raises :class:`StoreError`; callers on the
+        request path must not let that change the answer (:func:`adaptor.soap.note_rejection`)."""
+        with self._transaction() as conn:
+            conn.execute(
+                insert(rejections).values(
+                    rejected_at=utc_now(),
+                    rule=(rejection.rule or "")[:16],
+                    error_code=rejection.error_code,
+                    error_text=rejection.error_text[:2000],
+                    error_id=rejection.error_id[:64],
+                    message_id=_clip_field(rejection.message_id),
+                    tracking_id=_clip_field(rejection.tracking_id),
+                    sender_ods=_clip_field(rejection.sender_ods),
+                )
+            )
+
+    def list_rejections(self, *, limit: int = 100, offset: int = 0) -> list[Rejection]:
+        """Refused requests, newest first."""
+        query = (
+            select(rejections)
+            .order_by(rejections.c.rejected_at.desc(), rejections.c.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        with self._transaction() as conn:
+            return [
+                Rejection(
+                    rule=row.rule,
+                    error_code=row.error_code,
+                    error_text=row.error_text,
+                    error_id=row.error_id,
+                    message_id=row.message_id,
+                    tracking_id=row.tracking_id,
+                    sender_ods=row.sender_ods,
+                    rejected_at=_as_utc(row.rejected_at),
+                )
+                for row in conn.execute(query)
+            ]
+
+    def count_rejections(self) -> int:
+        with self._transaction() as conn:
+            return int(conn.execute(select(func.count()).select_from(rejections)).scalar_one())
 
     def possible_redeliveries(self) -> list[Redelivery]:
         """Delivered messages with interrupted attempts, oldest first.

@@ -8,8 +8,11 @@ A small dispatcher in front decides by path and method (wire-contract.md section
   namespace decides (SOAP 1.2 gets ``VersionMismatch``); any other type gets 415. A body larger than
   ``settings.max_request_bytes`` gets fault 1000 (rule A1) without being read.
 * Everything else is a small Flask application: ``GET <report path>?wsdl`` (the WSDL, addressed to the URL the
-  client used), ``GET <report path>?xsd=<file>`` (the schemas it includes), ``GET /healthz``; any other method
-  on a report path gets 405 with ``Allow: POST``, unknown paths 404.
+  client used), ``GET <report path>?xsd=<file>`` (the schemas it includes), ``GET /healthz``, and the operator's
+  console under ``/console`` when it is configured (:mod:`adaptor.console`); any other method on a report path
+  gets 405 with ``Allow: POST``, unknown paths 404.
+
+Every fault answered here or by the SOAP endpoint is kept in the store's ``rejections`` table.
 """
 
 from __future__ import annotations
@@ -29,12 +32,13 @@ from lxml import etree
 from . import faults, itk, responses
 from .allowlist import AllowList
 from .config import Settings
+from .console import install_console
 from .faults import ItkFault
 from .forwarders import Forwarder, forwarder_from_settings
 from .outbox import OutboxWorker
 from .schemas import wsdl_dir
 from .service import ReceiverService
-from .soap import build_soap_app, log_fault
+from .soap import build_soap_app, log_fault, note_rejection
 from .store import MessageStore
 
 log = logging.getLogger(__name__)
@@ -53,6 +57,8 @@ _SCHEMA_REFERENCES = (f"{{{_XSD}}}include", f"{{{_XSD}}}import", f"{{{_XSD}}}red
 
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+#: Told about every fault the dispatcher answers itself (with its ErrorID), like the SOAP endpoint's.
+FaultListener = Callable[[ItkFault, str], None]
 
 
 class ServiceDocuments:
@@ -142,7 +148,8 @@ def _text_response(status: int, text: str) -> Response:
 class ReceiverApp:
     """The WSGI callable served by :mod:`adaptor.server`.
 
-    :meth:`close` stops and closes what :func:`create_app` started itself.
+    :meth:`close` stops and closes what :func:`create_app` started itself. ``on_fault`` hears of the faults the
+    dispatcher answers before the SOAP endpoint sees the request (rule A1, the last-line 2200).
     """
 
     def __init__(
@@ -152,12 +159,14 @@ class ReceiverApp:
         site: Flask,
         *,
         on_close: Iterable[Callable[[], object]] = (),
+        on_fault: FaultListener | None = None,
     ) -> None:
         self.settings = settings
         self.soap_app = soap_app
         self.site = site
         self._report_paths = frozenset(settings.report_paths)
         self._on_close = list(on_close)
+        self._on_fault = on_fault
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("REQUEST_METHOD") == "POST" and environ.get("PATH_INFO") in self._report_paths:
@@ -177,12 +186,12 @@ class ReceiverApp:
         limit = self.settings.max_request_bytes
         declared = _content_length(environ)
         if declared is not None and declared > limit:
-            return _fault(start_response, itk.too_large(self.settings))
+            return self._fault(start_response, itk.too_large(self.settings))
         if declared is None:
             # No Content-Length (a server that passes chunked bodies through): read at most one byte too many.
             body = _read_at_most(environ, limit + 1)
             if len(body) > limit:
-                return _fault(start_response, itk.too_large(self.settings))
+                return self._fault(start_response, itk.too_large(self.settings))
             environ = {**environ, "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))}
 
         try:
@@ -192,7 +201,15 @@ class ReceiverApp:
             error_id = str(uuid.uuid4()).upper()
             log.error("internal error in the SOAP endpoint error_id=%s: %s", error_id, type(exc).__name__)
             log.debug("internal error error_id=%s", error_id, exc_info=exc)
-            return _fault(start_response, faults.internal(error_id))
+            return self._fault(start_response, faults.internal(error_id))
+
+    def _fault(self, start_response: StartResponse, fault: ItkFault) -> list[bytes]:
+        body, error_id = responses.fault_response(fault)
+        log_fault(fault, error_id)
+        if self._on_fault is not None:
+            self._on_fault(fault, error_id)
+        start_response("500 Internal Server Error", [("Content-Type", _XML_TYPE), ("Content-Length", str(len(body)))])
+        return [body]
 
 
 def _content_length(environ: dict[str, Any]) -> int | None:
@@ -225,13 +242,6 @@ def _plain(start_response: StartResponse, status: str, text: str) -> list[bytes]
     return [body]
 
 
-def _fault(start_response: StartResponse, fault: ItkFault) -> list[bytes]:
-    body, error_id = responses.fault_response(fault)
-    log_fault(fault, error_id)
-    start_response("500 Internal Server Error", [("Content-Type", _XML_TYPE), ("Content-Length", str(len(body)))])
-    return [body]
-
-
 def create_app(
     settings: Settings,
     *,
@@ -261,4 +271,12 @@ def create_app(
         on_close.append(worker.stop)  # first on close: deliveries in flight finish before anything closes
     receiver = ReceiverService(settings, store, forwarder, allow_list, wake=worker.wake)
     site = _create_site(settings, ServiceDocuments(wsdl_dir(settings)))
-    return ReceiverApp(settings, build_soap_app(settings, receiver), site, on_close=on_close)
+    install_console(site, settings, store=store, wake=worker.wake)
+    keep_store = store  # for the closure: mypy does not narrow captured variables
+
+    def record_fault(fault: ItkFault, error_id: str) -> None:
+        note_rejection(keep_store, fault, error_id)
+
+    return ReceiverApp(
+        settings, build_soap_app(settings, receiver), site, on_close=on_close, on_fault=record_fault
+    )

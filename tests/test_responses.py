@@ -241,4 +241,4 @@ def test_own_message_types_schema_is_in_the_wsdl_folder() -> None:
     folder = schemas.wsdl_dir()
     assert (folder / "itk-message-types.xsd").is_file()
     assert (folder / "itk-distribution-envelope.xsd").is_file()
-    assert schemas.wsdl_dir(Settings(extra={"PEM111_WSDL_DIR": "/elsewhere"})) == Path("/elsewhere")
+    assert schemas.wsdl_dir(Settings.from_env({"PEM111_WSDL_DIR": "/elsewhere"})) == Path("/elsewhere")
