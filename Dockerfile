@@ -29,7 +29,7 @@ USER nhs111
 WORKDIR /var/lib/nhs111
 VOLUME ["/var/lib/nhs111"]
 EXPOSE 8080
-HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ.get('PEM111_PORT', '8080')}/healthz\", timeout=4)"]
+# /healthz over plain HTTP; with PEM111_TLS_CERT set (mutual TLS may demand a client certificate) a TCP connect.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 CMD ["python", "-c", "import os, socket, urllib.request; port = int(os.environ.get('PEM111_PORT', '8080')); socket.create_connection(('127.0.0.1', port), 4).close() if os.environ.get('PEM111_TLS_CERT') else urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=4)"]
 ENTRYPOINT ["nhs111"]
 CMD ["serve"]

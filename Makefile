@@ -13,7 +13,7 @@ ifneq ($(wildcard $(SHARED)/schemas/iuc),)
 export PEM111_SCHEMA_DIR ?= $(SHARED)/schemas
 endif
 
-.PHONY: install run test lint typecheck check bench clean
+.PHONY: install run test lint typecheck check bench bench-quick soak clean
 
 install: $(STAMP)
 
@@ -31,12 +31,21 @@ test: install
 
 lint: install
 	$(BIN)/ruff check adaptor mappings tests benchmarks
-	$(BIN)/mypy adaptor mappings
+	$(BIN)/mypy adaptor mappings benchmarks
 
 check: lint test
 
+# Conversion and end-to-end load benchmarks (about 15 min): writes the benchmark section of docs/benchmarks.md.
 bench: install
-	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+bench-quick: install
+	$(BIN)/python -m benchmarks.run --quick $(BENCH_ARGS)
+
+# The long forms of the robustness suites (5,000 hostile-input cases, SIGKILLs and target outages under load):
+# writes the robustness section of docs/benchmarks.md. The short forms run in `make test`.
+soak: install
+	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -136,3 +136,8 @@ main.add_command(send)
 # The store and console commands (issue 5): `nhs111 messages list|show`, `nhs111 console hash-password`.
 main.add_command(messages)
 main.add_command(console)
+
+# The schema commands (issue 6): `nhs111 db upgrade|current`.
+from .db_cli import db  # noqa: E402
+
+main.add_command(db)

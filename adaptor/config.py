@@ -39,6 +39,23 @@ def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
 
 
+def _semicolon_list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Entries separated by ``;`` or new lines (values that contain commas, such as distinguished names); a
+    backslash-escaped ``\\;`` stays in its entry. Items trimmed, empty items dropped."""
+    entries: list[str] = []
+    current: list[str] = []
+    escaped = False
+    for char in env.get(name, ""):
+        if char in ";\n" and not escaped:
+            entries.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+        escaped = char == "\\" and not escaped
+    entries.append("".join(current))
+    return tuple(entry.strip() for entry in entries if entry.strip())
+
+
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(name, "").strip().lower()
     if not raw:
@@ -144,6 +161,17 @@ class Settings:
     report_paths: tuple[str, ...] = ("/report",)
     server_threads: int = 8
     max_request_bytes: int = 10 * MIB
+    #: TLS in the adaptor's own server (see :mod:`adaptor.tls`): PEM files; no certificate = plain HTTP.
+    tls_cert: str = ""
+    tls_key: str = ""  # empty = the key is in the PEM111_TLS_CERT file
+    #: CAs whose client certificates are accepted; set = client certificates required (mutual TLS).
+    tls_client_ca: str = ""
+    #: CRLs (PEM) of the client CAs: revoked client certificates are refused.
+    tls_crl: str = ""
+    #: Client certificate CNs or RFC 4514 subjects allowed (``;``-separated); empty = any the CA issued.
+    tls_client_subjects: tuple[str, ...] = ()
+    #: How often the TLS files are checked for changes and reloaded (0 = only on SIGHUP).
+    tls_reload_seconds: float = 60.0
 
     # -- ITK / SOAP validation (wire-contract.md section 4) ----------------------------------------------------
     #: Strict profile: wsa:To, WS-Security Timestamp and Username (rules B5-B14). Reference default: off.
@@ -223,6 +251,8 @@ class Settings:
 
     # -- operations ---------------------------------------------------------------------------------------------
     log_level: str = "INFO"
+    #: ``json`` (one JSON object per line, for log collectors) or ``text`` (one readable line, for developers).
+    log_format: str = "json"
 
     extra: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -245,6 +275,11 @@ class Settings:
         if self.amqp_broker:
             return self.amqp_broker
         return f"dir:{Path(self.data_dir) / 'outbox'}"
+
+    @property
+    def tls_enabled(self) -> bool:
+        """``nhs111 serve`` speaks HTTPS (only) when a server certificate is configured."""
+        return bool(self.tls_cert)
 
     @property
     def console_enabled(self) -> bool:
@@ -272,6 +307,12 @@ class Settings:
             report_paths=paths,
             server_threads=_int(env, "PEM111_SERVER_THREADS", cls.server_threads, minimum=1),
             max_request_bytes=_int(env, "PEM111_MAX_REQUEST_BYTES", cls.max_request_bytes, minimum=1024),
+            tls_cert=_text(env, "PEM111_TLS_CERT", ""),
+            tls_key=_text(env, "PEM111_TLS_KEY", ""),
+            tls_client_ca=_text(env, "PEM111_TLS_CLIENT_CA", ""),
+            tls_crl=_text(env, "PEM111_TLS_CRL", ""),
+            tls_client_subjects=_semicolon_list(env, "PEM111_TLS_CLIENT_SUBJECTS"),
+            tls_reload_seconds=_float(env, "PEM111_TLS_RELOAD_SECONDS", cls.tls_reload_seconds),
             soap_validation_enabled=_bool(env, "PEM111_SOAP_VALIDATION_ENABLED", False),
             soap_send_to=_list(env, "PEM111_SOAP_SEND_TO") or cls.soap_send_to,
             timestamp_skew_seconds=_int(env, "PEM111_TIMESTAMP_SKEW_SECONDS", cls.timestamp_skew_seconds),
@@ -329,5 +370,6 @@ class Settings:
             log_level=_choice(
                 env, "PEM111_LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")
             ).upper(),
+            log_format=_choice(env, "PEM111_LOG_FORMAT", cls.log_format, ("json", "text")),
             extra={k: v for k, v in env.items() if k.startswith("PEM111_")},
         )

@@ -35,6 +35,7 @@ from datetime import timedelta
 from .config import Settings
 from .convert import ConversionError, convert
 from .forwarders import Delivery, Forwarder, PermanentDeliveryError, log_summary
+from .metrics import Metrics
 from .store import AttemptOutcome, Claim, MessageStore, Status, StoreError, utc_now
 
 log = logging.getLogger(__name__)
@@ -86,30 +87,51 @@ class Outcome:
     recorded: bool = True
 
 
-class Deliverer:
-    """Delivers claimed messages: convert → record the start → forward → record the outcome. Thread-safe."""
+def _fields(claim: Claim) -> dict[str, object]:
+    """The log fields (:mod:`adaptor.logs`) that identify a claimed message: identifiers, never content."""
+    return {
+        "record_id": claim.record_id,
+        "message_id": claim.message_id,
+        "tracking_id": claim.tracking_id,
+        "interaction": claim.interaction,
+        "ods_code": ",".join(claim.ods_codes) or None,
+        "attempt": claim.attempt,
+    }
 
-    def __init__(self, settings: Settings, store: MessageStore, forwarder: Forwarder) -> None:
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
+
+
+class Deliverer:
+    """Delivers claimed messages: convert → record the start → forward → record the outcome. Thread-safe.
+
+    ``metrics`` counts deliveries, retries, dead letters and conversion times (:mod:`adaptor.metrics`).
+    """
+
+    def __init__(
+        self, settings: Settings, store: MessageStore, forwarder: Forwarder, *, metrics: Metrics | None = None
+    ) -> None:
         self.settings = settings
         self.store = store
         self.forwarder = forwarder
+        self.metrics = metrics or Metrics()
 
     def deliver(self, claim: Claim) -> Outcome:
         """Deliver ``claim`` and release it into its next state. Raises :class:`StoreError` only when the attempt
         could not be started (nothing was sent; the lease expires and the message is retried)."""
         target = self.forwarder.target
         if claim.interrupted:
+            # Earlier attempts never finished (the process stopped): a possible duplicate with the same messageId.
             log.warning(
-                "record=%s message_id=%s: %d earlier attempt(s) never finished (the process stopped); delivering "
-                "again, a possible duplicate with the same messageId",
-                claim.record_id,
-                claim.message_id,
-                claim.interrupted,
+                "delivering again after interrupted attempts",
+                extra={**_fields(claim), "interrupted": claim.interrupted},
             )
         if not claim.synchronous and claim.attempt > self.settings.delivery_max_attempts:
             # Only reachable when attempts keep being interrupted (e.g. the process dies on this message).
             error = f"gave up after {claim.attempt - 1} attempts, the last ones interrupted"
-            log.error("record=%s message_id=%s: %s; dead-lettered", claim.record_id, claim.message_id, error)
+            log.error("message dead-lettered", extra={**_fields(claim), "reason": error})
+            self.metrics.dead_lettered("out_of_attempts")
             return self._finish(claim, Status.DEAD_LETTER, AttemptOutcome.FAILED, target, None, error)
 
         bundle_json = claim.bundle
@@ -122,9 +144,10 @@ class Deliverer:
 
         attempt_id = self.store.start_attempt(claim, target, self.settings.delivery_lease_seconds, newly_converted)
         if attempt_id is None:
-            log.warning("record=%s: lease lost before sending (another worker has it); not sent", claim.record_id)
+            log.warning("lease lost before sending, not sent (another worker has it)", extra=_fields(claim))
             return Outcome(Status.DELIVERING, "lease lost", recorded=False)
 
+        started = time.perf_counter()
         try:
             self.forwarder.send(
                 Delivery(
@@ -140,85 +163,74 @@ class Deliverer:
         except PermanentDeliveryError as exc:
             error = _clip(f"refused by {target}: {type(exc).__name__}: {exc}")
             log.error(
-                "delivery refused record=%s message_id=%s: %s; dead-lettered",
-                claim.record_id,
-                claim.message_id,
-                log_summary(exc),
+                "delivery refused, message dead-lettered",
+                extra={**_fields(claim), "target": target, "error": log_summary(exc)},
             )
-            log.debug("delivery refused record=%s: %s", claim.record_id, error)
+            # The full error can quote the target's reply (an OperationOutcome may quote the Bundle).
+            log.debug("delivery refused detail", extra={"record_id": claim.record_id, "error": error})
+            self.metrics.dead_lettered("refused")
             return self._finish(claim, Status.DEAD_LETTER, AttemptOutcome.REJECTED, target, attempt_id, error)
         except Exception as exc:  # the Forwarder contract: anything else is transient
-            log.debug("delivery failed record=%s: %s: %s", claim.record_id, type(exc).__name__, exc)
+            log.debug(
+                "delivery failure detail", extra={"record_id": claim.record_id, "error": f"{type(exc).__name__}: {exc}"}
+            )
             return self._failed(
                 claim, target, attempt_id, _clip(f"{type(exc).__name__}: {exc}"), _clip(log_summary(exc))
             )
 
         log.info(
-            "delivered record=%s message_id=%s target=%s attempt=%d",
-            claim.record_id,
-            claim.message_id,
-            target,
-            claim.attempt,
+            "message delivered",
+            extra={**_fields(claim), "target": target, "duration_ms": _ms(time.perf_counter() - started)},
         )
+        self.metrics.message_delivered(target)
         return self._finish(claim, Status.DELIVERED, AttemptOutcome.DELIVERED, target, attempt_id, None)
 
     def _convert(self, claim: Claim) -> str | Outcome:
         """The Bundle JSON for ``claim.raw``, or the dead-letter outcome when it cannot be converted."""
         target = self.forwarder.target
+        started = time.perf_counter()
         try:
             bundle = convert(claim.raw, config=self.settings)
         except ConversionError as exc:
+            self.metrics.conversion_took(time.perf_counter() - started)
             # The reason can quote document values: it goes to the store, and to the log only at DEBUG.
-            log.error("conversion failed record=%s message_id=%s: dead-lettered", claim.record_id, claim.message_id)
-            log.debug("conversion failed record=%s: %s", claim.record_id, exc)
+            log.error("conversion failed, message dead-lettered", extra=_fields(claim))
+            log.debug("conversion failure detail", extra={"record_id": claim.record_id, "error": str(exc)})
+            self.metrics.dead_lettered("conversion_failed")
             error = _clip(f"conversion failed: {exc}")
             return self._finish(claim, Status.DEAD_LETTER, AttemptOutcome.CONVERSION_FAILED, target, None, error)
         except Exception:
+            self.metrics.conversion_took(time.perf_counter() - started)
             error_id = str(uuid.uuid4()).upper()
-            log.error(
-                "conversion crashed record=%s message_id=%s error_id=%s: dead-lettered",
-                claim.record_id,
-                claim.message_id,
-                error_id,
-            )
+            log.error("conversion crashed, message dead-lettered", extra={**_fields(claim), "error_id": error_id})
             # The traceback may quote document content: keep it out of logs above DEBUG.
-            log.debug("conversion crash error_id=%s", error_id, exc_info=True)
+            log.debug("conversion crash traceback", extra={"error_id": error_id}, exc_info=True)
+            self.metrics.dead_lettered("conversion_failed")
             error = f"conversion failed: internal conversion error {error_id}"
             outcome = self._finish(claim, Status.DEAD_LETTER, AttemptOutcome.CONVERSION_FAILED, target, None, error)
             return Outcome(outcome.status, outcome.error, error_id, outcome.recorded)
+        seconds = time.perf_counter() - started
+        self.metrics.conversion_took(seconds)
+        log.debug("message converted", extra={"record_id": claim.record_id, "duration_ms": _ms(seconds)})
         return json.dumps(bundle, ensure_ascii=False)
 
     def _failed(self, claim: Claim, target: str, attempt_id: int, error: str, summary: str) -> Outcome:
         """A transient failure: held for the sender (sync), retried later, or dead-lettered when out of attempts.
 
         ``error`` goes to the delivery history; ``summary`` (see :func:`log_summary`) to the log."""
+        fields = {**_fields(claim), "target": target, "error": summary}
         if claim.synchronous:
-            log.warning(
-                "delivery failed record=%s message_id=%s: %s; held, the sender is told to retry",
-                claim.record_id,
-                claim.message_id,
-                summary,
-            )
+            log.warning("delivery failed, held for the sender's resend", extra=fields)
+            self.metrics.retry_scheduled(target)
             return self._finish(claim, Status.HELD, AttemptOutcome.FAILED, target, attempt_id, error)
         if claim.attempt >= self.settings.delivery_max_attempts:
-            log.error(
-                "delivery failed record=%s message_id=%s attempt=%d: %s; out of attempts, dead-lettered",
-                claim.record_id,
-                claim.message_id,
-                claim.attempt,
-                summary,
-            )
+            log.error("delivery failed, out of attempts, message dead-lettered", extra=fields)
+            self.metrics.dead_lettered("out_of_attempts")
             error = f"gave up after {claim.attempt} attempts: {error}"
             return self._finish(claim, Status.DEAD_LETTER, AttemptOutcome.FAILED, target, attempt_id, error)
         wait = backoff_seconds(claim.attempt, self.settings)
-        log.warning(
-            "delivery failed record=%s message_id=%s attempt=%d: %s; retrying in %.1f s",
-            claim.record_id,
-            claim.message_id,
-            claim.attempt,
-            summary,
-            wait,
-        )
+        log.warning("delivery failed, will retry", extra={**fields, "retry_in_s": round(wait, 1)})
+        self.metrics.retry_scheduled(target)
         return self._finish(
             claim,
             Status.RETRYING,
@@ -254,11 +266,15 @@ class Deliverer:
         except StoreError as exc:
             # The lease expires and the message is claimed again; the unfinished attempt is then counted as a
             # possible redelivery.
-            log.error("could not record the outcome (%s) of record=%s: %s", outcome.value, claim.record_id, exc)
+            log.error(
+                "could not record the delivery outcome",
+                extra={"record_id": claim.record_id, "outcome": outcome.value, "error": str(exc)},
+            )
             return Outcome(status, error, recorded=False)
         if not owned:
             log.warning(
-                "record=%s: lease expired during the attempt; another worker owns the message now", claim.record_id
+                "lease expired during the attempt; another worker owns the message now",
+                extra={"record_id": claim.record_id},
             )
         return Outcome(status, error, recorded=owned)
 
@@ -267,15 +283,22 @@ class OutboxWorker:
     """Delivery threads over a shared store and forwarder.
 
     ``threads`` defaults to ``PEM111_DELIVERY_WORKERS``; 0 makes :meth:`start` a no-op (another process runs
-    ``nhs111 worker``). :meth:`run_once` and :meth:`drain` deliver in the calling thread instead.
+    ``nhs111 worker``). :meth:`run_once` and :meth:`drain` deliver in the calling thread instead. ``metrics``
+    (or, later, :meth:`report_to`) receives the delivery counts.
     """
 
     def __init__(
-        self, settings: Settings, store: MessageStore, forwarder: Forwarder, *, threads: int | None = None
+        self,
+        settings: Settings,
+        store: MessageStore,
+        forwarder: Forwarder,
+        *,
+        threads: int | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
-        self.deliverer = Deliverer(settings, store, forwarder)
+        self.deliverer = Deliverer(settings, store, forwarder, metrics=metrics)
         self.thread_count = settings.delivery_workers if threads is None else threads
         self.owner_prefix = process_owner_prefix()
         self._stopping = threading.Event()
@@ -303,7 +326,12 @@ class OutboxWorker:
             self._threads.append(thread)
             thread.start()
         if self._threads:
-            log.info("outbox: %d delivery thread(s) started", len(self._threads))
+            log.info("delivery threads started", extra={"threads": len(self._threads)})
+
+    def report_to(self, metrics: Metrics) -> None:
+        """Count deliveries in ``metrics`` from now on: for a worker built before the application whose
+        ``/metrics`` should show them (``nhs111 serve`` builds the worker first)."""
+        self.deliverer.metrics = metrics
 
     def wake(self) -> None:
         """A message was stored: idle threads look for work now instead of at their next poll."""
@@ -320,11 +348,10 @@ class OutboxWorker:
             thread.join(max(0.0, deadline - time.monotonic()))
         running = [thread.name for thread in self._threads if thread.is_alive()]
         if running:
+            # Its lease expires within the lease time and it is retried then.
             log.warning(
-                "outbox: %d delivery still in progress at shutdown; its lease expires within %d s and it is "
-                "retried then",
-                len(running),
-                self.settings.delivery_lease_seconds,
+                "delivery still in progress at shutdown",
+                extra={"threads": len(running), "lease_seconds": self.settings.delivery_lease_seconds},
             )
         self._threads.clear()
         self._wakeups.clear()
@@ -365,10 +392,10 @@ class OutboxWorker:
             try:
                 count = self.store.retry_waiting_now()
             except StoreError as exc:
-                log.warning("outbox: could not bring the waiting retries forward: %s", exc)
+                log.warning("could not bring the waiting retries forward", extra={"error": str(exc)})
                 return
             if count:
-                log.info("outbox: the target accepts messages again; %d waiting message(s) retried now", count)
+                log.info("target accepts messages again, waiting retries brought forward", extra={"count": count})
                 self.wake()
 
     def _run(self, owner: str, wakeup: threading.Event) -> None:
@@ -382,17 +409,16 @@ class OutboxWorker:
                 now = time.monotonic()
                 if now - last_store_error >= STORE_ERROR_LOG_INTERVAL_SECONDS:
                     log.error(
-                        "outbox: message store unavailable, retrying every %.1f s: %s",
-                        self.settings.delivery_poll_seconds,
-                        exc,
+                        "outbox: message store unavailable, retrying",
+                        extra={"retry_every_s": self.settings.delivery_poll_seconds, "error": str(exc)},
                     )
                     last_store_error = now
                 outcome = None
             except Exception as exc:
                 # A defect: keep the thread alive; the claimed message's lease expires and it is retried.
                 error_id = str(uuid.uuid4()).upper()
-                log.error("outbox: unexpected error error_id=%s: %s", error_id, type(exc).__name__)
-                log.debug("outbox error error_id=%s", error_id, exc_info=True)
+                log.error("outbox: unexpected error", extra={"error_id": error_id, "error": type(exc).__name__})
+                log.debug("outbox error traceback", extra={"error_id": error_id}, exc_info=True)
                 outcome = None
             if outcome is None:
                 wakeup.wait(self.settings.delivery_poll_seconds)

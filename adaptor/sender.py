@@ -123,6 +123,9 @@ def build_session(cert: str | None = None, key: str | None = None, ca: str | Non
         session.cert = (cert, key) if key else cert
     if ca:
         session.verify = ca
+        # requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE in the environment override session.verify; an
+        # explicit --ca must win, so the environment is not consulted for this session.
+        session.trust_env = False
     return session
 
 

@@ -32,6 +32,7 @@ from . import faults
 from .config import Settings
 from .forwarders import Forwarder
 from .message import ItkMessage
+from .metrics import Metrics
 from .outbox import Deliverer, process_owner_prefix
 from .store import Claim, MessageStore, Status, StoreError
 
@@ -47,7 +48,8 @@ class ReceiverService:
     ``wake`` is called after a message is queued for the outbox (the in-process workers'
     :meth:`~adaptor.outbox.OutboxWorker.wake`); without it the workers find the message at their next poll.
     ``allow_list`` is not used here; it belongs to the receiver so that the SOAP layer validates against the
-    same list the service was built with.
+    same list the service was built with. ``metrics`` counts accepted messages and resends (and, in sync mode,
+    the deliveries made here); without it they are counted in a :class:`~adaptor.metrics.Metrics` nobody reads.
     """
 
     def __init__(
@@ -58,13 +60,15 @@ class ReceiverService:
         allow_list: AllowList,
         *,
         wake: Callable[[], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.forwarder = forwarder
         self.allow_list = allow_list
         self.synchronous = settings.delivery_mode == "sync"
-        self._deliverer = Deliverer(settings, store, forwarder)
+        self.metrics = metrics or Metrics()
+        self._deliverer = Deliverer(settings, store, forwarder, metrics=self.metrics)
         self._wake = wake or (lambda: None)
         self._owner_prefix = process_owner_prefix()
 
@@ -85,31 +89,29 @@ class ReceiverService:
         try:
             record_id, is_new = self.store.accept(message, raw)
         except StoreError as exc:
-            log.error("store failed message_id=%s: %s", message.message_id, exc)
+            self._store_failed(message, exc)
             raise faults.retryable("The message could not be stored", relates_to=message.message_id) from exc
         if is_new:
-            log.info(
-                "accepted record=%s message_id=%s tracking_id=%s interaction=%s: queued for delivery",
-                record_id,
-                message.message_id,
-                message.tracking_id,
-                message.interaction,
-            )
+            self.metrics.message_accepted()
+            log.info("message accepted", extra={**_fields(message, record_id), "delivery": "queued"})
             self._wake()
             return
         # Already stored, so the answer is OK whatever happens next; only a message held for this resend by a
         # failed synchronous delivery (the mode was switched since) needs handing to the workers.
+        self.metrics.resend_received()
         try:
             requeued = self.store.requeue_held(record_id)
         except StoreError as exc:
-            log.error("resend record=%s: could not check for a held delivery: %s", record_id, exc)
+            log.error(
+                "resend: could not check for a held delivery", extra={"record_id": record_id, "error": str(exc)}
+            )
             requeued = False
         log.info(
-            "resend record=%s message_id=%s tracking_id=%s: already stored%s",
-            record_id,
-            message.message_id,
-            message.tracking_id,
-            ", held delivery queued again" if requeued else ", not delivered again",
+            "resend received",
+            extra={
+                **_fields(message, record_id),
+                "delivery": "held delivery queued again" if requeued else "already stored, not delivered again",
+            },
         )
         if requeued:
             self._wake()
@@ -126,32 +128,33 @@ class ReceiverService:
             else:
                 claim = self.store.claim_for_sender(record_id, owner, lease)
         except StoreError as exc:
-            log.error("store failed message_id=%s: %s", message.message_id, exc)
+            self._store_failed(message, exc)
             raise faults.retryable("The message could not be stored", relates_to=message.message_id) from exc
 
+        if is_new:
+            self.metrics.message_accepted()
+        else:
+            self.metrics.resend_received()
         if claim is Status.DELIVERED:
-            log.info("resend record=%s message_id=%s: already delivered", record_id, message.message_id)
+            log.info("resend received", extra={**_fields(message, record_id), "delivery": "already delivered"})
             return
         if isinstance(claim, Status):
             # Another request (a concurrent copy of this resend) is delivering it right now.
             log.info(
-                "resend record=%s message_id=%s: being delivered by another request", record_id, message.message_id
+                "resend received",
+                extra={**_fields(message, record_id), "delivery": "being delivered by another request"},
             )
             raise faults.retryable("The message is being delivered", relates_to=message.message_id)
         log.info(
-            "%s record=%s message_id=%s tracking_id=%s interaction=%s: delivering",
-            "accepted" if is_new else "resend",
-            record_id,
-            message.message_id,
-            message.tracking_id,
-            message.interaction,
+            "message accepted" if is_new else "resend received",
+            extra={**_fields(message, record_id), "delivery": "delivering now"},
         )
 
         try:
             outcome = self._deliverer.deliver(claim)
         except StoreError as exc:
             # Nothing was sent; the message stays claimed until its lease expires, then held for the resend.
-            log.error("store failed record=%s before delivery: %s", record_id, exc)
+            log.error("store failed before delivery", extra={"record_id": record_id, "error": str(exc)})
             raise faults.retryable("The message could not be stored", relates_to=message.message_id) from exc
         if outcome.status is Status.DELIVERED:
             return  # even if recording it failed: the target has it, which is what OK means here
@@ -159,7 +162,28 @@ class ReceiverService:
             # Retrying cannot help; the cause is on the record and, under this error id, in the log.
             error_id = outcome.error_id or str(uuid.uuid4()).upper()
             log.error(
-                "record=%s message_id=%s dead-lettered, answered error_id=%s", record_id, message.message_id, error_id
+                "dead-lettered message answered 2200",
+                extra={"record_id": record_id, "message_id": message.message_id, "error_id": error_id},
             )
             raise faults.internal(error_id, relates_to=message.message_id)
         raise faults.retryable("The message could not be delivered", relates_to=message.message_id)
+
+
+    @staticmethod
+    def _store_failed(message: ItkMessage, exc: StoreError) -> None:
+        # The StoreError's text names the database problem, never the statement's values.
+        log.error(
+            "message not stored",
+            extra={"message_id": message.message_id, "tracking_id": message.tracking_id, "error": str(exc)},
+        )
+
+
+def _fields(message: ItkMessage, record_id: str) -> dict[str, object]:
+    """The log fields (:mod:`adaptor.logs`) that identify a stored message: identifiers, never content."""
+    return {
+        "record_id": record_id,
+        "message_id": message.message_id,
+        "tracking_id": message.tracking_id,
+        "interaction": message.interaction,
+        "ods_code": ",".join(message.ods_codes) or None,
+    }

@@ -13,6 +13,9 @@ while this project owns every byte on the wire:
   with an error id that is logged (rule E2), never a traceback on the wire.
 * Every fault is logged (:func:`log_fault`) and kept in the store's ``rejections`` table
   (:func:`note_rejection`): the rule, the codes and texts sent, and the request's identifiers; never its body.
+* What the request turned out to be (its identifiers, the fault answered) is written into the
+  :class:`RequestFacts` that :mod:`adaptor.web` leaves in the WSGI environ, for the request's summary log line
+  and its metrics.
 
 spyne's own loggers are switched off: on errors it logs whole request documents, which carry patient data.
 """
@@ -26,16 +29,7 @@ from typing import Any
 
 from lxml import etree
 
-
-def silence_spyne_logging() -> None:
-    """Stop every ``spyne.*`` logger from emitting anything.
-
-    spyne logs complete request documents (patient data) at ERROR when it meets a problem, and its INFO lines
-    duplicate ours. All its loggers are children of ``spyne`` and none sets its own level, so a level above
-    CRITICAL on the parent silences them all.
-    """
-    logging.getLogger("spyne").setLevel(logging.CRITICAL + 1)
-
+from .logs import silence_spyne_logging
 
 # Before the first spyne import: spyne logs while its modules load.
 silence_spyne_logging()
@@ -64,6 +58,61 @@ _BODY_DISTRIBUTION_ENVELOPE = f"{{{SOAP11}}}Body/{DISTRIBUTION_ENVELOPE}"
 _TRACKING_ID = xpath_values("soap:Body/itk:DistributionEnvelope/itk:header/@trackingid")
 _AUDIT_IDENTITIES = xpath_values("soap:Body/itk:DistributionEnvelope/itk:header/itk:auditIdentity/itk:id/@uri")
 _ODS_IDENTITY_PREFIX = "urn:nhs-uk:identity:ods:"
+
+#: The WSGI environ key under which :mod:`adaptor.web` hands this endpoint a :class:`RequestFacts` to fill in.
+REQUEST_FACTS = "adaptor.request_facts"
+
+
+@dataclass
+class RequestFacts:
+    """What one ITK request turned out to be, as far as it was read: for its summary log line and its metrics.
+
+    Identifiers only (never content): filled in by the SOAP endpoint once the message validated or when it
+    answered a fault, and by :mod:`adaptor.web` for the faults it answers itself.
+    """
+
+    message_id: str | None = None
+    tracking_id: str | None = None
+    interaction: str | None = None
+    ods_code: str | None = None
+    sender_ods: str | None = None
+    fault: ItkFault | None = None
+    error_id: str | None = None
+
+    def note_message(self, message: ItkMessage) -> None:
+        self.message_id = message.message_id
+        self.tracking_id = message.tracking_id
+        self.interaction = message.interaction
+        self.ods_code = ",".join(message.ods_codes) or None
+        self.sender_ods = sender_ods(message.sender)
+
+    def note_fault(
+        self, fault: ItkFault, error_id: str, *, tracking_id: str | None = None, sender: str | None = None
+    ) -> None:
+        self.fault, self.error_id = fault, error_id
+        self.message_id = self.message_id or fault.relates_to
+        self.tracking_id = self.tracking_id or tracking_id
+        self.sender_ods = self.sender_ods or sender
+
+    def log_fields(self) -> dict[str, object]:
+        """The log fields (:mod:`adaptor.logs`) of what is known; unknown ones are ``None``."""
+        fault = self.fault
+        return {
+            "message_id": self.message_id,
+            "tracking_id": self.tracking_id,
+            "interaction": self.interaction,
+            "ods_code": self.ods_code,
+            "sender_ods": self.sender_ods,
+            "error_code": fault.error_code if fault is not None else None,
+            "rule": (fault.rule or None) if fault is not None else None,
+            "error_id": self.error_id,
+        }
+
+
+def request_facts(environ: dict[str, Any]) -> RequestFacts:
+    """The :class:`RequestFacts` of this request (a throwaway one when the endpoint runs without adaptor.web)."""
+    facts = environ.get(REQUEST_FACTS)
+    return facts if isinstance(facts, RequestFacts) else RequestFacts()
 
 
 @dataclass
@@ -105,14 +154,11 @@ def _internal_fault(cause: BaseException, relates_to: str | None, where: str) ->
     """Fault 2200 (rule E2) for an unexpected exception; the cause is logged under a new error id."""
     error_id = str(uuid.uuid4()).upper()
     log.error(
-        "internal error %s error_id=%s message_id=%s: %s",
-        where,
-        error_id,
-        relates_to or "-",
-        type(cause).__name__,
+        "internal error",
+        extra={"where": where, "error_id": error_id, "message_id": relates_to, "error": type(cause).__name__},
     )
     # The exception text and traceback can quote request content: only at DEBUG.
-    log.debug("internal error error_id=%s", error_id, exc_info=cause)
+    log.debug("internal error traceback", extra={"error_id": error_id}, exc_info=cause)
     return _CarriedFault(faults.internal(error_id, relates_to=relates_to))
 
 
@@ -184,6 +230,7 @@ class ItkSoap11(Soap11):
         except Exception as exc:
             raise _internal_fault(exc, None, "while reading a request") from None
         ctx.in_document = root
+        request_facts(ctx.transport.req_env).note_message(exchange.message)
         self._log_soap_action(ctx, exchange.message)
 
     def decompose_incoming_envelope(self, ctx: Any, message: Any = None) -> None:
@@ -209,7 +256,7 @@ class ItkSoap11(Soap11):
     def create_out_string(self, ctx: Any, charset: str | None = None) -> None:
         exchange: _Exchange | None = ctx.udc
         if ctx.out_error is not None:
-            ctx.out_string = [self._fault_bytes(ctx.out_error, exchange)]
+            ctx.out_string = [self._fault_bytes(ctx.out_error, exchange, request_facts(ctx.transport.req_env))]
             return
         assert exchange is not None and exchange.message is not None
         message = exchange.message
@@ -221,7 +268,7 @@ class ItkSoap11(Soap11):
 
     # -- helpers ---------------------------------------------------------------------------------------------
 
-    def _fault_bytes(self, error: SpyneFault, exchange: _Exchange | None) -> bytes:
+    def _fault_bytes(self, error: SpyneFault, exchange: _Exchange | None, facts: RequestFacts) -> bytes:
         if isinstance(error, _CarriedFault):
             fault = error.itk_fault
         else:
@@ -229,8 +276,9 @@ class ItkSoap11(Soap11):
             relates_to = exchange.message_id if exchange else None
             fault = _internal_fault(error, relates_to, f"in spyne ({error.faultcode})").itk_fault
         body, error_id = responses.fault_response(fault)
-        log_fault(fault, error_id)
         tracking_id, sender = exchange.identifiers() if exchange is not None else (None, None)
+        log_fault(fault, error_id, tracking_id=tracking_id, sender=sender)
+        facts.note_fault(fault, error_id, tracking_id=tracking_id, sender=sender)
         note_rejection(self.receiver.store, fault, error_id, tracking_id=tracking_id, sender=sender)
         return body
 
@@ -240,31 +288,36 @@ class ItkSoap11(Soap11):
         header = ctx.transport.req_env.get("HTTP_SOAPACTION", "").strip().strip('"').strip()
         if header and header != message.action:
             log.info(
-                "SOAPAction %r differs from wsa:Action %r message_id=%s",
-                header,
-                message.action,
-                message.message_id,
+                "SOAPAction differs from wsa:Action",
+                extra={"soap_action": header, "action": message.action, "message_id": message.message_id},
             )
 
 
-def log_fault(fault: ItkFault, error_id: str) -> None:
+def log_fault(
+    fault: ItkFault, error_id: str, *, tracking_id: str | None = None, sender: str | None = None
+) -> None:
     """One line per fault; client faults at INFO (the sender's problem), server faults at ERROR.
 
-    The diagnostic text can quote validator messages about document content, so it is logged at DEBUG only.
+    The ErrorText is logged (fixed phrases, never patient data); the diagnostic text can quote validator
+    messages about document content, so it is logged at DEBUG only, under the same error id.
     """
     level = logging.ERROR if fault.error_code in (2100, 2200) else logging.INFO
     log.log(
         level,
-        "fault rule=%s code=%s faultcode=%s error_id=%s message_id=%s: %s",
-        fault.rule or "-",
-        fault.error_code,
-        fault.faultcode.value,
-        error_id,
-        fault.relates_to or "-",
-        fault.text,
+        "fault answered",
+        extra={
+            "error_code": fault.error_code,
+            "rule": fault.rule or None,
+            "faultcode": fault.faultcode.value,
+            "error_id": error_id,
+            "error_text": fault.text,
+            "message_id": fault.relates_to,
+            "tracking_id": tracking_id,
+            "sender_ods": sender,
+        },
     )
     if fault.diagnostic:
-        log.debug("fault error_id=%s diagnostic: %s", error_id, fault.diagnostic)
+        log.debug("fault diagnostic", extra={"error_id": error_id, "diagnostic": fault.diagnostic})
 
 
 def sender_ods(identity_uri: str) -> str | None:
@@ -300,9 +353,9 @@ def note_rejection(
     try:
         store.record_rejection(rejection)
     except StoreError as exc:  # its text names the database problem, never the statement's values
-        log.warning("could not record the rejection error_id=%s: %s", error_id, exc)
+        log.warning("could not record the rejection", extra={"error_id": error_id, "error": str(exc)})
     except Exception as exc:
-        log.warning("could not record the rejection error_id=%s: %s", error_id, type(exc).__name__)
+        log.warning("could not record the rejection", extra={"error_id": error_id, "error": type(exc).__name__})
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,10 @@
 """The message store: every accepted request, durably, before the sender is told ``OK``; and its outbox.
 
 SQLAlchemy Core only (no ORM), portable column types and portable SQL, so the default SQLite file under the data
-directory can be swapped for PostgreSQL by changing ``PEM111_DATABASE_URL`` and nothing else.
+directory can be swapped for PostgreSQL (``PEM111_DATABASE_URL=postgresql://...``, driven by psycopg 3) by
+changing that setting and nothing else. Several replicas may share one PostgreSQL store and its outbox; SQLite
+suits one host (its file may be shared by the processes there: ``nhs111 serve`` and ``nhs111 worker``).
+The schema is versioned and created or upgraded by :mod:`adaptor.migrations` (``nhs111 db upgrade``).
 
 Four tables:
 
@@ -27,7 +30,9 @@ Four tables:
 
 Nothing is ever deleted. Claims are conditional ``UPDATE``\\s checked by row count, so two workers (threads,
 processes, or replicas sharing a database) can never both own a message; a lease with an owner and an expiry
-lets another worker take over the message of a worker that died.
+lets another worker take over the message of a worker that died. On PostgreSQL the outbox worker's claim first
+locks the row it takes (``SELECT ... FOR UPDATE SKIP LOCKED``), so concurrent workers pass each other instead of
+racing for the same row (see :meth:`MessageStore.claim_due`).
 
 Every database failure surfaces as :class:`StoreError`; on the request path it is answered with the retryable
 2100 fault.
@@ -66,14 +71,14 @@ from sqlalchemy import (
     event,
     func,
     insert,
-    inspect,
     or_,
     select,
     update,
 )
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from . import migrations
 from .config import Settings
 from .message import ItkMessage
 
@@ -86,6 +91,17 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: looks again when other workers took them all.
 CLAIM_CANDIDATES = 8
 CLAIM_ROUNDS = 3
+
+#: PostgreSQL connections each process keeps beyond one per request thread and one per delivery thread: the
+#: pool is sized from the settings (see :meth:`MessageStore.from_settings`) and never grows past that, so a
+#: replica's share of the server's ``max_connections`` is known in advance.
+POOL_MARGIN = 4
+
+#: How long opening a PostgreSQL connection may take before the call fails (and is answered 2100), in seconds.
+CONNECT_TIMEOUT_SECONDS = 10
+
+#: URL schemes taken to mean PostgreSQL through psycopg 3 (SQLAlchemy's own default driver would be psycopg2).
+_POSTGRESQL_SCHEMES = ("postgresql", "postgres")
 
 
 class Status(enum.StrEnum):
@@ -120,6 +136,11 @@ class AttemptOutcome(enum.StrEnum):
 
 class StoreError(RuntimeError):
     """The store could not read or write; the message was not (or may not have been) recorded."""
+
+
+class SchemaVersionError(StoreError):
+    """The database's schema is not one this adaptor can use: it needs ``nhs111 db upgrade`` (older), another
+    adaptor version (newer and incompatible), or another database (not ours). Waiting does not fix it."""
 
 
 metadata = MetaData()
@@ -347,8 +368,9 @@ def utc_now() -> datetime:
 
 
 def _as_utc(value: datetime) -> datetime:
-    # SQLite has no time zone type: values come back naive, but they were written as UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    # SQLite has no time zone type: values come back naive, but they were written as UTC. PostgreSQL's come back
+    # in the session's time zone (set to UTC, but a URL may override it): the same instant, shown as UTC.
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _optional_utc(value: datetime | None) -> datetime | None:
@@ -383,10 +405,19 @@ def _row_to_message(row: Any) -> StoredMessage:
     )
 
 
+def _without_nul(value: str) -> str:
+    """PostgreSQL text cannot hold NUL characters (SQLite can): an error text quoting a target's reply might."""
+    return value.replace("\x00", "")
+
+
+def _optional_without_nul(value: str | None) -> str | None:
+    return None if value is None else _without_nul(value)
+
+
 def _clip_field(value: str | None) -> str | None:
     if value is None:
         return None
-    value = value.strip()
+    value = _without_nul(value).strip()
     return value[:MAX_REJECTION_FIELD] or None
 
 
@@ -436,6 +467,27 @@ def _configure_sqlite(engine: Engine) -> None:
             cursor.close()
 
 
+def sqlalchemy_url(database_url: str) -> URL:
+    """``PEM111_DATABASE_URL`` as SQLAlchemy should see it: ``postgresql://`` and ``postgres://`` (the form
+    hosting platforms hand out) mean psycopg 3, ``postgresql+psycopg://``; any other URL is taken as it is."""
+    scheme, separator, rest = database_url.partition("://")
+    if separator and scheme.lower() in _POSTGRESQL_SCHEMES:
+        database_url = f"postgresql+psycopg://{rest}"
+    return make_url(database_url)
+
+
+def _postgresql_connect_args(url: URL) -> dict[str, Any]:
+    """Defaults a URL's own query parameters override: a bounded connect time (an unreachable server fails the
+    call instead of hanging a request thread) and UTC as the session's time zone (naive times, which SQLite
+    hands back and callers may pass, mean UTC everywhere)."""
+    connect_args: dict[str, Any] = {}
+    if "connect_timeout" not in url.query:
+        connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
+    if "options" not in url.query:
+        connect_args["options"] = "-c TimeZone=UTC"
+    return connect_args
+
+
 def _due(now: datetime) -> ColumnElement[bool]:
     """Messages a worker may claim at ``now``: waiting and due, or delivering under an expired lease."""
     return or_(
@@ -453,16 +505,22 @@ class MessageStore:
     """The ``messages``, ``outbox``, ``delivery_attempts`` and ``rejections`` tables behind a small, thread-safe API.
 
     Safe to share between request and worker threads: each call checks a connection out of the engine's pool
-    and commits before returning. The schema is created by :meth:`open`; when the database is unreachable at
-    start-up the store still constructs and every call retries (and raises :class:`StoreError` until it
-    succeeds), so a database that comes up late does not need a restart.
+    and commits before returning. :meth:`open` (also run by the first call) creates the schema in an empty
+    database and checks its version otherwise; when the database is unreachable at start-up the store still
+    constructs and every call retries (and raises :class:`StoreError` until it succeeds), so a database that
+    comes up late does not need a restart.
 
     Times are the caller's clock (UTC): replicas sharing a database need synchronised clocks for leases.
     """
 
-    def __init__(self, database_url: str) -> None:
-        url = make_url(database_url)
-        self.is_sqlite = url.get_backend_name() == "sqlite"
+    def __init__(self, database_url: str, *, pool_size: int | None = None) -> None:
+        """``database_url``: a SQLAlchemy URL (see :func:`sqlalchemy_url`). ``pool_size``: how many connections
+        a server database's pool keeps, and at most opens (SQLAlchemy's default when ``None``); SQLite keeps
+        SQLAlchemy's defaults."""
+        url = sqlalchemy_url(database_url)
+        backend = url.get_backend_name()
+        self.is_sqlite = backend == "sqlite"
+        self.is_postgresql = backend == "postgresql"
         engine_options: dict[str, Any] = {"future": True}
         if self.is_sqlite:
             # The busy timeout, not the pool, serialises writers; pysqlite's thread check is moot with a pool.
@@ -471,7 +529,11 @@ class MessageStore:
                 "check_same_thread": False,
             }
         else:
-            engine_options["pool_pre_ping"] = True
+            engine_options["pool_pre_ping"] = True  # a server restart leaves dead connections in the pool
+            if pool_size is not None:
+                engine_options.update(pool_size=pool_size, max_overflow=0)
+        if self.is_postgresql:
+            engine_options["connect_args"] = _postgresql_connect_args(url)
         self._url = url
         self.engine = create_engine(url, **engine_options)
         if self.is_sqlite:
@@ -481,7 +543,10 @@ class MessageStore:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MessageStore:
-        return cls(settings.resolved_database_url)
+        """The configured store, its pool sized for this process: a connection for each request thread and each
+        delivery thread (each holds at most one at a time), and :data:`POOL_MARGIN` more."""
+        pool_size = settings.server_threads + settings.delivery_workers + POOL_MARGIN
+        return cls(settings.resolved_database_url, pool_size=pool_size)
 
     @property
     def url(self) -> str:
@@ -491,8 +556,10 @@ class MessageStore:
     # -- lifecycle -------------------------------------------------------------------------------------------
 
     def open(self) -> None:
-        """Create the tables (and the SQLite file's folder) if needed. Raises :class:`StoreError`, also when
-        the database holds tables of an incompatible (older) layout."""
+        """Make sure the schema is one this code can use: create it (and the SQLite file's folder) when the
+        database is empty, and refuse it otherwise unless it is at this adaptor's version (or a newer, compatible
+        one). See :mod:`adaptor.migrations`. Raises :class:`StoreError`, and :class:`SchemaVersionError` when
+        the schema is the problem."""
         if self._schema_ready:
             return
         with self._schema_lock:
@@ -501,40 +568,103 @@ class MessageStore:
             try:
                 if self.is_sqlite and self._url.database and self._url.database != ":memory:":
                     Path(self._url.database).parent.mkdir(parents=True, exist_ok=True)
-                metadata.create_all(self.engine)
-                self._check_schema()
+                state = migrations.create_if_empty(self.engine)
+                self._check_version(state)
+            except migrations.SchemaError as exc:
+                raise SchemaVersionError(f"the message store {self.url} has an {exc}; use a new database") from exc
             except (SQLAlchemyError, OSError) as exc:
                 raise StoreError(f"cannot open the message store {self.url}: {_describe(exc)}") from exc
             self._schema_ready = True
 
-    def _check_schema(self) -> None:
-        """``create_all`` leaves existing tables alone: refuse a layout this code cannot write to, by name,
-        rather than failing on every insert later."""
-        inspector = inspect(self.engine)
-        for table in metadata.sorted_tables:
-            existing = {column["name"]: column for column in inspector.get_columns(table.name)}
-            missing = sorted(set(table.c.keys()) - set(existing))
-            unknown_required = sorted(
-                name
-                for name, column in existing.items()
-                if name not in table.c and not column.get("nullable", True) and column.get("default") is None
+    def _check_version(self, state: migrations.SchemaState) -> None:
+        """Refuse a schema this code cannot use, by name, rather than failing on every insert later."""
+        head = migrations.head_version()
+        upgrade = "run `nhs111 db upgrade` (back the database up first)"
+        if state.unversioned:
+            # From before versioning: the layout check says whether it is ours at all.
+            self._check_layout(migrations.version_1_tables().sorted_tables, only_present=state.tables)
+            raise SchemaVersionError(
+                f"the message store {self.url} predates schema versioning (version 0); this adaptor needs "
+                f"version {head}: {upgrade}"
             )
-            if missing or unknown_required:
-                problem = f"lacks {', '.join(missing)}" if missing else f"requires {', '.join(unknown_required)}"
-                raise StoreError(
-                    f"the message store {self.url} has an incompatible layout (table {table.name} {problem}): "
-                    "it was created by another version of the adaptor; use a new database"
+        if state.number < head:
+            raise SchemaVersionError(
+                f"the message store {self.url} is at schema version {state.number}; this adaptor needs version "
+                f"{head}: {upgrade}"
+            )
+        if state.number > head:
+            problems = self._layout_problems(metadata.sorted_tables)
+            if problems:
+                raise SchemaVersionError(
+                    f"the message store {self.url} is at schema version {state.number}, newer than this adaptor's "
+                    f"{head}, and this adaptor cannot use it ({'; '.join(problems)}): run a newer adaptor"
                 )
+            log.warning(
+                "the message store %s is at schema version %d, newer than this adaptor's %d; its layout is "
+                "compatible, continuing (upgrade this adaptor)",
+                self.url,
+                state.number,
+                head,
+            )
+            return
+        self._check_layout(metadata.sorted_tables)
+
+    def _layout_problems(self, tables: Sequence[Table]) -> list[str]:
+        with self.engine.connect() as conn:
+            return migrations.layout_problems(conn, tables)
+
+    def _check_layout(self, tables: Sequence[Table], only_present: Iterable[str] | None = None) -> None:
+        if only_present is not None:
+            present = set(only_present)
+            tables = [table for table in tables if table.name in present]
+        problems = self._layout_problems(tables)
+        if problems:
+            raise migrations.SchemaError(
+                f"incompatible layout ({'; '.join(problems)}): it was created by another version of the adaptor"
+            )
 
     def open_if_available(self) -> bool:
         """:meth:`open`, but an unreachable database is logged instead of raised: the service starts anyway,
-        answers 2100 meanwhile, and every call retries. Returns whether the store is open."""
+        answers 2100 meanwhile, and every call retries. Returns whether the store is open.
+
+        A schema this adaptor cannot use (:class:`SchemaVersionError`) is not an outage that waiting would end:
+        it is logged as one line naming the remedy (``nhs111 db upgrade``), and the process exits with status 2,
+        as for any other configuration error.
+        """
         try:
             self.open()
+        except SchemaVersionError as exc:
+            log.error("%s", exc)
+            raise SystemExit(2) from None
         except StoreError as exc:
             log.warning("message store unavailable at start-up, answering 2100 until it is: %s", exc)
             return False
         return True
+
+    def upgrade_schema(self) -> migrations.UpgradeResult:
+        """``nhs111 db upgrade``: create the schema or apply the pending migration steps (see
+        :func:`adaptor.migrations.upgrade`). Raises :class:`SchemaVersionError` for a layout that is not ours,
+        :class:`StoreError` when the database fails."""
+        try:
+            if self.is_sqlite and self._url.database and self._url.database != ":memory:":
+                Path(self._url.database).parent.mkdir(parents=True, exist_ok=True)
+            return migrations.upgrade(self.engine)
+        except migrations.SchemaError as exc:
+            raise SchemaVersionError(f"the message store {self.url} has an {exc}; nothing was changed") from exc
+        except (SQLAlchemyError, OSError) as exc:
+            raise StoreError(f"cannot upgrade the message store {self.url}: {_describe(exc)}") from exc
+
+    def schema_state(self) -> migrations.SchemaState:
+        """``nhs111 db current``: the database's schema version and history, read without changing anything
+        (a SQLite file that does not exist yet is not created)."""
+        database = self._url.database
+        if self.is_sqlite and database and database != ":memory:" and not Path(database).exists():
+            return migrations.SchemaState(version=None, tables=frozenset())
+        try:
+            with self.engine.connect() as conn:
+                return migrations.read_state(conn)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read the message store {self.url}: {_describe(exc)}") from exc
 
     def close(self) -> None:
         self.engine.dispose()
@@ -674,9 +804,48 @@ class MessageStore:
         A synchronous delivery whose lease expired (its process died while the sender waited) is marked
         ``held`` on the way instead of being claimed: the sender never got OK and will resend.
         """
-        # Candidates first, outside any transaction; then a conditional UPDATE per candidate, checked by row
-        # count, decides the race with other workers (the WHERE is evaluated again under the write lock). On
-        # PostgreSQL the candidate query is the place for FOR UPDATE SKIP LOCKED, which saves the lost races.
+        if self.is_postgresql:
+            return self._claim_due_skip_locked(owner, lease_seconds)
+        return self._claim_due_by_row_count(owner, lease_seconds)
+
+    def _claim_due_skip_locked(self, owner: str, lease_seconds: float) -> Claim | None:
+        """PostgreSQL: lock the oldest due row that no other transaction has locked, and claim it, in one
+        transaction.
+
+        ``SELECT ... FOR UPDATE SKIP LOCKED`` passes over rows other workers are claiming at this moment instead
+        of waiting for them, and re-checks the row it locks against the WHERE clause (a row claimed and committed
+        meanwhile is no longer due), so workers never take the same message and never queue behind each other.
+        The UPDATE keeps the conditions of the portable claim as a second guard.
+        """
+        for _ in range(CLAIM_CANDIDATES):  # each round claims a message or holds an abandoned synchronous one
+            now = utc_now()
+            with self._transaction() as conn:
+                candidate = conn.execute(
+                    select(outbox.c.record_id, outbox.c.state, outbox.c.synchronous)
+                    .where(_due(now))
+                    .order_by(outbox.c.next_attempt_at)
+                    .limit(1)
+                    .with_for_update(skip_locked=True)
+                ).first()
+                if candidate is None:
+                    return None
+                record_id = candidate.record_id
+                if candidate.state == Status.DELIVERING.value and candidate.synchronous:
+                    self._hold_abandoned_sync_in(conn, record_id, now)
+                    continue
+                claimed = conn.execute(
+                    update(outbox)
+                    .where(outbox.c.record_id == record_id, outbox.c.synchronous == 0, _due(now))
+                    .values(**self._claim_values(owner, now, lease_seconds, synchronous=False))
+                )
+                if claimed.rowcount == 1:
+                    return self._load_claim(conn, record_id, owner, now)
+        return None
+
+    def _claim_due_by_row_count(self, owner: str, lease_seconds: float) -> Claim | None:
+        """Any database (SQLite): candidates first, outside any transaction; then a conditional UPDATE per
+        candidate, checked by row count, decides the race with other workers (SQLite evaluates the WHERE again
+        under its write lock, which serialises writers)."""
         for _ in range(CLAIM_ROUNDS):
             now = utc_now()
             with self._transaction() as conn:
@@ -705,25 +874,28 @@ class MessageStore:
 
     def _hold_abandoned_sync(self, record_id: str, now: datetime) -> None:
         with self._transaction() as conn:
-            held = conn.execute(
-                update(outbox)
-                .where(
-                    outbox.c.record_id == record_id,
-                    outbox.c.state == Status.DELIVERING.value,
-                    outbox.c.synchronous == 1,
-                    outbox.c.lease_expires_at <= now,
-                )
-                .values(
-                    state=Status.HELD.value,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    last_error="synchronous delivery interrupted (the process stopped); waiting for the resend",
-                    updated_at=now,
-                )
+            self._hold_abandoned_sync_in(conn, record_id, now)
+
+    def _hold_abandoned_sync_in(self, conn: Connection, record_id: str, now: datetime) -> None:
+        held = conn.execute(
+            update(outbox)
+            .where(
+                outbox.c.record_id == record_id,
+                outbox.c.state == Status.DELIVERING.value,
+                outbox.c.synchronous == 1,
+                outbox.c.lease_expires_at <= now,
             )
-            if held.rowcount == 1:
-                self._close_interrupted(conn, record_id, now)
-                log.warning("record=%s: synchronous delivery was interrupted; held for the sender's resend", record_id)
+            .values(
+                state=Status.HELD.value,
+                lease_owner=None,
+                lease_expires_at=None,
+                last_error="synchronous delivery interrupted (the process stopped); waiting for the resend",
+                updated_at=now,
+            )
+        )
+        if held.rowcount == 1:
+            self._close_interrupted(conn, record_id, now)
+            log.warning("record=%s: synchronous delivery was interrupted; held for the sender's resend", record_id)
 
     def start_attempt(self, claim: Claim, target: str, lease_seconds: float, bundle_json: str | None) -> int | None:
         """Just before handing the Bundle to ``target``: renew the lease, keep a newly converted
@@ -783,25 +955,10 @@ class MessageStore:
         whether it was (``False``: the lease had expired and another worker owns the message now).
         """
         now = utc_now()
+        error = _optional_without_nul(error)
+        # The outbox row first, then the attempt's: the order a claim taking over the message locks them in
+        # (outbox, then its unfinished attempts), so the two can wait for each other but never deadlock.
         with self._transaction() as conn:
-            if attempt_id is None:
-                conn.execute(
-                    insert(delivery_attempts).values(
-                        message_record_id=claim.record_id,
-                        owner=claim.owner,
-                        target=target,
-                        started_at=now,
-                        finished_at=now,
-                        outcome=outcome.value,
-                        error=error,
-                    )
-                )
-            else:
-                conn.execute(
-                    update(delivery_attempts)
-                    .where(delivery_attempts.c.id == attempt_id)
-                    .values(finished_at=now, outcome=outcome.value, error=error)
-                )
             values: dict[str, Any] = {
                 "state": state.value,
                 "lease_owner": None,
@@ -823,6 +980,24 @@ class MessageStore:
                 )
                 .values(**values)
             )
+            if attempt_id is None:
+                conn.execute(
+                    insert(delivery_attempts).values(
+                        message_record_id=claim.record_id,
+                        owner=claim.owner,
+                        target=target,
+                        started_at=now,
+                        finished_at=now,
+                        outcome=outcome.value,
+                        error=error,
+                    )
+                )
+            else:
+                conn.execute(
+                    update(delivery_attempts)
+                    .where(delivery_attempts.c.id == attempt_id)
+                    .values(finished_at=now, outcome=outcome.value, error=error)
+                )
             return released.rowcount == 1
 
     def retry_waiting_now(self) -> int:
@@ -1086,10 +1261,15 @@ class MessageStore:
 
 
 def _describe(exc: BaseException) -> str:
-    """A one-line cause without the SQL statement or its parameters (they would carry message content)."""
+    """A one-line cause without the SQL statement or its parameters (they would carry message content).
+
+    Only the driver message's first line: PostgreSQL's DETAIL lines can quote a whole row ("Failing row
+    contains ..."), request bytes included.
+    """
     if isinstance(exc, SQLAlchemyError):
         original = getattr(exc, "orig", None)
         if original is not None:
-            return f"{type(original).__name__}: {original}"
+            first_line = (str(original).strip().splitlines() or [""])[0]
+            return f"{type(original).__name__}: {first_line}"
         return type(exc).__name__
     return f"{type(exc).__name__}: {exc}"

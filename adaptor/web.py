@@ -8,11 +8,14 @@ A small dispatcher in front decides by path and method (wire-contract.md section
   namespace decides (SOAP 1.2 gets ``VersionMismatch``); any other type gets 415. A body larger than
   ``settings.max_request_bytes`` gets fault 1000 (rule A1) without being read.
 * Everything else is a small Flask application: ``GET <report path>?wsdl`` (the WSDL, addressed to the URL the
-  client used), ``GET <report path>?xsd=<file>`` (the schemas it includes), ``GET /healthz``, and the operator's
-  console under ``/console`` when it is configured (:mod:`adaptor.console`); any other method on a report path
-  gets 405 with ``Allow: POST``, unknown paths 404.
+  client used), ``GET <report path>?xsd=<file>`` (the schemas it includes), ``GET /healthz`` (liveness),
+  ``GET /readyz`` (readiness, :mod:`adaptor.readiness`), ``GET /metrics`` (Prometheus, :mod:`adaptor.metrics`),
+  and the operator's console under ``/console`` when it is configured (:mod:`adaptor.console`); any other method
+  on a report path gets 405 with ``Allow: POST``, unknown paths 404.
 
-Every fault answered here or by the SOAP endpoint is kept in the store's ``rejections`` table.
+Every fault answered here or by the SOAP endpoint is kept in the store's ``rejections`` table. Every ITK POST is
+timed and counted (``nhs111_requests_total``, ``nhs111_request_duration_seconds``) and ends with one
+``request answered`` log line carrying its identifiers, outcome and duration.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import copy
 import functools
 import io
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -35,10 +39,13 @@ from .config import Settings
 from .console import install_console
 from .faults import ItkFault
 from .forwarders import Forwarder, forwarder_from_settings
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import Metrics
 from .outbox import OutboxWorker
+from .readiness import Readiness
 from .schemas import wsdl_dir
 from .service import ReceiverService
-from .soap import build_soap_app, log_fault, note_rejection
+from .soap import REQUEST_FACTS, RequestFacts, build_soap_app, log_fault, note_rejection
 from .store import MessageStore
 
 log = logging.getLogger(__name__)
@@ -102,14 +109,35 @@ class ServiceDocuments:
                 reference.set("schemaLocation", f"{endpoint_url}?xsd={location}")
 
 
-def _create_site(settings: Settings, documents: ServiceDocuments) -> Flask:
+def _create_site(
+    settings: Settings, documents: ServiceDocuments, readiness: Readiness, metrics: Metrics
+) -> Flask:
     """The Flask application for every request that is not a SOAP POST."""
     site = Flask(__name__)
 
     @site.get("/healthz")
     def healthz() -> Response:
-        # Answered while the process can serve HTTP; the store's health shows in the 2100 faults, not here.
+        # Liveness: answered while the process can serve HTTP. Whether it can do its work is /readyz.
         return jsonify(status="ok")
+
+    @site.get("/readyz")
+    def readyz() -> Response:
+        # ?check=store (repeatable) limits the answer to the named checks (see the README on async mode).
+        only = request.args.getlist("check")
+        unknown = sorted(set(only) - set(readiness.names))
+        if unknown:
+            return _text_response(400, f"Unknown check {', '.join(unknown)}; known: {', '.join(readiness.names)}")
+        report = readiness.evaluate(only)
+        response = jsonify(report.body())
+        response.status_code = 200 if report.ok else 503
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @site.get("/metrics")
+    def metrics_page() -> Response:
+        response = Response(metrics.exposition(), content_type=METRICS_CONTENT_TYPE)
+        response.headers["Cache-Control"] = "no-store"
+        return response
 
     def report_path() -> Response:
         if request.method in ("GET", "HEAD"):
@@ -149,7 +177,8 @@ class ReceiverApp:
     """The WSGI callable served by :mod:`adaptor.server`.
 
     :meth:`close` stops and closes what :func:`create_app` started itself. ``on_fault`` hears of the faults the
-    dispatcher answers before the SOAP endpoint sees the request (rule A1, the last-line 2200).
+    dispatcher answers before the SOAP endpoint sees the request (rule A1, the last-line 2200). ``metrics``
+    counts and times the ITK POSTs.
     """
 
     def __init__(
@@ -160,10 +189,12 @@ class ReceiverApp:
         *,
         on_close: Iterable[Callable[[], object]] = (),
         on_fault: FaultListener | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.soap_app = soap_app
         self.site = site
+        self.metrics = metrics or Metrics()
         self._report_paths = frozenset(settings.report_paths)
         self._on_close = list(on_close)
         self._on_fault = on_fault
@@ -179,6 +210,42 @@ class ReceiverApp:
         self._on_close.clear()
 
     def _post_report(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """Answer one ITK POST (:meth:`_answer_report`), then count, time and log it.
+
+        The time is taken when the answer is ready: the SOAP endpoint does all its work before it returns, so
+        this is the processing time, not the time the client takes to read the answer.
+        """
+        started = time.perf_counter()
+        facts = environ[REQUEST_FACTS] = RequestFacts()
+        statuses: list[str] = []
+
+        def recording_start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+            statuses.append(status)
+            return start_response(status, headers, exc_info)
+
+        body = self._answer_report(environ, recording_start_response)
+        seconds = time.perf_counter() - started
+        status = statuses[-1] if statuses else "500"
+        if status.startswith("200"):
+            outcome = "ok"
+        elif facts.fault is not None:
+            outcome = "fault"
+        else:
+            outcome = "refused"  # an HTTP error instead of a SOAP answer (415)
+        self.metrics.request_answered(outcome, seconds, facts.fault)
+        log.info(
+            "request answered",
+            extra={
+                "path": environ.get("PATH_INFO"),  # one of the configured report paths, never a query string
+                "status": int(status[:3]) if status[:3].isdigit() else None,
+                "outcome": outcome,
+                **facts.log_fields(),
+                "duration_ms": round(seconds * 1000, 1),
+            },
+        )
+        return body
+
+    def _answer_report(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         media_type = (environ.get("CONTENT_TYPE") or "").split(";", 1)[0].strip().lower()
         if media_type not in ACCEPTED_MEDIA_TYPES:
             return _plain(start_response, "415 Unsupported Media Type", "Content-Type must be text/xml")
@@ -186,12 +253,12 @@ class ReceiverApp:
         limit = self.settings.max_request_bytes
         declared = _content_length(environ)
         if declared is not None and declared > limit:
-            return self._fault(start_response, itk.too_large(self.settings))
+            return self._fault(environ, start_response, itk.too_large(self.settings))
         if declared is None:
             # No Content-Length (a server that passes chunked bodies through): read at most one byte too many.
             body = _read_at_most(environ, limit + 1)
             if len(body) > limit:
-                return self._fault(start_response, itk.too_large(self.settings))
+                return self._fault(environ, start_response, itk.too_large(self.settings))
             environ = {**environ, "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))}
 
         try:
@@ -199,13 +266,19 @@ class ReceiverApp:
         except Exception as exc:
             # adaptor.soap answers every error itself; this is the last line (rule E2).
             error_id = str(uuid.uuid4()).upper()
-            log.error("internal error in the SOAP endpoint error_id=%s: %s", error_id, type(exc).__name__)
-            log.debug("internal error error_id=%s", error_id, exc_info=exc)
-            return self._fault(start_response, faults.internal(error_id))
+            log.error(
+                "internal error",
+                extra={"where": "in the SOAP endpoint", "error_id": error_id, "error": type(exc).__name__},
+            )
+            log.debug("internal error traceback", extra={"error_id": error_id}, exc_info=exc)
+            return self._fault(environ, start_response, faults.internal(error_id))
 
-    def _fault(self, start_response: StartResponse, fault: ItkFault) -> list[bytes]:
+    def _fault(self, environ: dict[str, Any], start_response: StartResponse, fault: ItkFault) -> list[bytes]:
         body, error_id = responses.fault_response(fault)
         log_fault(fault, error_id)
+        facts = environ.get(REQUEST_FACTS)
+        if isinstance(facts, RequestFacts):
+            facts.note_fault(fault, error_id)
         if self._on_fault is not None:
             self._on_fault(fault, error_id)
         start_response("500 Internal Server Error", [("Content-Type", _XML_TYPE), ("Content-Length", str(len(body)))])
@@ -252,7 +325,8 @@ def create_app(
 ) -> ReceiverApp:
     """The complete WSGI application. Components not given are created from ``settings`` (the allow-list and
     the outbox worker's ``PEM111_DELIVERY_WORKERS`` threads started); :meth:`ReceiverApp.close` stops and
-    closes only those. A ``worker`` that is given is only woken when a message is stored: its owner starts it."""
+    closes only those. A ``worker`` that is given is only woken when a message is stored: its owner starts it;
+    its deliveries are counted in this application's metrics from now on (:meth:`OutboxWorker.report_to`)."""
     on_close: list[Callable[[], object]] = []
     if store is None:
         store = MessageStore.from_settings(settings)
@@ -265,12 +339,17 @@ def create_app(
         allow_list = AllowList(settings)
         allow_list.start()
         on_close.append(allow_list.stop)
+    metrics = Metrics(forwarder.target)
+    metrics.watch_store(store)
     if worker is None:
-        worker = OutboxWorker(settings, store, forwarder)
+        worker = OutboxWorker(settings, store, forwarder, metrics=metrics)
         worker.start()
         on_close.append(worker.stop)  # first on close: deliveries in flight finish before anything closes
-    receiver = ReceiverService(settings, store, forwarder, allow_list, wake=worker.wake)
-    site = _create_site(settings, ServiceDocuments(wsdl_dir(settings)))
+    else:
+        worker.report_to(metrics)
+    receiver = ReceiverService(settings, store, forwarder, allow_list, wake=worker.wake, metrics=metrics)
+    readiness = Readiness(store, forwarder, allow_list)
+    site = _create_site(settings, ServiceDocuments(wsdl_dir(settings)), readiness, metrics)
     install_console(site, settings, store=store, wake=worker.wake)
     keep_store = store  # for the closure: mypy does not narrow captured variables
 
@@ -278,5 +357,10 @@ def create_app(
         note_rejection(keep_store, fault, error_id)
 
     return ReceiverApp(
-        settings, build_soap_app(settings, receiver), site, on_close=on_close, on_fault=record_fault
+        settings,
+        build_soap_app(settings, receiver),
+        site,
+        on_close=on_close,
+        on_fault=record_fault,
+        metrics=metrics,
     )

@@ -1,58 +1,47 @@
-"""``make bench``: run every benchmark and write ``docs/benchmarks.md``.
+"""``make bench``: the conversion and end-to-end benchmarks; writes their section of ``docs/benchmarks.md``.
 
-    python -m benchmarks.run [--corpus DIR] [--rounds N] [--out FILE]
+    python -m benchmarks.run [--quick] [--corpus DIR] [--rounds N] [--out FILE] [--no-e2e]
+
+``--quick``: a fast run for a smoke check (fewer conversion rounds; 3 s load steps at concurrency 1 and 8 with
+the ~110 KB messages only); its figures are labelled as such. Exit status 1 when a target is missed (the file is
+written all the same), 2 when the corpus is missing.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
+import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import conversion
+from . import conversion, e2e
+from .report import code_version, load_average, machine, replace_section
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    system = f"{platform.system()} {platform.release()}"
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {system}"
+@dataclass(frozen=True)
+class Plan:
+    rounds: int  # conversion rounds per message
+    mixes: tuple[str, ...]
+    concurrency: tuple[int, ...]
+    duration: float  # seconds per load step
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpus" / "reference")
-    parser.add_argument("--rounds", type=int, default=60)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
-    args = parser.parse_args(argv)
-    if not args.corpus.is_dir():
-        print(f"error: corpus folder {args.corpus} not found (pass --corpus)", file=sys.stderr)
-        return 2
+FULL = Plan(rounds=60, mixes=("110kb", "corpus"), concurrency=(1, 4, 8, 16, 32), duration=10.0)
+QUICK = Plan(rounds=15, mixes=("110kb",), concurrency=(1, 8), duration=3.0)
 
-    results = conversion.measure(args.corpus, rounds=args.rounds)
+
+def conversion_section(corpus: Path, rounds: int) -> tuple[str, bool]:
+    results = conversion.measure(corpus, rounds=rounds)
     table = conversion.markdown(results)
-    print(table)
+    print(table, flush=True)
     worst = max(results, key=lambda r: r.ratio)
-    report = f"""# Benchmarks
+    text = f"""### Conversion (issue 3)
 
-Measured by `make bench` (`python -m benchmarks.run`) on {datetime.now(UTC):%Y-%m-%d}.
-
-Machine: {machine()}.
-
-## Conversion (issue 3)
-
-Per corpus message ({args.rounds} timed rounds after a warm-up, interleaved): the time of `adaptor.convert()`
+Per corpus message ({rounds} timed rounds after a warm-up, interleaved): the time of `adaptor.convert()`
 (CDA to FHIR STU3 Bundle, without `fhir.resources` validation) against the time to parse the same request with
 lxml and serialise the expected Bundle with `json.dumps`. Target: conversion within 5x of that baseline for every
 message.
@@ -61,10 +50,74 @@ message.
 
 Worst ratio: {worst.ratio:.2f}x ({worst.name}).
 """
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report)
-    print(f"\nwritten to {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
-    return 0 if all(r.ratio <= conversion.TARGET_RATIO for r in results) else 1
+    return text, all(r.ratio <= conversion.TARGET_RATIO for r in results)
+
+
+def e2e_section(corpus: Path, mixes: list[str], concurrency: list[int], duration: float) -> tuple[str, bool]:
+    results = e2e.run_all(corpus, mixes=mixes, concurrency=concurrency, duration=duration, warmup=2.0)
+    found = e2e.verdicts(results)
+    text = f"""### End to end (issue 7)
+
+A real `nhs111 serve` per configuration and message mix (fresh temporary data folder, SQLite store, default
+settings: 8 HTTP threads, 2 delivery threads, async delivery; the corpus allow-lists; the published schema pack,
+so CDA schema validation D4-D6 runs, as with `make run`). The load generator (`python -m benchmarks.load`, a
+separate process on the same 2 cores) keeps `concurrency` HTTP/1.1 keep-alive connections busy for {duration:g} s
+per step (closed loop, after a 2 s warm-up), each request a corpus message with a fresh MessageID and trackingid.
+Mixes: `110kb` = primary-emergency (109 KB) and adastra-itk-ooh-referral-dx06 (126 KB); `corpus` = all nine
+reference requests (19-427 KB). After each step it waits until every message answered OK was delivered.
+
+* **OK/s**: answers `OK` per second of the step; **OK p50/p99/max**: their latency at the client.
+* **delivered/s**: messages delivered from the step's first request to its last delivery; **OK→delivered**: from
+  the OK at the client to the Bundle at the target (the folder file's ctime, or arrival at a consumer of the
+  queue); **drain**: from the end of sending until the step's last delivery.
+* **duplicates**: copies seen by the consumer beyond one per MessageID (the folder never writes a copy twice).
+* **serve peak MB**: the server's VmHWM after the step (it only grows).
+
+{e2e.markdown(results)}
+
+Targets (2 cores):
+
+{e2e.verdict_table(found)}
+"""
+    return text, all(v.met for v in found if "informational" not in v.target)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpus" / "reference")
+    parser.add_argument("--quick", action="store_true", help="a fast smoke run (figures labelled as quick)")
+    parser.add_argument("--rounds", type=int, help="conversion rounds per message (default 60, quick 15)")
+    parser.add_argument("--no-e2e", action="store_true", help="the conversion benchmark only")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    args = parser.parse_args(argv)
+    if not args.corpus.is_dir():
+        print(f"error: corpus folder {args.corpus} not found (pass --corpus)", file=sys.stderr)
+        return 2
+    plan = QUICK if args.quick else FULL
+    rounds = args.rounds or plan.rounds
+
+    started, load_before = time.monotonic(), load_average()
+    conversion_text, conversion_met = conversion_section(args.corpus, rounds)
+    e2e_text, e2e_met = "", True
+    if not args.no_e2e:
+        e2e_text, e2e_met = e2e_section(args.corpus, list(plan.mixes), list(plan.concurrency), plan.duration)
+        print(e2e_text, flush=True)
+    elapsed = time.monotonic() - started
+    command = "python -m benchmarks.run" + (" --quick" if args.quick else "") + (" --no-e2e" if args.no_e2e else "")
+    section = f"""## Benchmarks{" (quick run: smoke figures only)" if args.quick else ""}
+
+Measured by `make bench` (`{command}`) on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC in {elapsed / 60:.1f} min, code
+{code_version()}.
+
+Machine: {machine()}. Load average (1/5/15 min) before: {load_before}; after: {load_average()} (other work on
+the machine at the same time, such as test runs, shows here and slows every figure).
+
+{conversion_text}
+{e2e_text}"""
+    replace_section(args.out, "bench", section)
+    shown = args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out
+    print(f"\nwritten to {shown} ({elapsed:.0f} s)")
+    return 0 if conversion_met and e2e_met else 1
 
 
 if __name__ == "__main__":

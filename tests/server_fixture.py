@@ -6,6 +6,9 @@
     finally:
         server.stop()
 
+With ``PEM111_TLS_CERT`` among the settings the server speaks HTTPS: pass ``tls=ClientTls(ca_cert, cert, key)``,
+which the readiness check uses (and :attr:`RunningServer.requests_kwargs` gives to ``requests``).
+
 The corpus of reference requests lives in ``../shared`` (read, never copied); :func:`corpus_requests` uses
 ``conftest.require_shared``: a missing corpus fails the test when ``CI`` is set and skips it otherwise.
 """
@@ -16,6 +19,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -23,6 +27,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from conftest import REPO, SHARED, require_shared
 from lxml import etree
@@ -95,6 +100,30 @@ def nhs111_command() -> list[str]:
     return [sys.executable, "-c", "from adaptor.cli import main; main()"]
 
 
+@dataclass(frozen=True)
+class ClientTls:
+    """How a test client talks to a server under TLS: the CA that issued the server's certificate, and for
+    mutual TLS the client's certificate and key."""
+
+    ca_cert: Path
+    cert: Path | None = None
+    key: Path | None = None
+
+    def context(self) -> ssl.SSLContext:
+        """A client context that verifies the server (certificate and host name) and presents the client's."""
+        context = ssl.create_default_context(cafile=str(self.ca_cert))
+        if self.cert is not None:
+            context.load_cert_chain(self.cert, self.key)
+        return context
+
+    def requests_kwargs(self) -> dict[str, Any]:
+        """``verify=`` and ``cert=`` for ``requests``."""
+        kwargs: dict[str, Any] = {"verify": str(self.ca_cert)}
+        if self.cert is not None:
+            kwargs["cert"] = (str(self.cert), str(self.key)) if self.key else str(self.cert)
+        return kwargs
+
+
 @dataclass
 class RunningServer:
     process: subprocess.Popen[bytes]
@@ -103,10 +132,16 @@ class RunningServer:
     outbox: Path
     log_path: Path
     env: dict[str, str]
+    tls: ClientTls | None = None
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def requests_kwargs(self) -> dict[str, Any]:
+        """What ``requests`` needs to reach this server (nothing over plain HTTP)."""
+        return self.tls.requests_kwargs() if self.tls else {}
 
     @property
     def report_url(self) -> str:
@@ -162,12 +197,17 @@ class RunningServer:
         return self.process.returncode
 
 
-def start_server(folder: Path, *, port: int | None = None, **settings: str) -> RunningServer:
+def start_server(
+    folder: Path, *, port: int | None = None, tls: ClientTls | None = None, **settings: str
+) -> RunningServer:
     """Start ``nhs111 serve`` with the corpus allow-list (unless overridden); wait until /healthz answers.
 
     ``settings`` are ``PEM111_*`` variables; ``port`` defaults to a free one. Starting again in the same
-    ``folder`` (after a stop or a kill) reuses its database and outbox.
+    ``folder`` (after a stop or a kill) reuses its database and outbox. A server with ``PEM111_TLS_CERT`` is
+    reached with ``tls`` (required then).
     """
+    if settings.get("PEM111_TLS_CERT") and tls is None:
+        raise ValueError("a server with PEM111_TLS_CERT speaks HTTPS only: pass tls=ClientTls(...)")
     folder.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     data_dir = folder / "data"
@@ -196,16 +236,17 @@ def start_server(folder: Path, *, port: int | None = None, **settings: str) -> R
         process = subprocess.Popen(
             [*nhs111_command(), "serve"], cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT
         )
-    server = RunningServer(process, port, data_dir, outbox, log_path, env)
+    server = RunningServer(process, port, data_dir, outbox, log_path, env, tls)
+    context = tls.context() if tls else None
     deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"nhs111 serve exited with {process.returncode}:\n{server.log_text()}")
         try:
-            with urllib.request.urlopen(f"{server.base_url}/healthz", timeout=2) as response:
+            with urllib.request.urlopen(f"{server.base_url}/healthz", timeout=2, context=context) as response:
                 if response.status == 200:
                     return server
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
+        except (urllib.error.URLError, ConnectionError, TimeoutError, ssl.SSLError):
             pass
         time.sleep(0.1)
     server.stop()

@@ -448,7 +448,7 @@ def test_nhs111_worker_delivers_what_others_stored_and_stops_cleanly(tmp_path: P
             returncode = worker.wait(30)
         log = log_path.read_text()
         assert returncode == 0, log
-        assert "received SIGTERM" in log and log.rstrip().endswith("stopped")
+        assert "received SIGTERM" in log and json.loads(log.splitlines()[-1])["event"] == "stopped"
         assert len(harness.files()) == 3
     finally:
         harness.close()

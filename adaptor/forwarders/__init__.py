@@ -83,6 +83,22 @@ class Forwarder(Protocol):
         ...
 
 
+#: How long a reachability check may take to connect: well inside what a readiness probe waits.
+CHECK_TIMEOUT_SECONDS = 5.0
+
+
+class Checkable(Protocol):
+    """A forwarder that can tell whether its target is reachable now, for ``/readyz`` (:mod:`adaptor.readiness`).
+
+    Optional: every forwarder here has it, a forwarder without it is simply not checked. ``check`` never sends a
+    message and takes at most about :data:`CHECK_TIMEOUT_SECONDS`; the caller limits how often it runs.
+    """
+
+    def check(self) -> None:
+        """Return when the target can be reached; raise :class:`DeliveryError` saying why not otherwise."""
+        ...
+
+
 def forwarder_from_settings(settings: Settings) -> Forwarder:
     """The forwarder for the configured target; :class:`ConfigError` naming the target when it is unusable."""
     target = settings.resolved_forward_target

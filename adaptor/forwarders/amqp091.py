@@ -31,7 +31,7 @@ import pika.exceptions
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from ..config import ConfigError, Settings
-from . import FHIR_JSON, Delivery, DeliveryError
+from . import CHECK_TIMEOUT_SECONDS, FHIR_JSON, Delivery, DeliveryError
 from .amqp10 import broker_endpoint
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,18 @@ class Amqp091Forwarder:
         with self._lock:
             self._discard()
 
+    def check(self) -> None:
+        """Open a connection to the broker (TCP, TLS, login to the vhost) and close it again; raise
+        :class:`DeliveryError` when that fails. A connection of its own: pika's are not shared between threads."""
+        try:
+            connection = pika.BlockingConnection(self._parameters(min(self.timeout, CHECK_TIMEOUT_SECONDS)))
+        except _PikaFailure as exc:
+            raise DeliveryError(f"cannot connect to {self.endpoint.safe_url}: {_describe(exc)}") from exc
+        try:
+            connection.close()
+        except _PikaFailure:  # it was opened, which is what the check is about
+            log.debug("AMQP 0-9-1 close of the check connection to %s failed", self.target, exc_info=True)
+
     # -- internals --------------------------------------------------------------------------------------------
 
     def _publish(self, body: bytes, properties: pika.BasicProperties) -> None:
@@ -149,8 +161,9 @@ class Amqp091Forwarder:
             return None
         return channel
 
-    def _parameters(self) -> pika.ConnectionParameters:
+    def _parameters(self, timeout: float | None = None) -> pika.ConnectionParameters:
         endpoint = self.endpoint
+        timeout = self.timeout if timeout is None else timeout
         options: dict[str, Any] = {}
         if endpoint.username:
             options["credentials"] = pika.PlainCredentials(endpoint.username, endpoint.password)
@@ -164,11 +177,11 @@ class Amqp091Forwarder:
             virtual_host=self.virtual_host,
             # pika cannot time out a publisher confirm; its heartbeat check closes a connection that has been
             # silent for heartbeat + 5 s, which bounds the wait on a broker that stops answering mid-publish.
-            heartbeat=max(1, round(self.timeout / 2)),
+            heartbeat=max(1, round(timeout / 2)),
             # A broker in a memory or disk alarm blocks publishers; give up after the timeout instead of hanging.
-            blocked_connection_timeout=self.timeout,
-            socket_timeout=self.timeout,
-            stack_timeout=self.timeout,
+            blocked_connection_timeout=timeout,
+            socket_timeout=timeout,
+            stack_timeout=timeout,
             connection_attempts=1,  # the outbox worker owns retrying, with backoff
             client_properties={"connection_name": "nhs111-adaptor"},
             **options,

@@ -43,7 +43,7 @@ from proton.reactor import AtLeastOnce, LinkOption
 from proton.utils import BlockingConnection, BlockingSender
 
 from ..config import ConfigError, Settings
-from . import FHIR_JSON, Delivery, DeliveryError, PermanentDeliveryError
+from . import CHECK_TIMEOUT_SECONDS, FHIR_JSON, Delivery, DeliveryError, PermanentDeliveryError
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +243,19 @@ class Amqp10Forwarder:
         with self._lock:
             self._discard(failed=False)
 
+    def check(self) -> None:
+        """Open a connection to the broker (TCP, TLS, SASL) and close it again; raise :class:`DeliveryError`
+        when that fails. A connection of its own, so that a check never waits behind a send for the lock."""
+        try:
+            connection = self._connect(min(self.timeout, CHECK_TIMEOUT_SECONDS))
+        except ProtonException as exc:
+            raise DeliveryError(f"cannot connect to {self.endpoint.safe_url}: {exc}") from exc
+        connection.abandoned = False
+        try:
+            connection.close()
+        except Exception:  # it was opened, which is what the check is about
+            log.debug("AMQP 1.0 close of the check connection to %s failed", self.target, exc_info=True)
+
     # -- internals --------------------------------------------------------------------------------------------
 
     def _send(self, message: Message) -> None:
@@ -254,11 +267,11 @@ class Amqp10Forwarder:
         if error is not None:
             raise error
 
-    def _open(self) -> BlockingSender:
+    def _connect(self, timeout: float) -> _Connection:
         endpoint = self.endpoint
-        connection = _Connection(
+        return _Connection(
             endpoint.safe_url,  # no credentials in the URL: proton logs it
-            timeout=self.timeout,
+            timeout=timeout,
             ssl_domain=tls_domain() if endpoint.tls else None,
             # SASL PLAIN with credentials (RabbitMQ, ActiveMQ, Amazon MQ; Azure's SAS policy name and key),
             # ANONYMOUS without (RabbitMQ maps it to its default user).
@@ -266,6 +279,10 @@ class Amqp10Forwarder:
             password=endpoint.password or None,
             allowed_mechs="PLAIN" if endpoint.username else "ANONYMOUS",
         )
+
+    def _open(self) -> BlockingSender:
+        endpoint = self.endpoint
+        connection = self._connect(self.timeout)
         self._connection = connection
         # The link is attached by hand rather than with connection.create_sender, which waits for the attach
         # even when the broker has already refused it by ending the session (RabbitMQ does that when the queue

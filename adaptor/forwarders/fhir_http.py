@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import ssl
 import string
 import time
@@ -40,7 +41,7 @@ import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from ..config import ConfigError, Settings
-from . import FHIR_JSON, Delivery, DeliveryError, PermanentDeliveryError
+from . import CHECK_TIMEOUT_SECONDS, FHIR_JSON, Delivery, DeliveryError, PermanentDeliveryError
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +145,10 @@ class FhirHttpForwarder:
             log.warning(
                 "FHIR target %s is plain http: TLS settings are ignored and credentials go unencrypted", self.target
             )
+        # For check(): where a connection goes, and how it is secured.
+        self._address = (parts.hostname, parts.port or (443 if scheme == "https" else 80))
+        self._timeout = settings.fhir_timeout_seconds
+        self._tls_context = _ssl_context(settings) if scheme == "https" else None
         # One connection per thread that may send at once (outbox workers, or server threads in sync mode);
         # block=False lets a burst open extra connections rather than wait, and those are closed after use.
         self._pool = urllib3.PoolManager(
@@ -153,7 +158,7 @@ class FhirHttpForwarder:
             # Bounds the connect (TCP and TLS) and each wait for response bytes, not the request as a whole.
             timeout=urllib3.Timeout(connect=settings.fhir_timeout_seconds, read=settings.fhir_timeout_seconds),
             retries=False,
-            ssl_context=_ssl_context(settings) if scheme == "https" else None,
+            ssl_context=self._tls_context,
         )
 
     def send(self, delivery: Delivery) -> None:
@@ -208,6 +213,24 @@ class FhirHttpForwarder:
     def close(self) -> None:
         """Close the pooled connections; the next :meth:`send` opens new ones."""
         self._pool.clear()
+
+    def check(self) -> None:
+        """Open a TCP connection to the endpoint and, for https, complete the TLS handshake (server certificate
+        and host name verified, client certificate offered) as a send would; raise :class:`DeliveryError` when
+        that fails.
+
+        No HTTP request: what OPTIONS or HEAD answer says little about whether a POST would be taken (405 and 401
+        are common), and some endpoints log or bill every request; the connection is the part that breaks.
+        """
+        host, port = self._address
+        timeout = min(self._timeout, CHECK_TIMEOUT_SECONDS)
+        try:
+            with socket.create_connection((host, port), timeout=timeout) as connection:
+                if self._tls_context is not None:
+                    with self._tls_context.wrap_socket(connection, server_hostname=host):
+                        pass
+        except OSError as exc:  # refused, unreachable, timed out, TLS failures (ssl.SSLError is an OSError)
+            raise DeliveryError(f"cannot connect to {self.target}: {type(exc).__name__}: {exc}") from exc
 
 
 def _ssl_context(settings: Settings) -> ssl.SSLContext:

@@ -8,7 +8,7 @@ import re
 import uuid
 from pathlib import Path
 
-from . import Delivery
+from . import Delivery, DeliveryError
 
 _UNSAFE_FILENAME_CHARACTERS = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_STEM = 160
@@ -57,6 +57,19 @@ class FolderForwarder:
 
     def close(self) -> None:
         """Nothing to release: every send opens and closes its own files."""
+
+    def check(self) -> None:
+        """The folder exists (created if missing, as a send would) and takes a new file: one is created and
+        removed, under a hidden temporary name like those of :meth:`send`, which consumers already skip."""
+        probe = self.folder / f".ready-check.{uuid.uuid4().hex}.tmp"
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with open(probe, "xb"):
+                pass
+            probe.unlink()
+        except OSError as exc:
+            reason = f"{type(exc).__name__}: {exc.strerror or exc}"
+            raise DeliveryError(f"{self.target} cannot take files: {reason}") from exc
 
     @staticmethod
     def _write_synced(path: Path, data: bytes) -> None:

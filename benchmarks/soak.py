@@ -1,0 +1,159 @@
+"""``make soak``: the long forms of the robustness suites; writes their section of ``docs/benchmarks.md``.
+
+    python -m benchmarks.soak [--cases N] [--kills N] [--outage SECONDS] [--no-broker] [--out FILE]
+
+* Hostile input: ``tests/test_soak_hostile.py`` with ``SOAK_HOSTILE_CASES=N`` (default 5,000) hypothesis cases
+  against a real server (its short form, 200 cases, runs in ``make test``).
+* Crash: :func:`benchmarks.crash.crash_run`, SIGKILLs under load with the folder target and with a private
+  RabbitMQ node (short form in ``make test``: ``tests/test_crash.py``).
+* Outage: :func:`benchmarks.crash.outage_run`, the target down under load with the default retry settings, for
+  the folder and the broker (short form: ``tests/test_delivery_modes.py``).
+
+Exit status 1 when any run failed (the file is written all the same).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from . import crash, e2e
+from .report import code_version, load_average, machine, replace_section
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def hostile(cases: int) -> tuple[str, bool]:
+    """Run the hostile-input test with ``cases`` cases; its summary as markdown, and whether it passed."""
+    with tempfile.TemporaryDirectory(prefix="pem111-soak-") as folder:
+        report = Path(folder) / "hostile.json"
+        env = {**os.environ, "SOAK_HOSTILE_CASES": str(cases), "SOAK_REPORT": str(report)}
+        started = time.monotonic()
+        completed = subprocess.run(
+            [sys.executable, "-m", "pytest", "tests/test_soak_hostile.py", "-q", "-p", "no:cacheprovider"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            check=False,
+        )
+        elapsed = time.monotonic() - started
+        summary = json.loads(report.read_text()) if report.exists() else None
+    passed = completed.returncode == 0
+    if summary is None:
+        failure = "\n".join(completed.stdout.splitlines()[-30:])
+        return f"Hostile input: **failed** before its summary ({elapsed:.0f} s):\n\n```\n{failure}\n```\n", False
+    families: dict[str, dict[str, int]] = {}
+    for key, count in summary["outcomes"].items():
+        kind, outcome = key.split(" -> ")
+        families.setdefault(kind, {})
+        families[kind][outcome] = families[kind].get(outcome, 0) + count
+    rows = [
+        f"| {kind} | {sum(outcomes.values())} | "
+        + ", ".join(f"{outcome}: {n}" for outcome, n in sorted(outcomes.items()))
+        + " |"
+        for kind, outcomes in sorted(families.items())
+    ]
+    slowest = ", ".join(f"{family} {seconds * 1000:.0f} ms" for family, seconds in summary["slowest_s"].items())
+    samples: list[float] = next((v for k, v in summary.items() if k.startswith("rss_every_")), [])
+    text = f"""### Hostile input
+
+`SOAK_HOSTILE_CASES={cases} python -m pytest tests/test_soak_hostile.py`: {summary["cases"]} hypothesis cases in
+{summary["seconds"]:.0f} s against one `nhs111 serve` (1 MB size limit, schema pack on): **{
+        "passed" if passed else "failed"
+    }**. Every answer was checked: `OK`, or a well-formed SOAP 1.1 fault whose ErrorCode pairs with its
+faultcode, the exact fault for malformed XML, DOCTYPEs and oversized bodies, 415 for non-XML media types, 413 (or
+the A1 fault) beyond twice the limit; no server fault, no 5xx without a fault, every answer within 2 s.
+
+| mutation | cases | answers |
+|---|---:|---|
+{chr(10).join(rows)}
+
+Slowest answer per family: {slowest}. Server memory: RSS {summary["rss_before_mb"]:.0f} MB before,
+{summary["rss_after_mb"]:.0f} MB after, peak (VmHWM) {summary["peak_rss_mb"]:.0f} MB (limit 300 MB); RSS every 250
+cases: {", ".join(f"{mb:.0f}" for mb in samples) or "—"} MB.
+"""
+    if not passed:
+        failure = "\n".join(line for line in completed.stdout.splitlines() if "Error" in line or "assert" in line)
+        text += f"\nFailure:\n\n```\n{failure[-3000:]}\n```\n"
+    return text, passed
+
+
+def robustness(corpus: Path, kills: int, outage: float, broker_too: bool) -> tuple[str, bool]:
+    results = [
+        crash.crash_run(corpus, kills=kills),
+        crash.outage_run(corpus, outage_seconds=outage),
+    ]
+    if broker_too:
+        with tempfile.TemporaryDirectory(prefix="pem111-soak-rabbitmq-") as folder:
+            try:
+                with e2e.private_rabbitmq(Path(folder)) as broker:
+                    results.append(crash.crash_run(corpus, kills=max(1, kills // 2), broker=broker))
+                    results.append(crash.outage_run(corpus, outage_seconds=outage, broker=broker))
+            except Exception as exc:  # no RabbitMQ here: reported, not hidden
+                results.append(crash.RobustnessResult("RabbitMQ runs", error=f"broker unavailable: {exc}"))
+    table = crash.markdown(results)
+    print(table, flush=True)
+    text = f"""### Crash and outage
+
+Corpus messages of about 110 KB from sender threads that resend a message unchanged until it is answered `OK`
+(`benchmarks/crash.py`). **Crash**: SIGKILL of `nhs111 serve` at random moments 0.5-3 s apart, restart on the same
+data folder (1 s lease, fast retries); afterwards every message answered `OK` must be at the target; a copy beyond
+the first must match an attempt the store recorded as interrupted (same `messageId`, which consumers deduplicate
+on). **Outage**: the target down for {outage:.0f} s during the stream with the default retry settings (backoff from
+1 s, doubling). **Backlog**: messages stored but not yet delivered when the drain clock starts (crash: the end of
+the stream; outage: the end of the outage, while the stream goes on for 5 s more); **drain**: from then until
+every stored message was delivered. Duplicates count
+copies beyond one per MessageID at the target (the folder never writes the same Bundle twice; the queue's consumer
+sees every copy, its own redeliveries after a lost acknowledgement excluded).
+
+{table}
+"""
+    return text, all(r.passed for r in results)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpus" / "reference")
+    parser.add_argument("--cases", type=int, default=5000, help="hostile-input cases (default 5,000)")
+    parser.add_argument("--kills", type=int, default=20, help="SIGKILLs with the folder target (half with RabbitMQ)")
+    parser.add_argument("--outage", type=float, default=30.0, help="seconds the target is down")
+    parser.add_argument("--no-broker", action="store_true", help="skip the RabbitMQ runs")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    args = parser.parse_args(argv)
+    if not args.corpus.is_dir():
+        print(f"error: corpus folder {args.corpus} not found (pass --corpus)", file=sys.stderr)
+        return 2
+
+    started, load_before = time.monotonic(), load_average()
+    hostile_text, hostile_passed = hostile(args.cases)
+    print(hostile_text, flush=True)
+    robustness_text, robustness_passed = robustness(args.corpus, args.kills, args.outage, not args.no_broker)
+    elapsed = time.monotonic() - started
+    command = f"python -m benchmarks.soak --cases {args.cases} --kills {args.kills} --outage {args.outage:g}" + (
+        " --no-broker" if args.no_broker else ""
+    )
+    section = f"""## Robustness
+
+Measured by `make soak` (`{command}`) on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC in {elapsed / 60:.1f} min, code
+{code_version()}. Machine: {machine()}. Load average (1/5/15 min) before: {load_before}; after: {load_average()}.
+Short forms in `make test`: `tests/test_soak_hostile.py` (200 cases), `tests/test_crash.py`,
+`tests/test_delivery_modes.py`.
+
+{hostile_text}
+{robustness_text}"""
+    replace_section(args.out, "soak", section)
+    print(f"\nwritten to {args.out} ({elapsed:.0f} s)")
+    return 0 if hostile_passed and robustness_passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
