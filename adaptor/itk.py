@@ -44,6 +44,8 @@ INTERACTION_PREFIX = "urn:nhs-itk:interaction:"
 
 #: Offending values quoted in ErrorText (``<v>`` in the rule table) are cut to this length.
 MAX_QUOTED_VALUE = 200
+#: wsa:MessageID is a UUID, sometimes prefixed; anything this long is not one.
+MAX_MESSAGE_ID_LENGTH = 255
 
 
 def _text(element: etree._Element | None) -> str:
@@ -188,6 +190,10 @@ def _check_addressing(soap: _Soap, settings: Settings) -> tuple[str, str]:
     message_id = _text(_header_child(soap, _MESSAGE_ID))
     if not message_id:
         raise invalid("B1", "MessageId missing")
+    if len(message_id) > MAX_MESSAGE_ID_LENGTH:
+        # Identifiers are indexed by the store (PostgreSQL cannot index a value of a few KB): a sender must hear
+        # at once that such a message can never be accepted, not get a retryable fault on every resend.
+        raise invalid("B1", "Invalid MessageId: longer than 255 characters")
     if not _UUID.match(message_id):
         log.info("wsa:MessageID %r is not a UUID (accepted)", _quote(message_id))
     action = _text(_header_child(soap, _ACTION))

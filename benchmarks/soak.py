@@ -63,7 +63,8 @@ def hostile(cases: int) -> tuple[str, bool]:
         for kind, outcomes in sorted(families.items())
     ]
     slowest = ", ".join(f"{family} {seconds * 1000:.0f} ms" for family, seconds in summary["slowest_s"].items())
-    samples: list[float] = next((v for k, v in summary.items() if k.startswith("rss_every_")), [])
+    samples: list[float] = summary["rss_samples_mb"]
+    problems: dict[str, int] = summary["problems"]
     text = f"""### Hostile input
 
 `SOAK_HOSTILE_CASES={cases} python -m pytest tests/test_soak_hostile.py`: {summary["cases"]} hypothesis cases in
@@ -78,12 +79,19 @@ the A1 fault) beyond twice the limit; no server fault, no 5xx without a fault, e
 {chr(10).join(rows)}
 
 Slowest answer per family: {slowest}. Server memory: RSS {summary["rss_before_mb"]:.0f} MB before,
-{summary["rss_after_mb"]:.0f} MB after, peak (VmHWM) {summary["peak_rss_mb"]:.0f} MB (limit 300 MB); RSS every 250
-cases: {", ".join(f"{mb:.0f}" for mb in samples) or "—"} MB.
+{summary["rss_after_mb"]:.0f} MB after, peak (VmHWM) {summary["peak_rss_mb"]:.0f} MB (limit 300 MB); RSS every
+{summary["rss_sample_every"]} cases: {", ".join(f"{mb:.0f}" for mb in samples) or "—"} MB.
 """
-    if not passed:
-        failure = "\n".join(line for line in completed.stdout.splitlines() if "Error" in line or "assert" in line)
-        text += f"\nFailure:\n\n```\n{failure[-3000:]}\n```\n"
+    if problems:
+        text += (
+            "\nCases that departed from the contract (one request of each kept under `tests/artifacts/hostile/`):\n\n"
+        )
+        text += "| mutation: first problem | cases |\n|---|---:|\n"
+        text += "\n".join(f"| {key} | {n} |" for key, n in sorted(problems.items(), key=lambda item: -item[1]))
+        text += "\n"
+    elif not passed:
+        failure = "\n".join(completed.stdout.splitlines()[-20:])
+        text += f"\nFailure:\n\n```\n{failure}\n```\n"
     return text, passed
 
 

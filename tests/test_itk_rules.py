@@ -1058,3 +1058,13 @@ def test_corpus_validation_is_fast() -> None:
     for _ in range(20):
         validate_request(root, DEFAULT, UNCONFIGURED)
     assert (time.perf_counter() - started) / 20 < 0.05
+
+
+def test_an_overlong_message_id_is_refused_as_invalid_not_retryable() -> None:
+    """The store indexes MessageID; an overlong one could never be stored, so it is a 1000, never a 2100."""
+    root = build_request()
+    find(root, "wsa:MessageID").text = "uuid:" + "A" * 300
+    with pytest.raises(ItkFault) as caught:
+        validate_request(root, Settings(), AllowList(Settings()))
+    assert (caught.value.error_code, caught.value.rule) == (1000, "B1")
+    assert caught.value.text == "Invalid MessageId: longer than 255 characters"
