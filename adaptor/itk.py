@@ -625,7 +625,13 @@ def _pathways_problem(document: etree._Element, settings: Settings) -> str | Non
 def digest_of(distribution_envelope: etree._Element) -> str:
     """sha256 (hex) of the exclusive C14N form of the DistributionEnvelope: the same for a resend whose SOAP
     header changed (new Timestamp, other namespace declarations on the Envelope)."""
-    canonical = etree.tostring(distribution_envelope, method="c14n", exclusive=True, with_comments=False)
+    try:
+        canonical = etree.tostring(distribution_envelope, method="c14n", exclusive=True, with_comments=False)
+    except etree.C14NError:
+        # Canonical XML refuses relative namespace URIs (deprecated, yet well-formed). Such a message still gets
+        # an answer from the rules; its identity for resends is then the plain serialisation, which an identical
+        # resend reproduces exactly.
+        canonical = etree.tostring(distribution_envelope)
     return hashlib.sha256(canonical).hexdigest()
 
 
