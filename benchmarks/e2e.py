@@ -345,37 +345,58 @@ class Verdict:
         return self.verdict == "met"
 
 
+def _rate_verdict(steps: list[StepResult]) -> tuple[str, str]:
+    """What the steps show against "≥ 150 OK/s with p99 < 100 ms": the figures, and "met" or how it was missed."""
+    within = [s for s in steps if s.ok_p99_ms < TARGET_P99_MS and not s.errors]
+    best = max(within, key=lambda s: s.ok_per_s, default=None)
+    fastest = max(steps, key=lambda s: s.ok_per_s)
+    if best is not None:
+        measured = (
+            f"best rate with p99 under 100 ms: {best.ok_per_s:.0f} OK/s (p99 {best.ok_p99_ms:.0f} ms, "
+            f"concurrency {best.concurrency})"
+        )
+    else:
+        lowest = min(steps, key=lambda s: s.ok_p99_ms)
+        measured = (
+            f"p99 under 100 ms at no concurrency (lowest: {lowest.ok_p99_ms:.0f} ms at {lowest.ok_per_s:.0f} OK/s, "
+            f"concurrency {lowest.concurrency})"
+        )
+    highest = f"{fastest.ok_per_s:.0f} OK/s (p99 {fastest.ok_p99_ms:.0f} ms, concurrency {fastest.concurrency})"
+    measured += f"; highest rate {highest}"
+    if best is not None and best.ok_per_s >= TARGET_OK_PER_S:
+        return measured, "met"
+    if fastest.ok_per_s < TARGET_OK_PER_S:
+        return measured, f"missed: {TARGET_OK_PER_S - fastest.ok_per_s:.0f} OK/s short at any latency"
+    fast_enough = [s for s in steps if s.ok_per_s >= TARGET_OK_PER_S]
+    p99 = min(s.ok_p99_ms for s in fast_enough)
+    return measured, f"missed: 150 OK/s reached only with p99 {p99:.0f} ms ({p99 - TARGET_P99_MS:.0f} ms over)"
+
+
 def verdicts(results: list[RunResult]) -> list[Verdict]:
-    """The issue's targets against the measurements: "met", or "missed by X" with the best figure found."""
+    """The issue's targets against the measurements: "met", or how they were missed, with the figures.
+
+    The throughput target is judged on SQLite + folder with the ~110 KB messages; the same figures for the
+    separate-worker deployment, and whether delivery keeps up, are given for information.
+    """
     found: list[Verdict] = []
-    baseline = [r for r in results if r.configuration == CONFIGURATIONS[0].name and r.mix == "110kb" and r.steps]
-    steps = [s for r in baseline for s in r.steps]
-    if steps:
-        within = [s for s in steps if s.ok_p99_ms < TARGET_P99_MS and not s.errors]
-        best = max(within, key=lambda s: s.ok_per_s, default=None)
-        fastest = max(steps, key=lambda s: s.ok_per_s)
-        if best is not None:
-            measured = f"{best.ok_per_s:.0f} OK/s with p99 {best.ok_p99_ms:.0f} ms at concurrency {best.concurrency}"
-        else:
-            measured = "no step kept p99 under 100 ms"
-        measured += (
-            f"; highest rate {fastest.ok_per_s:.0f} OK/s (p99 {fastest.ok_p99_ms:.0f} ms, "
-            f"concurrency {fastest.concurrency})"
-        )
-        rate = best.ok_per_s if best is not None else 0.0
-        verdict = "met" if rate >= TARGET_OK_PER_S else f"missed by {TARGET_OK_PER_S - rate:.0f} OK/s"
-        found.append(Verdict("≥ 150 accepted/s with p99 < 100 ms, ~110 KB, SQLite + folder", measured, verdict))
-        delivered = max(steps, key=lambda s: s.delivered_per_s)
-        found.append(
-            Verdict(
-                "delivery keeps up with acceptance (informational)",
-                f"best {delivered.delivered_per_s:.0f} delivered/s (concurrency {delivered.concurrency}) against "
-                f"{delivered.ok_per_s:.0f} OK/s",
-                "met"
-                if delivered.delivered_per_s >= 0.95 * delivered.ok_per_s
-                else f"missed: deliveries lag by {delivered.ok_per_s - delivered.delivered_per_s:.0f}/s",
+    for configuration, informational in ((CONFIGURATIONS[0], False), (CONFIGURATIONS[1], True)):
+        steps = [s for r in results if r.configuration == configuration.name and r.mix == "110kb" for s in r.steps]
+        if not steps:
+            continue
+        measured, verdict = _rate_verdict(steps)
+        target = f"≥ 150 accepted/s with p99 < 100 ms, ~110 KB, {configuration.name}"
+        found.append(Verdict(target + (" (informational)" if informational else ""), measured, verdict))
+        if not informational:
+            delivered = max(steps, key=lambda s: s.delivered_per_s)
+            lag = delivered.ok_per_s - delivered.delivered_per_s
+            found.append(
+                Verdict(
+                    f"delivery keeps up with acceptance, {configuration.name} (informational)",
+                    f"at most {delivered.delivered_per_s:.0f} delivered/s (concurrency {delivered.concurrency}, "
+                    f"{delivered.ok_per_s:.0f} OK/s)",
+                    "met" if lag <= 0.05 * delivered.ok_per_s else f"missed: deliveries lag by {lag:.0f}/s",
+                )
             )
-        )
     peaks = [
         (f"{r.configuration}, {r.mix}, `nhs111 {name}`", mb) for r in results for name, mb in r.peak_rss_mb.items()
     ]
