@@ -8,36 +8,10 @@ use. Errors are one line with exit status 2, never a traceback.
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import NoReturn
-
 import click
 
 from . import migrations
-from .config import ConfigError, Settings
-from .store import MessageStore, StoreError
-
-
-def _fail(text: str) -> NoReturn:
-    click.echo(f"Error: {text}", err=True)
-    sys.exit(2)
-
-
-@contextmanager
-def _store() -> Iterator[MessageStore]:
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        _fail(str(exc))
-    store = MessageStore(settings.resolved_database_url)
-    try:
-        yield store
-    except StoreError as exc:
-        _fail(str(exc))
-    finally:
-        store.close()
+from .cli_support import configured_store
 
 
 def _describe_state(state: migrations.SchemaState) -> str:
@@ -66,7 +40,7 @@ def upgrade() -> None:
     others wait and find nothing to do). Back the database up first. `nhs111 serve` and `nhs111 worker` refuse
     a database that needs this.
     """
-    with _store() as store:
+    with configured_store() as store:
         result = store.upgrade_schema()
         url = store.url
     for step in result.applied:
@@ -84,7 +58,7 @@ def upgrade() -> None:
 @db.command()
 def current() -> None:
     """Show the database's schema version, this adaptor's, and the steps applied so far."""
-    with _store() as store:
+    with configured_store() as store:
         state = store.schema_state()
         url = store.url
     click.echo(f"database: {url}")

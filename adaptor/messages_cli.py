@@ -12,40 +12,16 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import NoReturn
 
 import click
 
-from .config import ConfigError, Settings
-from .store import DeliveryAttempt, MessageQuery, MessageStore, Status, StoredMessage, StoreError
+from .cli_support import configured_store, fail
+from .store import DeliveryAttempt, MessageQuery, Status, StoredMessage
 
 _DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _INTERACTION_PREFIX = "urn:nhs-itk:interaction:"
-
-
-def _fail(text: str) -> NoReturn:
-    click.echo(f"Error: {text}", err=True)
-    sys.exit(2)
-
-
-@contextmanager
-def _store() -> Iterator[MessageStore]:
-    """The configured store, closed afterwards; configuration and store failures end the command (exit 2)."""
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        _fail(str(exc))
-    store = MessageStore.from_settings(settings)
-    try:
-        yield store
-    except StoreError as exc:
-        _fail(str(exc))
-    finally:
-        store.close()
 
 
 def parse_since(text: str, now: datetime | None = None) -> datetime:
@@ -92,14 +68,14 @@ def list_messages(statuses: tuple[str, ...], since: str | None, tracking_id: str
     for value in statuses:
         status = known.get(value.strip().lower().replace("-", "_"))
         if status is None:
-            _fail(f"--status {value!r}: not a state; use one of {', '.join(known)}")
+            fail(f"--status {value!r}: not a state; use one of {', '.join(known)}")
         wanted.append(status)
     try:
         since_time = parse_since(since) if since is not None else None
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     where = MessageQuery(statuses=tuple(wanted), since=since_time, tracking_id=tracking_id)
-    with _store() as store:
+    with configured_store() as store:
         rows = store.list_messages(where=where, limit=limit)
         total = store.count_messages(where)
     for row in rows:
@@ -130,15 +106,15 @@ def show(key: str, what: str | None) -> None:
 
     A MessageID reused by several messages shows each of them; --bundle and --raw need one, by record id.
     """
-    with _store() as store:
+    with configured_store() as store:
         record = store.get(key)
         found = [record] if record is not None else store.find_by_message_id(key)
         if not found:
-            _fail(f"no stored message with MessageID or record id {key}")
+            fail(f"no stored message with MessageID or record id {key}")
         if what is not None:
             if len(found) > 1:
                 ids = ", ".join(m.id for m in found)
-                _fail(f"MessageID {key} names {len(found)} stored messages ({ids}): give one record id")
+                fail(f"MessageID {key} names {len(found)} stored messages ({ids}): give one record id")
             _print_content(found[0], what)
             return
         histories = {m.id: store.delivery_history(m.id) for m in found}
@@ -156,7 +132,7 @@ def _print_content(message: StoredMessage, what: str) -> None:
         sys.stdout.buffer.flush()
         return
     if message.bundle is None:
-        _fail(
+        fail(
             f"record {message.id} has no Bundle yet: it is converted when delivered (a replay clears it); "
             "`nhs111 messages show --raw ID | nhs111 convert -` shows what it converts to"
         )
@@ -217,13 +193,13 @@ def hash_password(user: str | None) -> None:
     from werkzeug.security import generate_password_hash
 
     if user is not None and (not user.strip() or any(c in user for c in ":,") or user != user.strip()):
-        _fail("--user: a user name cannot be empty, contain ':' or ',' or start or end with a space")
+        fail("--user: a user name cannot be empty, contain ':' or ',' or start or end with a space")
     if sys.stdin.isatty():
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True, err=True)
     else:
         password = sys.stdin.readline().rstrip("\r\n")
     if len(password) < 8:
-        _fail("the password must be at least 8 characters long")
+        fail("the password must be at least 8 characters long")
     password_hash = generate_password_hash(password)
     click.echo(f"{user}:{password_hash}" if user else password_hash)
 
