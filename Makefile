@@ -42,8 +42,8 @@ bench: install
 bench-quick: install
 	$(BIN)/python -m benchmarks.run --quick $(BENCH_ARGS)
 
-# The long forms of the robustness suites (5,000 hostile-input cases, SIGKILLs and target outages under load):
-# writes the robustness section of docs/benchmarks.md. The short forms run in `make test`.
+# The long forms of the robustness suites (about 10 min: 5,000 hostile-input cases, SIGKILLs and target outages
+# under load): writes the robustness section of docs/benchmarks.md. The short forms run in `make test`.
 soak: install
 	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
 

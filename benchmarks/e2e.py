@@ -366,7 +366,11 @@ def _rate_verdict(steps: list[StepResult]) -> tuple[str, str]:
     if best is not None and best.ok_per_s >= TARGET_OK_PER_S:
         return measured, "met"
     if fastest.ok_per_s < TARGET_OK_PER_S:
-        return measured, f"missed: {TARGET_OK_PER_S - fastest.ok_per_s:.0f} OK/s short at any latency"
+        within_rate = f"{best.ok_per_s:.0f} OK/s" if best is not None else "no rate"
+        return measured, (
+            f"missed: {TARGET_OK_PER_S - fastest.ok_per_s:.0f} OK/s short at any latency, and {within_rate} with p99 "
+            "under 100 ms"
+        )
     fast_enough = [s for s in steps if s.ok_per_s >= TARGET_OK_PER_S]
     p99 = min(s.ok_p99_ms for s in fast_enough)
     return measured, f"missed: 150 OK/s reached only with p99 {p99:.0f} ms ({p99 - TARGET_P99_MS:.0f} ms over)"
