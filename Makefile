@@ -35,7 +35,8 @@ lint: install
 
 check: lint test
 
-# Conversion and end-to-end load benchmarks (about 15 min): writes the benchmark section of docs/benchmarks.md.
+# Conversion and end-to-end load benchmarks (about 20 min; SQLite, then PostgreSQL on 127.0.0.1:5432 when it is
+# reachable): writes the benchmark section of docs/benchmarks.md. `make bench-quick`: a 2 min smoke run of the same.
 bench: install
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 

@@ -218,6 +218,9 @@ class Settings:
     #: How long a worker owns a claimed message; after a crash another worker may take it over then.
     delivery_lease_seconds: int = 120
     delivery_poll_seconds: float = 1.0
+    #: How long a delivery thread of ``nhs111 serve`` waits for a moment with no request in flight before it
+    #: delivers the next message anyway (:mod:`adaptor.activity`); 0 = never wait.
+    delivery_defer_seconds: float = 1.0
     #: The reference's broker settings: a broker URL here (and no PEM111_FORWARD_TARGET) selects AMQP delivery.
     amqp_broker: str = ""
     amqp_queue_name: str = "encounter-report"
@@ -347,6 +350,7 @@ class Settings:
             ),
             delivery_lease_seconds=_int(env, "PEM111_DELIVERY_LEASE_SECONDS", cls.delivery_lease_seconds, 1),
             delivery_poll_seconds=_float(env, "PEM111_DELIVERY_POLL_SECONDS", cls.delivery_poll_seconds, 0.01),
+            delivery_defer_seconds=_float(env, "PEM111_DELIVERY_DEFER_SECONDS", cls.delivery_defer_seconds, 0.0),
             amqp_broker=_text(env, "PEM111_AMQP_BROKER", ""),
             amqp_queue_name=_text(env, "PEM111_AMQP_QUEUE_NAME", cls.amqp_queue_name),
             amqp_username=_text(env, "PEM111_AMQP_USERNAME", ""),

@@ -17,6 +17,11 @@ happens here, so a target that is down for an hour costs retries, never a lost m
 A process killed mid-delivery leaves a claimed message behind: its lease expires and another worker takes it
 over. If the first one had already handed the Bundle over, the target gets it twice, with the same MessageID
 (the ``messageId`` property); the store counts these (:meth:`~adaptor.store.MessageStore.possible_redeliveries`).
+An attempt that outlasts its lease (a send slower than ``PEM111_DELIVERY_LEASE_SECONDS``) is taken over the
+same way while it is still running, and may reach the target as well: the takeover closes the slow attempt as
+``interrupted`` and it stays so whatever it ended with, so ``possible_redeliveries`` counts it; the slow worker
+logs a warning. Each attempt hands the Bundle over
+at most once: forwarders never send again inside one call (a retry is a new attempt, after the backoff).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
+from .activity import RequestActivity
 from .config import Settings
 from .convert import ConversionError, convert
 from .forwarders import Delivery, Forwarder, PermanentDeliveryError, log_summary
@@ -272,9 +278,12 @@ class Deliverer:
             )
             return Outcome(status, error, recorded=False)
         if not owned:
+            # Another worker took the message over and delivers it too: a delivered one is then a possible
+            # duplicate (same messageId), found in the delivery history, not in possible_redeliveries.
             log.warning(
-                "lease expired during the attempt; another worker owns the message now",
-                extra={"record_id": claim.record_id},
+                "lease expired during the attempt; another worker owns the message now"
+                + (" and may deliver it again" if status is Status.DELIVERED else ""),
+                extra={"record_id": claim.record_id, "outcome": outcome.value},
             )
         return Outcome(status, error, recorded=owned)
 
@@ -300,6 +309,8 @@ class OutboxWorker:
         self.store = store
         self.deliverer = Deliverer(settings, store, forwarder, metrics=metrics)
         self.thread_count = settings.delivery_workers if threads is None else threads
+        #: The requests this process is answering: the threads let them go first (:mod:`adaptor.activity`).
+        self.requests = RequestActivity()
         self.owner_prefix = process_owner_prefix()
         self._stopping = threading.Event()
         self._wakeups: list[threading.Event] = []
@@ -403,6 +414,7 @@ class OutboxWorker:
         while not self._stopping.is_set():
             # Cleared before looking, so that a wake-up arriving while this thread looks is not lost.
             wakeup.clear()
+            self.requests.wait_for_quiet(self.settings.delivery_defer_seconds)
             try:
                 outcome = self.run_once(owner)
             except StoreError as exc:

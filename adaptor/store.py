@@ -46,7 +46,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -67,16 +67,19 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    bindparam,
     create_engine,
     event,
     func,
     insert,
     or_,
     select,
+    union_all,
     update,
 )
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.sql.elements import BindParameter
 
 from . import migrations
 from .config import Settings
@@ -238,8 +241,12 @@ _OUTBOX_COLUMNS = [
     outbox.c.updated_at.label("outbox_updated_at"),
 ]
 _WITH_OUTBOX = messages.join(outbox, outbox.c.record_id == messages.c.id)
+_INSERT_MESSAGE = insert(messages)
+_INSERT_OUTBOX = insert(outbox)
 
-_INTERRUPTED_ERROR = "never finished: the process stopped after starting this attempt (possible redelivery)"
+_INTERRUPTED_ERROR = (
+    "never finished within its lease: the process stopped or the attempt outlasted its lease (possible redelivery)"
+)
 
 
 @dataclass(frozen=True)
@@ -488,7 +495,7 @@ def _postgresql_connect_args(url: URL) -> dict[str, Any]:
     return connect_args
 
 
-def _due(now: datetime) -> ColumnElement[bool]:
+def _due(now: datetime | BindParameter[datetime]) -> ColumnElement[bool]:
     """Messages a worker may claim at ``now``: waiting and due, or delivering under an expired lease."""
     return or_(
         and_(outbox.c.state.in_([Status.PENDING.value, Status.RETRYING.value]), outbox.c.next_attempt_at <= now),
@@ -496,9 +503,206 @@ def _due(now: datetime) -> ColumnElement[bool]:
     )
 
 
-def _not_being_delivered(now: datetime) -> ColumnElement[bool]:
+def _not_being_delivered(now: datetime | BindParameter[datetime]) -> ColumnElement[bool]:
     """Anything but a live claim: a message whose lease has not expired belongs to its owner."""
     return or_(outbox.c.state != Status.DELIVERING.value, outbox.c.lease_expires_at <= now)
+
+
+# -- the hot statements, built once ------------------------------------------------------------------------------
+#
+# Building a statement per call (coercing ``.values(**dict)``, a ``.where(...)`` tree with the time as a literal,
+# then its cache key) cost more CPU than SQLite executing it. These are built once, with named parameters that
+# each call binds (``conn.execute(statement, {"b_now": now, ...})``): SQLAlchemy memoises their cache keys and
+# compiles each once. The parameter names are not column names, which UPDATE reserves for its SET clause.
+
+_B_NOW: BindParameter[datetime] = bindparam("b_now", type_=DateTime(timezone=True))
+_B_LEASE_EXPIRES_AT: BindParameter[datetime] = bindparam("b_lease_expires_at", type_=DateTime(timezone=True))
+_B_NEXT_ATTEMPT_AT: BindParameter[datetime] = bindparam("b_next_attempt_at", type_=DateTime(timezone=True))
+_B_RECORD_ID: BindParameter[str] = bindparam("b_record_id", type_=String(36))
+_B_OWNER: BindParameter[str] = bindparam("b_owner", type_=Text())
+
+_DUE = _due(_B_NOW)
+
+#: SQLite's candidates for a claim: the :data:`CLAIM_CANDIDATES` due longest. The same rows as
+#: ``SELECT ... WHERE _due(now) ORDER BY next_attempt_at LIMIT n``, but written as one ordered index range per
+#: state (``ix_outbox_due`` is (state, next_attempt_at)), each stopping after n rows: the OR form made SQLite
+#: read and sort every due row on every claim (about 1 ms of CPU with a backlog of 6000 messages).
+_DUE_BY_STATE = union_all(
+    *(
+        select(outbox.c.record_id, outbox.c.state, outbox.c.synchronous, outbox.c.next_attempt_at)
+        .where(condition)
+        .order_by(outbox.c.next_attempt_at)
+        .limit(CLAIM_CANDIDATES)
+        .subquery()
+        .select()
+        for condition in (
+            and_(outbox.c.state == Status.PENDING.value, outbox.c.next_attempt_at <= _B_NOW),
+            and_(outbox.c.state == Status.RETRYING.value, outbox.c.next_attempt_at <= _B_NOW),
+            and_(outbox.c.state == Status.DELIVERING.value, outbox.c.lease_expires_at <= _B_NOW),
+        )
+    )
+).subquery("due")
+_SELECT_CLAIM_CANDIDATES = (
+    select(_DUE_BY_STATE.c.record_id, _DUE_BY_STATE.c.state, _DUE_BY_STATE.c.synchronous)
+    .order_by(_DUE_BY_STATE.c.next_attempt_at)
+    .limit(CLAIM_CANDIDATES)
+)
+
+#: PostgreSQL: lock the row due longest that no other transaction has locked (see ``_claim_due_skip_locked``).
+_LOCK_NEXT_DUE = (
+    select(outbox.c.record_id, outbox.c.state, outbox.c.synchronous)
+    .where(_DUE)
+    .order_by(outbox.c.next_attempt_at)
+    .limit(1)
+    .with_for_update(skip_locked=True)
+)
+
+
+def _claim_values(*, synchronous: bool) -> dict[str, Any]:
+    return {
+        "state": Status.DELIVERING.value,
+        "attempts": outbox.c.attempts + 1,
+        "lease_owner": _B_OWNER,
+        "lease_expires_at": _B_LEASE_EXPIRES_AT,
+        "synchronous": 1 if synchronous else 0,
+        "updated_at": _B_NOW,
+    }
+
+
+def _claim_params(record_id: str, owner: str, now: datetime, lease_seconds: float) -> dict[str, Any]:
+    return {
+        "b_record_id": record_id,
+        "b_owner": owner,
+        "b_lease_expires_at": now + timedelta(seconds=lease_seconds),
+        "b_now": now,
+    }
+
+
+#: A worker claims a due message (never one a synchronous request owns). Parameters: b_record_id, b_owner,
+#: b_lease_expires_at, b_now.
+_CLAIM_DUE = (
+    update(outbox)
+    .where(outbox.c.record_id == _B_RECORD_ID, outbox.c.synchronous == 0, _DUE)
+    .values(**_claim_values(synchronous=False))
+)
+#: A synchronous request claims a resent message that is not delivered nor being delivered. Same parameters.
+_CLAIM_FOR_SENDER = (
+    update(outbox)
+    .where(
+        outbox.c.record_id == _B_RECORD_ID,
+        outbox.c.state != Status.DELIVERED.value,
+        _not_being_delivered(_B_NOW),
+    )
+    .values(**_claim_values(synchronous=True))
+)
+_STATE_OF = select(outbox.c.state).where(outbox.c.record_id == _B_RECORD_ID)
+
+#: What delivering a claimed message needs. Parameter: b_record_id.
+_LOAD_CLAIM = (
+    select(
+        messages.c.message_id,
+        messages.c.tracking_id,
+        messages.c.interaction,
+        messages.c.ods_codes,
+        messages.c.dos_ids,
+        messages.c.raw,
+        messages.c.bundle,
+        outbox.c.attempts,
+        outbox.c.synchronous,
+    )
+    .select_from(_WITH_OUTBOX)
+    .where(messages.c.id == _B_RECORD_ID)
+)
+
+#: Close the attempts a previous owner never finished. Parameters: b_record_id, b_now.
+_CLOSE_INTERRUPTED = (
+    update(delivery_attempts)
+    .where(delivery_attempts.c.message_record_id == _B_RECORD_ID, delivery_attempts.c.finished_at.is_(None))
+    .values(finished_at=_B_NOW, outcome=AttemptOutcome.INTERRUPTED.value, error=_INTERRUPTED_ERROR)
+)
+
+#: A synchronous delivery whose lease expired (its process died while the sender waited) waits for the resend.
+#: Parameters: b_record_id, b_now.
+_HOLD_ABANDONED_SYNC = (
+    update(outbox)
+    .where(
+        outbox.c.record_id == _B_RECORD_ID,
+        outbox.c.state == Status.DELIVERING.value,
+        outbox.c.synchronous == 1,
+        outbox.c.lease_expires_at <= _B_NOW,
+    )
+    .values(
+        state=Status.HELD.value,
+        lease_owner=None,
+        lease_expires_at=None,
+        last_error="synchronous delivery interrupted (the process stopped); waiting for the resend",
+        updated_at=_B_NOW,
+    )
+)
+
+#: The outbox row of a claim still held by its owner. Parameters: b_record_id, b_owner.
+_STILL_CLAIMED = (
+    outbox.c.record_id == _B_RECORD_ID,
+    outbox.c.state == Status.DELIVERING.value,
+    outbox.c.lease_owner == _B_OWNER,
+)
+#: Parameters: those of _STILL_CLAIMED, b_lease_expires_at, b_now.
+_RENEW_LEASE = update(outbox).where(*_STILL_CLAIMED).values(lease_expires_at=_B_LEASE_EXPIRES_AT, updated_at=_B_NOW)
+#: Parameters: b_record_id, b_bundle, b_now.
+_KEEP_BUNDLE = (
+    update(messages)
+    .where(messages.c.id == _B_RECORD_ID)
+    .values(bundle=bindparam("b_bundle", type_=Text()), updated_at=_B_NOW)
+)
+#: Executed with a value for every column but ``id``.
+_INSERT_ATTEMPT = insert(delivery_attempts)
+
+
+def _release_statement(*, delivered: bool, rescheduled: bool) -> Any:
+    values: dict[str, Any] = {
+        "state": bindparam("b_state", type_=String(16)),
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "synchronous": 0,
+        "last_error": bindparam("b_error", type_=Text()),
+        "updated_at": _B_NOW,
+    }
+    if delivered:
+        values["delivered_at"] = _B_NOW
+    if rescheduled:
+        values["next_attempt_at"] = _B_NEXT_ATTEMPT_AT
+    return update(outbox).where(*_STILL_CLAIMED).values(**values)
+
+
+#: Release a claim into a state, by (delivered, rescheduled): ``delivered_at`` and ``next_attempt_at`` are set
+#: only then. Parameters: those of _STILL_CLAIMED, b_state, b_error, b_now, and b_next_attempt_at when rescheduled.
+_RELEASE = {
+    (delivered, rescheduled): _release_statement(delivered=delivered, rescheduled=rescheduled)
+    for delivered in (False, True)
+    for rescheduled in (False, True)
+}
+#: Parameters: b_attempt_id, b_outcome, b_error, b_now.
+_FINISH_ATTEMPT = (
+    update(delivery_attempts)
+    # An attempt a takeover already closed as interrupted (it outlasted its lease) stays interrupted: it may have
+    # reached the target as well as the new owner's, and possible_redeliveries must count it.
+    .where(
+        delivery_attempts.c.id == bindparam("b_attempt_id", type_=Integer()),
+        delivery_attempts.c.finished_at.is_(None),
+    )
+    .values(
+        finished_at=_B_NOW,
+        outcome=bindparam("b_outcome", type_=String(32)),
+        error=bindparam("b_error", type_=Text()),
+    )
+)
+
+#: A stored message by identity (an identical resend). Parameters: b_message_id, b_tracking_id, b_digest.
+_FIND_IDENTITY = select(messages.c.id).where(
+    messages.c.message_id == bindparam("b_message_id", type_=Text()),
+    messages.c.tracking_id == bindparam("b_tracking_id", type_=Text()),
+    messages.c.digest == bindparam("b_digest", type_=String(64)),
+)
 
 
 class MessageStore:
@@ -540,6 +744,11 @@ class MessageStore:
             _configure_sqlite(self.engine)
         self._schema_ready = False
         self._schema_lock = threading.Lock()
+        # SQLite has one writer at a time. Threads of this process queue for it here, in order and waking at
+        # once, rather than in SQLite's busy handler, which sleeps in growing steps (up to 100 ms) between tries:
+        # under concurrent requests those sleeps were most of the p99 latency. Other processes on the same file
+        # (an ``nhs111 worker``) still meet the busy handler. A server database has row locks: no lock here.
+        self._write_lock: AbstractContextManager[object] = threading.Lock() if self.is_sqlite else nullcontext()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MessageStore:
@@ -671,7 +880,17 @@ class MessageStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[Connection]:
-        """A committed-on-exit transaction; any database failure becomes :class:`StoreError`."""
+        """A committed-on-exit transaction that may write; any database failure becomes :class:`StoreError`."""
+        self.open()
+        try:
+            with self._write_lock, self.engine.begin() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StoreError(f"message store failure: {_describe(exc)}") from exc
+
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        """A transaction that only reads (it is not serialised with the writers: WAL readers never wait)."""
         self.open()
         try:
             with self.engine.begin() as conn:
@@ -735,8 +954,9 @@ class MessageStore:
             # Insert first: new messages are the common case, and the unique constraint (not a prior SELECT)
             # decides a race between two copies of the same resend arriving at once.
             with self._transaction() as conn:
-                conn.execute(insert(messages).values(**message_row))
-                conn.execute(insert(outbox).values(**outbox_row))
+                # Statement and values apart: the compiled INSERT is cached, the values are only bound.
+                conn.execute(_INSERT_MESSAGE, message_row)
+                conn.execute(_INSERT_OUTBOX, outbox_row)
             return record_id, True
         except StoreError as exc:
             if not isinstance(exc.__cause__, IntegrityError):
@@ -747,13 +967,9 @@ class MessageStore:
         return existing, False
 
     def _find_identity(self, message_id: str, tracking_id: str, digest: str) -> str | None:
-        query = select(messages.c.id).where(
-            messages.c.message_id == message_id,
-            messages.c.tracking_id == tracking_id,
-            messages.c.digest == digest,
-        )
-        with self._transaction() as conn:
-            return conn.execute(query).scalar_one_or_none()
+        params = {"b_message_id": message_id, "b_tracking_id": tracking_id, "b_digest": digest}
+        with self._reading() as conn:
+            return conn.execute(_FIND_IDENTITY, params).scalar_one_or_none()
 
     def claim_for_sender(self, record_id: str, owner: str, lease_seconds: float) -> Claim | Status:
         """Sync mode, a resend of a stored message: claim it for this request unless it is delivered or being
@@ -761,18 +977,10 @@ class MessageStore:
         ``delivering``)."""
         now = utc_now()
         with self._transaction() as conn:
-            result = conn.execute(
-                update(outbox)
-                .where(
-                    outbox.c.record_id == record_id,
-                    outbox.c.state != Status.DELIVERED.value,
-                    _not_being_delivered(now),
-                )
-                .values(**self._claim_values(owner, now, lease_seconds, synchronous=True))
-            )
+            result = conn.execute(_CLAIM_FOR_SENDER, _claim_params(record_id, owner, now, lease_seconds))
             if result.rowcount == 1:
                 return self._load_claim(conn, record_id, owner, now)
-            state = conn.execute(select(outbox.c.state).where(outbox.c.record_id == record_id)).scalar_one_or_none()
+            state = conn.execute(_STATE_OF, {"b_record_id": record_id}).scalar_one_or_none()
         if state is None:
             raise StoreError(f"no stored message with id {record_id}")
         return Status(state)
@@ -820,24 +1028,14 @@ class MessageStore:
         for _ in range(CLAIM_CANDIDATES):  # each round claims a message or holds an abandoned synchronous one
             now = utc_now()
             with self._transaction() as conn:
-                candidate = conn.execute(
-                    select(outbox.c.record_id, outbox.c.state, outbox.c.synchronous)
-                    .where(_due(now))
-                    .order_by(outbox.c.next_attempt_at)
-                    .limit(1)
-                    .with_for_update(skip_locked=True)
-                ).first()
+                candidate = conn.execute(_LOCK_NEXT_DUE, {"b_now": now}).first()
                 if candidate is None:
                     return None
                 record_id = candidate.record_id
                 if candidate.state == Status.DELIVERING.value and candidate.synchronous:
                     self._hold_abandoned_sync_in(conn, record_id, now)
                     continue
-                claimed = conn.execute(
-                    update(outbox)
-                    .where(outbox.c.record_id == record_id, outbox.c.synchronous == 0, _due(now))
-                    .values(**self._claim_values(owner, now, lease_seconds, synchronous=False))
-                )
+                claimed = conn.execute(_CLAIM_DUE, _claim_params(record_id, owner, now, lease_seconds))
                 if claimed.rowcount == 1:
                     return self._load_claim(conn, record_id, owner, now)
         return None
@@ -848,13 +1046,8 @@ class MessageStore:
         under its write lock, which serialises writers)."""
         for _ in range(CLAIM_ROUNDS):
             now = utc_now()
-            with self._transaction() as conn:
-                candidates = conn.execute(
-                    select(outbox.c.record_id, outbox.c.state, outbox.c.synchronous)
-                    .where(_due(now))
-                    .order_by(outbox.c.next_attempt_at)
-                    .limit(CLAIM_CANDIDATES)
-                ).all()
+            with self._reading() as conn:
+                candidates = conn.execute(_SELECT_CLAIM_CANDIDATES, {"b_now": now}).all()
             if not candidates:
                 return None
             for record_id, state, synchronous in candidates:
@@ -862,11 +1055,7 @@ class MessageStore:
                     self._hold_abandoned_sync(record_id, now)
                     continue
                 with self._transaction() as conn:
-                    claimed = conn.execute(
-                        update(outbox)
-                        .where(outbox.c.record_id == record_id, outbox.c.synchronous == 0, _due(now))
-                        .values(**self._claim_values(owner, now, lease_seconds, synchronous=False))
-                    )
+                    claimed = conn.execute(_CLAIM_DUE, _claim_params(record_id, owner, now, lease_seconds))
                     if claimed.rowcount == 1:
                         return self._load_claim(conn, record_id, owner, now)
             # Every candidate went to other workers (or was held): there may be more due behind them.
@@ -877,22 +1066,7 @@ class MessageStore:
             self._hold_abandoned_sync_in(conn, record_id, now)
 
     def _hold_abandoned_sync_in(self, conn: Connection, record_id: str, now: datetime) -> None:
-        held = conn.execute(
-            update(outbox)
-            .where(
-                outbox.c.record_id == record_id,
-                outbox.c.state == Status.DELIVERING.value,
-                outbox.c.synchronous == 1,
-                outbox.c.lease_expires_at <= now,
-            )
-            .values(
-                state=Status.HELD.value,
-                lease_owner=None,
-                lease_expires_at=None,
-                last_error="synchronous delivery interrupted (the process stopped); waiting for the resend",
-                updated_at=now,
-            )
-        )
+        held = conn.execute(_HOLD_ABANDONED_SYNC, {"b_record_id": record_id, "b_now": now})
         if held.rowcount == 1:
             self._close_interrupted(conn, record_id, now)
             log.warning("record=%s: synchronous delivery was interrupted; held for the sender's resend", record_id)
@@ -907,30 +1081,29 @@ class MessageStore:
         now = utc_now()
         with self._transaction() as conn:
             renewed = conn.execute(
-                update(outbox)
-                .where(
-                    outbox.c.record_id == claim.record_id,
-                    outbox.c.state == Status.DELIVERING.value,
-                    outbox.c.lease_owner == claim.owner,
-                )
-                .values(lease_expires_at=now + timedelta(seconds=lease_seconds), updated_at=now)
+                _RENEW_LEASE,
+                {
+                    "b_record_id": claim.record_id,
+                    "b_owner": claim.owner,
+                    "b_lease_expires_at": now + timedelta(seconds=lease_seconds),
+                    "b_now": now,
+                },
             )
             if renewed.rowcount != 1:
                 return None
             if bundle_json is not None:
-                conn.execute(
-                    update(messages).where(messages.c.id == claim.record_id).values(bundle=bundle_json, updated_at=now)
-                )
+                conn.execute(_KEEP_BUNDLE, {"b_record_id": claim.record_id, "b_bundle": bundle_json, "b_now": now})
             attempt = conn.execute(
-                insert(delivery_attempts).values(
-                    message_record_id=claim.record_id,
-                    owner=claim.owner,
-                    target=target,
-                    started_at=now,
-                    finished_at=None,
-                    outcome=None,
-                    error=None,
-                )
+                _INSERT_ATTEMPT,
+                {
+                    "message_record_id": claim.record_id,
+                    "owner": claim.owner,
+                    "target": target,
+                    "started_at": now,
+                    "finished_at": None,
+                    "outcome": None,
+                    "error": None,
+                },
             )
             attempt_id = attempt.inserted_primary_key
             assert attempt_id is not None
@@ -958,45 +1131,34 @@ class MessageStore:
         error = _optional_without_nul(error)
         # The outbox row first, then the attempt's: the order a claim taking over the message locks them in
         # (outbox, then its unfinished attempts), so the two can wait for each other but never deadlock.
+        release: dict[str, Any] = {
+            "b_record_id": claim.record_id,
+            "b_owner": claim.owner,
+            "b_state": state.value,
+            "b_error": error,
+            "b_now": now,
+        }
+        if next_attempt_at is not None:
+            release["b_next_attempt_at"] = next_attempt_at
         with self._transaction() as conn:
-            values: dict[str, Any] = {
-                "state": state.value,
-                "lease_owner": None,
-                "lease_expires_at": None,
-                "synchronous": 0,
-                "last_error": error,
-                "updated_at": now,
-            }
-            if state is Status.DELIVERED:
-                values["delivered_at"] = now
-            if next_attempt_at is not None:
-                values["next_attempt_at"] = next_attempt_at
-            released = conn.execute(
-                update(outbox)
-                .where(
-                    outbox.c.record_id == claim.record_id,
-                    outbox.c.state == Status.DELIVERING.value,
-                    outbox.c.lease_owner == claim.owner,
-                )
-                .values(**values)
-            )
+            released = conn.execute(_RELEASE[state is Status.DELIVERED, next_attempt_at is not None], release)
             if attempt_id is None:
                 conn.execute(
-                    insert(delivery_attempts).values(
-                        message_record_id=claim.record_id,
-                        owner=claim.owner,
-                        target=target,
-                        started_at=now,
-                        finished_at=now,
-                        outcome=outcome.value,
-                        error=error,
-                    )
+                    _INSERT_ATTEMPT,
+                    {
+                        "message_record_id": claim.record_id,
+                        "owner": claim.owner,
+                        "target": target,
+                        "started_at": now,
+                        "finished_at": now,
+                        "outcome": outcome.value,
+                        "error": error,
+                    },
                 )
             else:
                 conn.execute(
-                    update(delivery_attempts)
-                    .where(delivery_attempts.c.id == attempt_id)
-                    .values(finished_at=now, outcome=outcome.value, error=error)
+                    _FINISH_ATTEMPT,
+                    {"b_attempt_id": attempt_id, "b_outcome": outcome.value, "b_error": error, "b_now": now},
                 )
             return released.rowcount == 1
 
@@ -1010,17 +1172,6 @@ class MessageStore:
                 .values(next_attempt_at=now, updated_at=now)
             )
         return int(result.rowcount)
-
-    @staticmethod
-    def _claim_values(owner: str, now: datetime, lease_seconds: float, *, synchronous: bool) -> dict[str, Any]:
-        return {
-            "state": Status.DELIVERING.value,
-            "attempts": outbox.c.attempts + 1,
-            "lease_owner": owner,
-            "lease_expires_at": now + timedelta(seconds=lease_seconds),
-            "synchronous": 1 if synchronous else 0,
-            "updated_at": now,
-        }
 
     @staticmethod
     def _queue_values(now: datetime) -> dict[str, Any]:
@@ -1039,21 +1190,7 @@ class MessageStore:
         """Inside the claiming transaction: close the attempts the previous owner never finished, then read
         what delivering needs."""
         interrupted = self._close_interrupted(conn, record_id, now)
-        row = conn.execute(
-            select(
-                messages.c.message_id,
-                messages.c.tracking_id,
-                messages.c.interaction,
-                messages.c.ods_codes,
-                messages.c.dos_ids,
-                messages.c.raw,
-                messages.c.bundle,
-                outbox.c.attempts,
-                outbox.c.synchronous,
-            )
-            .select_from(_WITH_OUTBOX)
-            .where(messages.c.id == record_id)
-        ).one()
+        row = conn.execute(_LOAD_CLAIM, {"b_record_id": record_id}).one()
         return Claim(
             record_id=record_id,
             message_id=row.message_id,
@@ -1071,11 +1208,7 @@ class MessageStore:
 
     @staticmethod
     def _close_interrupted(conn: Connection, record_id: str, now: datetime) -> int:
-        result = conn.execute(
-            update(delivery_attempts)
-            .where(delivery_attempts.c.message_record_id == record_id, delivery_attempts.c.finished_at.is_(None))
-            .values(finished_at=now, outcome=AttemptOutcome.INTERRUPTED.value, error=_INTERRUPTED_ERROR)
-        )
+        result = conn.execute(_CLOSE_INTERRUPTED, {"b_record_id": record_id, "b_now": now})
         return int(result.rowcount)
 
     # -- operators -------------------------------------------------------------------------------------------
@@ -1110,7 +1243,7 @@ class MessageStore:
     def get(self, record_id: str) -> StoredMessage | None:
         """The full record (with ``raw`` and ``bundle``), or ``None``."""
         query = select(messages, *_OUTBOX_COLUMNS).select_from(_WITH_OUTBOX).where(messages.c.id == record_id)
-        with self._transaction() as conn:
+        with self._reading() as conn:
             row = conn.execute(query).first()
         return None if row is None else _row_to_message(row)
 
@@ -1122,7 +1255,7 @@ class MessageStore:
             .where(messages.c.message_id == message_id)
             .order_by(messages.c.received_at, messages.c.id)
         )
-        with self._transaction() as conn:
+        with self._reading() as conn:
             return [_row_to_message(row) for row in conn.execute(query)]
 
     def list_messages(
@@ -1144,13 +1277,13 @@ class MessageStore:
             .limit(limit)
             .offset(offset)
         )
-        with self._transaction() as conn:
+        with self._reading() as conn:
             return [_row_to_message(row) for row in conn.execute(query)]
 
     def count_messages(self, where: MessageQuery | None = None) -> int:
         """How many records ``where`` selects (all of them by default)."""
         query = select(func.count()).select_from(_WITH_OUTBOX).where(*_message_conditions(where or MessageQuery()))
-        with self._transaction() as conn:
+        with self._reading() as conn:
             return int(conn.execute(query).scalar_one())
 
     def record_ids(self, status: Status) -> list[str]:
@@ -1161,13 +1294,13 @@ class MessageStore:
             .where(outbox.c.state == status.value)
             .order_by(messages.c.received_at, messages.c.id)
         )
-        with self._transaction() as conn:
+        with self._reading() as conn:
             return list(conn.execute(query).scalars())
 
     def count_by_status(self) -> dict[Status, int]:
         """How many messages are in each state (every state present, zero included)."""
         query = select(outbox.c.state, func.count()).group_by(outbox.c.state)
-        with self._transaction() as conn:
+        with self._reading() as conn:
             counts = {Status(state): int(n) for state, n in conn.execute(query)}
         return {status: counts.get(status, 0) for status in Status}
 
@@ -1178,7 +1311,7 @@ class MessageStore:
             .where(delivery_attempts.c.message_record_id == record_id)
             .order_by(delivery_attempts.c.id)
         )
-        with self._transaction() as conn:
+        with self._reading() as conn:
             return [
                 DeliveryAttempt(
                     owner=row.owner,
@@ -1218,7 +1351,7 @@ class MessageStore:
             .limit(limit)
             .offset(offset)
         )
-        with self._transaction() as conn:
+        with self._reading() as conn:
             return [
                 Rejection(
                     rule=row.rule,
@@ -1234,7 +1367,7 @@ class MessageStore:
             ]
 
     def count_rejections(self) -> int:
-        with self._transaction() as conn:
+        with self._reading() as conn:
             return int(conn.execute(select(func.count()).select_from(rejections)).scalar_one())
 
     def possible_redeliveries(self) -> list[Redelivery]:
@@ -1256,7 +1389,7 @@ class MessageStore:
             .group_by(messages.c.id, messages.c.message_id, messages.c.received_at)
             .order_by(messages.c.received_at, messages.c.id)
         )
-        with self._transaction() as conn:
+        with self._reading() as conn:
             return [Redelivery(record_id, message_id, int(n)) for record_id, message_id, n in conn.execute(query)]
 
 

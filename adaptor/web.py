@@ -34,6 +34,7 @@ from flask import Flask, Response, jsonify, request
 from lxml import etree
 
 from . import faults, itk, responses
+from .activity import RequestActivity
 from .allowlist import AllowList
 from .config import Settings
 from .console import install_console
@@ -190,8 +191,10 @@ class ReceiverApp:
         on_close: Iterable[Callable[[], object]] = (),
         on_fault: FaultListener | None = None,
         metrics: Metrics | None = None,
+        requests: RequestActivity | None = None,
     ) -> None:
         self.settings = settings
+        self.requests = requests or RequestActivity()
         self.soap_app = soap_app
         self.site = site
         self.metrics = metrics or Metrics()
@@ -223,7 +226,11 @@ class ReceiverApp:
             statuses.append(status)
             return start_response(status, headers, exc_info)
 
-        body = self._answer_report(environ, recording_start_response)
+        self.requests.request_started()
+        try:
+            body = self._answer_report(environ, recording_start_response)
+        finally:
+            self.requests.request_finished()
         seconds = time.perf_counter() - started
         status = statuses[-1] if statuses else "500"
         if status.startswith("200"):
@@ -363,4 +370,5 @@ def create_app(
         on_close=on_close,
         on_fault=record_fault,
         metrics=metrics,
+        requests=worker.requests,
     )

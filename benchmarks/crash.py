@@ -6,8 +6,10 @@ reset, a 2100 fault) is sent again, byte for byte, until it is answered ``OK``.
 
 * :func:`crash_run`: the server is killed with SIGKILL at random moments (uniformly 0.5-3 s apart) and started
   again on the same data folder and port, ``kills`` times. Afterwards every message answered ``OK`` must be
-  delivered; copies beyond one per MessageID at the target are counted, and each must be explained by an
-  attempt the store recorded as interrupted (the consumer drops it by its ``messageId``).
+  delivered; copies beyond one per MessageID at the target are counted, and each must be explained by the
+  store (the consumer drops it by its ``messageId``): a MessageID may arrive as many times as the store
+  recorded attempts that handed it over or may have (:func:`possibly_sent`), so a copy beyond those is
+  *unexplained*.
 * :func:`outage_run`: the delivery target is down for ``outage_seconds`` in the middle of the stream (the folder
   replaced by a regular file, or the private RabbitMQ node stopped), with the default retry settings. Nothing
   answered ``OK`` may be lost; the time from the end of the outage until the backlog is delivered is reported.
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adaptor.store import MessageStore, Status
+from adaptor.store import AttemptOutcome, MessageStore, Status
 
 from . import e2e
 from .load import MESSAGES_110KB, QueueWatcher, Template, load_templates
@@ -117,8 +119,12 @@ class RobustnessResult:
     lost: int = 0  # answered OK but not at the target
     copies_at_target: int = 0
     duplicates: int = 0  # copies beyond one per MessageID at the target
-    unexplained_duplicates: int = 0  # duplicates not matched by an interrupted attempt in the store
+    #: Copies beyond the attempts the store recorded as delivered or interrupted for that MessageID.
+    unexplained_duplicates: int = 0
     interrupted_attempts: int = 0
+    #: Attempts recorded as delivered beyond the first per message: a send that outlasted its lease while another
+    #: worker took the message over and sent it again (both copies recorded, neither one interrupted).
+    repeat_deliveries: int = 0
     dead_letters: int = 0
     #: Stored but not yet delivered when the drain clock started (end of the stream, or of the outage).
     backlog: int = 0
@@ -160,12 +166,45 @@ def _folder_copies(outbox: Path) -> Counter[str]:
     return Counter(path.name[:36] for path in outbox.glob("*.json"))
 
 
+#: Attempt outcomes after which the target has, or may have, a copy: each explains one copy at the target.
+POSSIBLY_SENT = frozenset({AttemptOutcome.DELIVERED, AttemptOutcome.INTERRUPTED})
+
+
+def possibly_sent(store: MessageStore, message_id: str) -> tuple[int, int]:
+    """``(attempts, delivered)`` for every record with ``message_id``: the attempts the store recorded as having
+    handed the Bundle over (*delivered*) or as possibly having done so (*interrupted*: never finished), and how
+    many of them are *delivered*.
+
+    The target may hold up to ``attempts`` copies. A *failed* attempt is not counted: the store records it as
+    not accepted by the target, so a copy coming from one would be unexplained (and reported as such)."""
+    attempts = delivered = 0
+    for record in store.find_by_message_id(message_id):
+        for attempt in store.delivery_history(record.id):
+            if attempt.outcome in POSSIBLY_SENT:
+                attempts += 1
+                delivered += attempt.outcome is AttemptOutcome.DELIVERED
+    return attempts, delivered
+
+
+def unexplained_copies(store: MessageStore, copies: Counter[str]) -> dict[str, int]:
+    """MessageID -> copies at the target beyond what the store explains (:func:`possibly_sent`); only MessageIDs
+    with any. A MessageID the store never handed over explains none of its copies."""
+    unexplained = {}
+    for message_id, count in copies.items():
+        if count > 1 and (extra := count - max(1, possibly_sent(store, message_id)[0])) > 0:
+            unexplained[message_id] = extra
+    return unexplained
+
+
 def _account(result: RobustnessResult, stream: Stream, copies: Counter[str], database_url: str) -> None:
     ok = set(stream.answered_ok)
     store = MessageStore(database_url)
     try:
-        redeliveries = {r.message_id: r.interrupted_attempts for r in store.possible_redeliveries()}
+        redeliveries = store.possible_redeliveries()
         counts = store.count_by_status()
+        unexplained = unexplained_copies(store, copies)
+        # Only a message with more than one copy can have been delivered more than once.
+        repeats = sum(max(0, possibly_sent(store, m)[1] - 1) for m, n in copies.items() if n > 1)
     finally:
         store.close()
     result.sent = len(stream.sent)
@@ -176,8 +215,9 @@ def _account(result: RobustnessResult, stream: Stream, copies: Counter[str], dat
     result.lost = len(ok - set(copies))
     result.copies_at_target = sum(copies.values())
     result.duplicates = sum(n - 1 for n in copies.values())
-    result.unexplained_duplicates = sum(max(0, n - 1 - redeliveries.get(m, 0)) for m, n in copies.items())
-    result.interrupted_attempts = sum(redeliveries.values())
+    result.unexplained_duplicates = sum(unexplained.values())
+    result.interrupted_attempts = sum(r.interrupted_attempts for r in redeliveries)
+    result.repeat_deliveries = repeats
     result.dead_letters = counts[Status.DEAD_LETTER]
 
 
@@ -191,6 +231,7 @@ class _Target:
     break_it: Callable[[], None]
     mend_it: Callable[[], None]
     close: Callable[[], None] = lambda: None
+    notes: Callable[[], str] = lambda: ""  # what the consumer saw besides the copies, for the run's notes
 
 
 def _folder_target(folder: Path) -> _Target:
@@ -222,6 +263,12 @@ def _queue_target(broker: Any) -> _Target:
     def mend_it() -> None:
         broker.start()  # the watcher's consumer connects again by itself
 
+    def notes() -> str:
+        # Copies the broker handed the consumer again after its acceptance was lost are not the adaptor's and are
+        # not counted as copies; say how many there were, and whether the consumer had to reconnect.
+        seen = [f"{watcher.broker_redeliveries} consumer-side redeliveries"] if watcher.broker_redeliveries else []
+        return "; ".join(seen + ([f"consumer reconnected ({watcher.error})"] if watcher.error else []))
+
     settings = {
         "PEM111_FORWARD_TARGET": broker.url,
         "PEM111_AMQP_QUEUE_NAME": queue,
@@ -229,7 +276,7 @@ def _queue_target(broker: Any) -> _Target:
         "PEM111_AMQP_USERNAME": broker.username,
         "PEM111_AMQP_PASSWORD": broker.password,
     }
-    return _Target("RabbitMQ (AMQP 1.0)", settings, copies, broker.stop, mend_it, watcher.close)
+    return _Target("RabbitMQ (AMQP 1.0)", settings, copies, broker.stop, mend_it, watcher.close, notes)
 
 
 def crash_run(corpus: Path, *, kills: int, senders: int = 8, broker: Any = None) -> RobustnessResult:
@@ -263,8 +310,10 @@ def crash_run(corpus: Path, *, kills: int, senders: int = 8, broker: Any = None)
             settled = _wait_settled(env_database_url(env), SETTLE_TIMEOUT_SECONDS)
             result.drain_s = settled - stopped
             _account(result, stream, target.copies(), env_database_url(env))
-            result.detail = (
-                f"{senders} senders; restart to first answer {min(restart_seconds):.1f}-{max(restart_seconds):.1f} s"
+            result.detail = _notes(
+                f"{senders} senders; restart to first answer {min(restart_seconds):.1f}-{max(restart_seconds):.1f} s",
+                result,
+                target,
             )
         except (RuntimeError, TimeoutError) as exc:
             stream.stop()
@@ -310,7 +359,9 @@ def outage_run(
             settled = _wait_settled(env_database_url(env), SETTLE_TIMEOUT_SECONDS)
             result.drain_s = settled - mended
             _account(result, stream, target.copies(), env_database_url(env))
-            result.detail = f"{senders} senders; {ok_during} messages answered OK during the outage"
+            result.detail = _notes(
+                f"{senders} senders; {ok_during} messages answered OK during the outage", result, target
+            )
         except (RuntimeError, TimeoutError) as exc:
             stream.stop()
             result.error = str(exc).splitlines()[0]
@@ -318,6 +369,13 @@ def outage_run(
             server.stop()
             target.close()
     return result
+
+
+def _notes(detail: str, result: RobustnessResult, target: _Target) -> str:
+    notes = [detail]
+    if result.repeat_deliveries:
+        notes.append(f"{result.repeat_deliveries} repeat deliveries (a send outlasted its lease)")
+    return "; ".join(note for note in (*notes, target.notes()) if note)
 
 
 def env_database_url(env: dict[str, str]) -> str:

@@ -58,13 +58,18 @@ def e2e_section(corpus: Path, mixes: list[str], concurrency: list[int], duration
     found = e2e.verdicts(results)
     text = f"""### End to end (issue 7)
 
-A real `nhs111 serve` per configuration and message mix (fresh temporary data folder, SQLite store, default
-settings: 8 HTTP threads, 2 delivery threads, async delivery; the corpus allow-lists; the published schema pack,
-so CDA schema validation D4-D6 runs, as with `make run`). The load generator (`python -m benchmarks.load`, a
-separate process on the same 2 cores) keeps `concurrency` HTTP/1.1 keep-alive connections busy for {duration:g} s
-per step (closed loop, after a 2 s warm-up), each request a corpus message with a fresh MessageID and trackingid.
-Mixes: `110kb` = primary-emergency (109 KB) and adastra-itk-ooh-referral-dx06 (126 KB); `corpus` = all nine
-reference requests (19-427 KB). After each step it waits until every message answered OK was delivered.
+A real `nhs111 serve` per configuration and message mix (fresh temporary data folder with the SQLite store, or a
+fresh database on the machine's PostgreSQL, dropped afterwards; default settings: 8 HTTP threads, 2 delivery
+threads, async delivery; the corpus allow-lists; the published schema pack, so CDA schema validation D4-D6 runs,
+as with `make run`). Configurations:
+
+{e2e.configurations_markdown()}
+
+The load generator (`python -m benchmarks.load`, a separate process on the same 2 cores) keeps `concurrency`
+HTTP/1.1 keep-alive connections busy for {duration:g} s per step (closed loop, after a 2 s warm-up), each request a
+corpus message with a fresh MessageID and trackingid. Mixes: `110kb` = primary-emergency (109 KB) and
+adastra-itk-ooh-referral-dx06 (126 KB); `corpus` = all nine reference requests (19-427 KB). After each step it
+waits until every message answered OK was delivered.
 
 * **OK/s**: answers `OK` per second of the step; **OK p50/p99/max**: their latency at the client.
 * **delivered/s**: messages delivered from the step's first request to its last delivery; **OK→delivered**: from

@@ -5,7 +5,10 @@ properties, content type, message id and durability, read back by a real consume
 plugin, AMQP 0-9-1 natively); a missing queue is created durable and keeps its messages through a broker
 restart and a broker crash; wrong credentials, an unroutable or refused message, a stopped broker and a hung
 broker are transient DeliveryErrors, raised within bounded time; after the broker comes back the same forwarder
-instance delivers again without being told; TLS verifies the broker against the trusted CAs and its host name.
+instance delivers again without being told; a connection the broker closed is replaced before anything is sent
+on it, and a send hands the message over at most once (the outbox records one attempt per send, so a second
+transfer inside one would be a copy the store cannot account for); TLS verifies the broker against the trusted
+CAs and its host name.
 The outcome classification and the settings parsing are also checked without a broker.
 """
 
@@ -337,6 +340,85 @@ def test_broker_down_then_back_same_forwarders_deliver_and_nothing_is_lost(
         received = consume(rabbitmq, queue, protocol, 2)
         assert [got.message_id for got in received] == ["before", "after"], protocol
         assert rabbitmq.queue_depth(queue) == 0, protocol
+
+
+def close_connections_from_the_broker(broker: PrivateRabbitMQ) -> None:
+    """What a broker's idle timeout does: it closes the client connections (a close frame, then the socket)."""
+    closed = broker.rabbitmqctl("close_all_connections", "closed by the test, as an idle timeout would")
+    assert closed.returncode == 0, closed.stderr
+    time.sleep(0.5)  # the close frames are on their way
+
+
+class TransferCounter:
+    """Counts the messages a forwarder hands to its client library's transfer call (the broker is real)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, protocol: str) -> None:
+        self.count = 0
+        if protocol == "1.0":
+            from proton.utils import BlockingSender as owner
+        else:
+            from pika.adapters.blocking_connection import BlockingChannel as owner
+        name = "send" if protocol == "1.0" else "basic_publish"
+        original = getattr(owner, name)
+
+        def counted(*args: object, **kwargs: object) -> object:
+            self.count += 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, counted)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_connection_the_broker_closed_is_replaced_before_sending(
+    rabbitmq: PrivateRabbitMQ,  # noqa: F811
+    forwarders: list[AnyForwarder],
+    monkeypatch: pytest.MonkeyPatch,
+    protocol: str,
+) -> None:
+    queue = rabbitmq.unique_queue()
+    forwarder = make(forwarders, settings(rabbitmq, queue, protocol))
+    forwarder.send(delivery(message_id="before"))
+    close_connections_from_the_broker(rabbitmq)
+    transfers = TransferCounter(monkeypatch, protocol)
+
+    forwarder.send(delivery(message_id="after"))  # the dead connection is noticed before the transfer
+
+    assert transfers.count == 1  # once, on a new connection: never first on the dead one, then again
+    assert [got.message_id for got in consume(rabbitmq, queue, protocol, 2)] == ["before", "after"]
+    assert rabbitmq.queue_depth(queue) == 0
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_send_that_fails_is_not_sent_again_inside_the_same_send(
+    rabbitmq: PrivateRabbitMQ,  # noqa: F811
+    forwarders: list[AnyForwarder],
+    monkeypatch: pytest.MonkeyPatch,
+    protocol: str,
+) -> None:
+    """A connection that dies without the forwarder noticing beforehand (the check before reuse is skipped here,
+    as for a connection that dies between that check and the transfer): the send fails, transient, and is not
+    made again on a new connection inside the same call, where the store would see one attempt for two
+    transfers. The outbox sends it again as a new attempt."""
+    queue = rabbitmq.unique_queue()
+    forwarder = make(forwarders, settings(rabbitmq, queue, protocol))
+    forwarder.send(delivery(message_id="before"))
+    if isinstance(forwarder, Amqp10Forwarder):
+        monkeypatch.setattr(forwarder, "_usable_sender", lambda: forwarder._sender)
+    else:
+        monkeypatch.setattr(forwarder, "_usable_channel", lambda: forwarder._channel)
+    close_connections_from_the_broker(rabbitmq)
+    transfers = TransferCounter(monkeypatch, protocol)
+
+    with pytest.raises(DeliveryError) as failed:
+        forwarder.send(delivery(message_id="lost-with-the-connection"))
+
+    assert not isinstance(failed.value, PermanentDeliveryError)
+    assert transfers.count == 1
+    forwarder.send(delivery(message_id="next"))  # the next send (the outbox's next attempt) opens a connection
+    assert transfers.count == 2
+    received = [got.message_id for got in consume(rabbitmq, queue, protocol, 2)]
+    assert received == ["before", "next"]
+    assert rabbitmq.queue_depth(queue) == 0
 
 
 def test_accepted_messages_survive_a_broker_crash(

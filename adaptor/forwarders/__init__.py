@@ -12,7 +12,9 @@ The target is ``PEM111_FORWARD_TARGET`` (or, for an existing reference deploymen
 A forwarder either returns, meaning the target has durably accepted the message (broker disposition
 *accepted*, publisher confirm, HTTP 2xx, file renamed into place), or raises. :class:`PermanentDeliveryError`
 means retrying cannot help (the message is dead-lettered at once); any other exception is treated as transient
-and retried with backoff by the outbox worker.
+and retried with backoff by the outbox worker. One call hands the message over at most once: the outbox records
+each call as one delivery attempt, and the store accounts for copies at the target by attempts, so a forwarder
+never sends again inside a call after a failure (the target may have taken the first transfer).
 """
 
 from __future__ import annotations
@@ -75,7 +77,8 @@ class Forwarder(Protocol):
     target: str
 
     def send(self, delivery: Delivery) -> None:
-        """Deliver durably or raise (:class:`PermanentDeliveryError` when retrying cannot help)."""
+        """Deliver durably or raise (:class:`PermanentDeliveryError` when retrying cannot help); at most one
+        transfer to the target per call."""
         ...
 
     def close(self) -> None:

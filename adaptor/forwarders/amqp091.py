@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_SECONDS = 30.0
 _MAX_SHORTSTR_BYTES = 255  # AMQP 0-9-1 short strings (message_id among them) are at most 255 bytes
+#: Non-blocking I/O rounds before a connection is reused: enough to read a close from the broker and act on it.
+_POLL_ROUNDS = 2
 
 #: What pika raises when a connection, channel or publish fails (its connection workflow has its own family).
 _PikaFailure = (pika.exceptions.AMQPError, AMQPConnectorException, OSError)
@@ -48,10 +50,13 @@ class Amqp091Forwarder:
 
     Thread-safe: a lock serialises publishes (pika's blocking connection is not thread-safe, and each publish
     waits for its confirm anyway). After a connection or channel failure the connection is dropped and the next
-    send opens a new one. Before a connection is reused its pending I/O is processed, which notices most dead
-    connections before anything is sent; if a publish on a reused connection still fails for connection
-    reasons, it is retried once on a fresh connection. Like any redelivery, that retry may duplicate a message
-    the broker did take: consumers deduplicate on ``messageId``.
+    send opens a new one. Before a connection is reused its pending I/O is processed, which notices a
+    connection the broker closed (or that died with the broker) before anything is sent, and replaces it.
+
+    Each :meth:`send` publishes at most once: the outbox records one delivery attempt per call, and a publish
+    that fails may still have reached the queue (the confirm lost with the connection), so publishing again
+    inside the same call would be a copy the store could not account for. A failed publish is a transient
+    :class:`DeliveryError`; the outbox retries it as a new attempt after its backoff.
     """
 
     def __init__(self, settings: Settings, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
@@ -74,21 +79,12 @@ class Amqp091Forwarder:
     def send(self, delivery: Delivery) -> None:
         body, properties = delivery.bundle_json, _properties(delivery)
         with self._lock:
-            reused = self._usable_channel() is not None
             try:
                 self._publish(body, properties)
             except _PikaFailure as exc:
                 self._discard()
-                if not reused or isinstance(exc, _NOT_WORTH_RETRYING):
-                    raise DeliveryError(f"AMQP 0-9-1 publish to {self.target} failed: {_describe(exc)}") from exc
-                log.debug("AMQP 0-9-1 connection to %s was dead (%s); reconnecting", self.target, _describe(exc))
-                try:
-                    self._publish(body, properties)
-                except _PikaFailure as retry_exc:
-                    self._discard()
-                    raise DeliveryError(
-                        f"AMQP 0-9-1 publish to {self.target} failed: {_describe(retry_exc)}"
-                    ) from retry_exc
+                # Not published again here: the broker may have taken it (see the class docstring).
+                raise DeliveryError(f"AMQP 0-9-1 publish to {self.target} failed: {_describe(exc)}") from exc
 
     def close(self) -> None:
         with self._lock:
@@ -109,7 +105,7 @@ class Amqp091Forwarder:
     # -- internals --------------------------------------------------------------------------------------------
 
     def _publish(self, body: bytes, properties: pika.BasicProperties) -> None:
-        channel = self._channel or self._open()
+        channel = self._usable_channel() or self._open()
         try:
             channel.basic_publish(self.exchange, self.routing_key, body, properties=properties, mandatory=True)
         except pika.exceptions.UnroutableError as exc:
@@ -146,12 +142,17 @@ class Amqp091Forwarder:
         return channel
 
     def _usable_channel(self) -> Any:
-        """The current channel after processing pending I/O (heartbeats, a close from the broker), or None."""
+        """The current channel after processing pending I/O (heartbeats, a close from the broker) without
+        waiting for more, or None when there is none or it is gone. Nothing is sent here, so replacing a dead
+        connection cannot duplicate a message."""
         connection, channel = self._connection, self._channel
         if connection is None or channel is None:
             return None
         try:
-            connection.process_data_events(time_limit=0)
+            # The first round reads what is waiting on the socket; pika acts on a close from the broker (and
+            # raises it) only in the next one.
+            for _ in range(_POLL_ROUNDS):
+                connection.process_data_events(time_limit=0)
         except _PikaFailure as exc:
             log.debug("AMQP 0-9-1 connection to %s is gone (%s)", self.target, _describe(exc))
             self._discard()
@@ -194,19 +195,6 @@ class Amqp091Forwarder:
                 connection.close()
             except _PikaFailure:
                 log.debug("AMQP 0-9-1 close of %s failed", self.target, exc_info=True)
-
-
-#: Failures a second attempt on a new connection would not fix, or that already took a timeout to show (a
-#: retry would only double the wait): only a connection found dead at once is worth an immediate retry.
-_NOT_WORTH_RETRYING = (
-    pika.exceptions.ProbableAuthenticationError,
-    pika.exceptions.AuthenticationError,
-    pika.exceptions.ProbableAccessDeniedError,
-    pika.exceptions.ConnectionBlockedTimeout,
-    pika.exceptions.AMQPHeartbeatTimeout,
-    pika.exceptions.ChannelClosedByBroker,
-    AMQPConnectorException,
-)
 
 
 def _properties(delivery: Delivery) -> pika.BasicProperties:

@@ -34,7 +34,6 @@ from proton import (
     ProtonException,
     SSLDomain,
     Terminus,
-    Timeout,
     byte,
     symbol,
 )
@@ -50,6 +49,8 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_SECONDS = 30.0
 #: How long closing an abandoned connection waits for the broker: it is being thrown away, so hardly at all.
 _ABANDON_TIMEOUT_SECONDS = 0.2
+#: Non-blocking reactor rounds before a connection is reused: enough to read a close and act on it.
+_POLL_ROUNDS = 3
 
 #: The annotation a JMS client (qpid-jms, ActiveMQ) reads to rebuild the message type; 5 = TextMessage.
 JMS_MSG_TYPE = symbol("x-opt-jms-msg-type")
@@ -206,10 +207,16 @@ class Amqp10Forwarder:
 
     Thread-safe: a lock serialises sends (each one waits for its disposition, milliseconds on a healthy
     broker), which keeps one connection and one link. After any failure the connection is dropped and the
-    next send opens a new one. A send on a connection that had been idle and turns out to be dead (brokers
-    close idle connections: ActiveMQ after 30 s, Azure Service Bus after 10 minutes) is retried once on a
-    fresh connection at once, so an idle period never costs a message a retry cycle. That retry, like any
-    redelivery, can duplicate a message the broker did take: consumers deduplicate on ``messageId``.
+    next send opens a new one.
+
+    Each :meth:`send` hands the message to the broker at most once: the outbox records one delivery attempt
+    per call, so a second transfer inside one call would be a copy the store could not account for (the
+    broker may have taken the first one before the connection failed). Instead, before a connection is
+    reused, what the broker sent meanwhile is read without waiting (:meth:`_usable_sender`): a connection the
+    broker closed while it sat idle (ActiveMQ closes idle connections after 30 s, Azure Service Bus after
+    10 minutes) or that died with the broker is noticed there, before anything is sent, and replaced. A
+    connection that dies without saying so fails the send; the outbox retries it as a new attempt after its
+    backoff (``PEM111_DELIVERY_BACKOFF_INITIAL_SECONDS``, 1 s by default).
     """
 
     def __init__(self, settings: Settings, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
@@ -225,19 +232,12 @@ class Amqp10Forwarder:
     def send(self, delivery: Delivery) -> None:
         message = build_message(delivery)
         with self._lock:
-            reused = self._sender is not None
             try:
                 self._send(message)
             except ProtonException as exc:  # connection, link, SASL, TLS failures and timeouts
                 self._discard()
-                if not reused or isinstance(exc, Timeout):  # a retry after a timeout would only double the wait
-                    raise DeliveryError(f"AMQP 1.0 send to {self.target} failed: {exc}") from exc
-                log.debug("AMQP 1.0 connection to %s was dead (%s); reconnecting", self.target, exc)
-                try:
-                    self._send(message)
-                except ProtonException as retry_exc:
-                    self._discard()
-                    raise DeliveryError(f"AMQP 1.0 send to {self.target} failed: {retry_exc}") from retry_exc
+                # Not sent again here: the broker may have taken it (see the class docstring).
+                raise DeliveryError(f"AMQP 1.0 send to {self.target} failed: {exc}") from exc
 
     def close(self) -> None:
         with self._lock:
@@ -260,12 +260,43 @@ class Amqp10Forwarder:
 
     def _send(self, message: Message) -> None:
         """Send on the current connection (opening one if needed) and check the broker's outcome."""
-        sender = self._sender or self._open()
+        sender = self._usable_sender() or self._open()
         # error_states=[]: inspect every outcome here instead of proton's generic SendException.
         outcome = sender.send(message, timeout=self.timeout, error_states=[])
         error = outcome_error(self.target, outcome.remote_state, outcome.remote.condition)
         if error is not None:
             raise error
+
+    def _usable_sender(self) -> BlockingSender | None:
+        """The current link, after reading what the broker sent since the last send without waiting for more;
+        ``None`` (the connection dropped) when there is none or the broker has closed it, its session or the
+        link, or the socket is gone. Nothing is sent here, so replacing a dead connection cannot duplicate."""
+        connection, sender = self._connection, self._sender
+        if connection is None or sender is None:
+            return None
+        container = connection.container
+        waiting = container.timeout
+        container.timeout = 0  # poll the socket, never block
+        try:
+            # One round reads what is waiting on the socket; the next dispatches the events it produced.
+            for _ in range(_POLL_ROUNDS):
+                container.process()
+        except ProtonException as exc:  # the handler raises on a close from the broker
+            log.debug("AMQP 1.0 connection to %s is gone (%s)", self.target, exc)
+            self._discard()
+            return None
+        finally:
+            container.timeout = waiting
+        conn, link = connection.conn, sender.link
+        if (
+            connection.disconnected
+            or conn is None
+            or any(endpoint.state & Endpoint.REMOTE_CLOSED for endpoint in (conn, link.session, link))
+        ):
+            log.debug("AMQP 1.0 connection to %s was closed while idle; reconnecting", self.target)
+            self._discard()
+            return None
+        return sender
 
     def _connect(self, timeout: float) -> _Connection:
         endpoint = self.endpoint

@@ -1,0 +1,65 @@
+"""Which ITK requests are being answered right now, so that delivery threads in the same process let them go first.
+
+``nhs111 serve`` answers requests and (by default) delivers from the outbox in one Python process, where every
+thread takes turns on one interpreter lock. Converting a Bundle takes several milliseconds of that lock, and a
+request that waits for it waits for the sender's OK: under a burst, deliveries running beside the requests were
+most of the requests' latency. The outbox is durable, so a delivery can wait a little for a quiet moment and the
+sender cannot: before claiming the next message a delivery thread waits until no request has been in flight for
+:data:`QUIET_SECONDS`, for at most ``PEM111_DELIVERY_DEFER_SECONDS``, and then delivers anyway, so a server that is
+never idle still delivers (at least one message per thread per that many seconds) and catches up in the quiet
+that follows.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+#: How long no request must have been in flight for a moment to count as quiet. Closed-loop senders leave gaps of
+#: a millisecond or two between an answer and their next request; a delivery started in such a gap would hold the
+#: interpreter lock when the next request arrives.
+QUIET_SECONDS = 0.02
+
+
+class RequestActivity:
+    """A count of requests in flight, and a wait for none. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._idle = threading.Event()  # set while no request is in flight
+        self._idle.set()
+        self._idle_since = float("-inf")  # quiet from the start
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def request_started(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+            self._idle.clear()
+
+    def request_finished(self) -> None:
+        with self._lock:
+            self._in_flight = max(0, self._in_flight - 1)
+            if self._in_flight == 0:
+                self._idle_since = time.monotonic()
+                self._idle.set()
+
+    def wait_for_quiet(self, timeout: float) -> bool:
+        """Wait until no request has been in flight for :data:`QUIET_SECONDS`, at most ``timeout`` seconds;
+        whether it is quiet now."""
+        deadline = time.monotonic() + timeout
+        while True:
+            now = time.monotonic()
+            if self._idle.is_set():
+                quiet_for = now - self._idle_since
+                if quiet_for >= QUIET_SECONDS:
+                    return True
+                wait = QUIET_SECONDS - quiet_for
+                if now + wait > deadline:
+                    return False
+                time.sleep(wait)  # then look again: a request may have come and gone meanwhile
+            elif now >= deadline or not self._idle.wait(deadline - now):
+                return False

@@ -1,0 +1,128 @@
+"""Delivery threads in ``nhs111 serve`` let the requests being answered go first (adaptor.activity).
+
+A delivery waits for a moment with no request in flight, for at most ``PEM111_DELIVERY_DEFER_SECONDS``, and then
+delivers anyway: a busy server still delivers, and a quiet one delivers at once.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from itk_factory import build_request, to_bytes
+from test_outbox import Harness, fast_settings, wait_until
+
+from adaptor.activity import QUIET_SECONDS, RequestActivity
+from adaptor.store import Status
+from adaptor.web import create_app
+
+
+def test_quiet_is_when_no_request_is_in_flight() -> None:
+    activity = RequestActivity()
+    assert activity.wait_for_quiet(0) and activity.in_flight == 0
+
+    activity.request_started()
+    activity.request_started()
+    activity.request_finished()
+    assert not activity.wait_for_quiet(0.05) and activity.in_flight == 1
+
+    activity.request_finished()
+    assert not activity.wait_for_quiet(0)  # a request just finished: not quiet for long enough yet
+    started = time.monotonic()
+    assert activity.wait_for_quiet(1.0) and activity.in_flight == 0
+    assert time.monotonic() - started >= QUIET_SECONDS * 0.9
+
+
+def test_a_waiting_thread_goes_on_as_soon_as_the_last_request_finishes() -> None:
+    activity = RequestActivity()
+    activity.request_started()
+    waited: list[float] = []
+
+    def wait() -> None:
+        started = time.monotonic()
+        activity.wait_for_quiet(10.0)
+        waited.append(time.monotonic() - started)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    time.sleep(0.2)
+    activity.request_finished()
+    waiter.join(5)
+    assert waited and 0.15 < waited[0] < 2.0
+
+
+@pytest.fixture
+def busy_harness(tmp_path: Path) -> Iterator[Harness]:
+    running = Harness(fast_settings(tmp_path, delivery_defer_seconds=1.0, delivery_poll_seconds=0.05))
+    yield running
+    running.close()
+
+
+def test_delivery_waits_while_a_request_is_in_flight(busy_harness: Harness) -> None:
+    busy_harness.worker.requests.request_started()  # a request being answered for the whole test
+    busy_harness.worker.start()
+    time.sleep(0.3)  # the threads are waiting for a quiet moment
+    message = busy_harness.accept()
+    time.sleep(0.3)
+    assert busy_harness.record(message).status is Status.PENDING  # not delivered beside the request
+
+    busy_harness.worker.requests.request_finished()
+    wait_until(lambda: busy_harness.record(message).status is Status.DELIVERED, "delivery once quiet", timeout=5)
+
+
+def test_a_server_that_is_never_quiet_still_delivers(busy_harness: Harness) -> None:
+    busy_harness.worker.requests.request_started()  # never finished
+    busy_harness.worker.start()
+    message = busy_harness.accept()
+    started = time.monotonic()
+    wait_until(lambda: busy_harness.record(message).status is Status.DELIVERED, "delivery anyway", timeout=10)
+    assert time.monotonic() - started < 5.0  # within a few defer periods
+
+
+def test_no_defer_delivers_beside_requests(tmp_path: Path) -> None:
+    harness = Harness(fast_settings(tmp_path, delivery_defer_seconds=0.0))
+    try:
+        harness.worker.requests.request_started()
+        harness.worker.start()
+        message = harness.accept()
+        wait_until(lambda: harness.record(message).status is Status.DELIVERED, "delivery at once", timeout=5)
+    finally:
+        harness.close()
+
+
+def test_the_application_counts_its_itk_requests_for_the_delivery_threads(tmp_path: Path) -> None:
+    settings = fast_settings(tmp_path, delivery_workers=0)
+    app = create_app(settings)
+    seen_in_flight: list[int] = []
+    try:
+        # Watch the count from inside the request: the store is called while the request is in flight.
+        original_accept = app.soap_app
+
+        def watching(environ: dict[str, Any], start_response: Any) -> Any:
+            seen_in_flight.append(app.requests.in_flight)
+            return original_accept(environ, start_response)
+
+        app.soap_app = watching
+        body = to_bytes(build_request())
+        environ = {
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": settings.report_paths[0],
+            "CONTENT_TYPE": "text/xml; charset=utf-8",
+            "CONTENT_LENGTH": str(len(body)),
+            "wsgi.input": io.BytesIO(body),
+            "SERVER_NAME": "localhost",
+            "SERVER_PORT": "80",
+            "wsgi.url_scheme": "http",
+        }
+        statuses: list[str] = []
+        b"".join(app(environ, lambda status, headers, exc_info=None: statuses.append(status)))
+    finally:
+        app.close()
+    assert statuses == ["200 OK"]
+    assert seen_in_flight == [1]
+    assert app.requests.in_flight == 0
