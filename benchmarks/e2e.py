@@ -47,6 +47,8 @@ STARTUP_TIMEOUT_SECONDS = 60.0
 TARGET_OK_PER_S = 150.0
 TARGET_P99_MS = 100.0
 TARGET_PEAK_RSS_MB = 300.0
+#: The verdict of a figure that has no target.
+INFORMATION = "for information"
 
 
 #: The machine's PostgreSQL, where the PostgreSQL configurations create (and drop) their databases.
@@ -507,20 +509,20 @@ def markdown(results: list[RunResult]) -> str:
     """One table row per load step (or one per run that was not measured), then the peak memory per process."""
     lines = [
         "| configuration | mix | concurrency | mean KB | OK/s | OK p50 ms | OK p99 ms | OK max ms | other answers "
-        "| delivered | delivered/s | OK→delivered p50 ms | p99 ms | drain s | duplicates | serve peak MB |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| delivered | delivered/s | OK→delivered p50 ms | p99 ms | drain s | drained/s | duplicates | serve peak MB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for run in results:
         if run.not_run or run.error:
             why = f"not run: {run.not_run}" if run.not_run else f"not measured: {(run.error or '').splitlines()[0]}"
-            lines.append(f"| {run.configuration} | {run.mix} | {why} |" + " |" * 13)
+            lines.append(f"| {run.configuration} | {run.mix} | {why} |" + " |" * 14)
             continue
         for s in run.steps:
             lines.append(
                 f"| {run.configuration} | {run.mix} | {s.concurrency} | {s.mean_request_kb:.0f} | {s.ok_per_s:.1f} "
                 f"| {s.ok_p50_ms:.1f} | {s.ok_p99_ms:.1f} | {s.ok_max_ms:.1f} | {_fmt_errors(s.errors)} "
                 f"| {s.delivered}/{s.ok} | {s.delivered_per_s:.1f} | {s.delivery_p50_ms:.0f} | {s.delivery_p99_ms:.0f} "
-                f"| {s.drain_s:.1f} | {s.duplicates} | {s.server_peak_rss_mb or 0:.0f} |"
+                f"| {s.drain_s:.1f} | {s.drained_per_s:.1f} | {s.duplicates} | {s.server_peak_rss_mb or 0:.0f} |"
             )
     lines += ["", "| configuration | mix | peak RSS per process (VmHWM) |", "|---|---|---|"]
     for run in results:
@@ -539,7 +541,8 @@ class Verdict:
 
     @property
     def met(self) -> bool:
-        return self.verdict == "met"
+        """Met, or not a target at all (a figure given for information)."""
+        return self.verdict in ("met", INFORMATION)
 
 
 def _rate_verdict(steps: list[StepResult]) -> tuple[str, str]:
@@ -597,14 +600,16 @@ def verdicts(results: list[RunResult], configurations: tuple[Configuration, ...]
         measured, verdict = _rate_verdict(steps)
         found.append(Verdict(target, measured, verdict))
         if not informational:
-            delivered = max(steps, key=lambda s: s.delivered_per_s)
-            lag = delivered.ok_per_s - delivered.delivered_per_s
+            drained = max(steps, key=lambda s: s.drained_per_s)
             found.append(
                 Verdict(
-                    f"delivery keeps up with acceptance, {configuration.name} (informational)",
-                    f"at most {delivered.delivered_per_s:.0f} delivered/s (concurrency {delivered.concurrency}, "
-                    f"{delivered.ok_per_s:.0f} OK/s)",
-                    "met" if lag <= 0.05 * delivered.ok_per_s else f"missed: deliveries lag by {lag:.0f}/s",
+                    f"delivery after a burst, {configuration.name} (no target; for information)",
+                    f"the backlog of a 10 s step drained at up to {drained.drained_per_s:.0f} delivered/s once "
+                    f"sending stopped (concurrency {drained.concurrency}: {drained.ok_per_s:.0f} OK/s, drain "
+                    f"{drained.drain_s:.0f} s); during the step delivery yields to requests "
+                    "(`PEM111_DELIVERY_DEFER_SECONDS`), at most "
+                    f"{max(s.delivered_per_s for s in steps):.0f} delivered/s over a whole step",
+                    INFORMATION,
                 )
             )
     peaks = [

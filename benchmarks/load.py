@@ -324,6 +324,9 @@ class StepResult:
     drain_s: float
     #: Messages delivered per second, from the step's first request to its last delivery.
     delivered_per_s: float
+    #: Messages delivered after the end of sending, per second of the drain: the delivery capacity once the
+    #: requests stop (delivery threads in ``nhs111 serve`` let requests go first, see adaptor.activity).
+    drained_per_s: float
     duplicates: int
     server_peak_rss_mb: float | None
     loadgen_peak_rss_mb: float | None
@@ -434,11 +437,17 @@ def run_step(
         delivery_max_ms=max(delays, default=0.0) * 1000,
         drain_s=max(0.0, last_delivery - ended_wall),
         delivered_per_s=len(delivered_at) / (last_delivery - started_wall) if delivered_at else 0.0,
+        drained_per_s=_drained_per_s(delivered_at.values(), ended_wall, last_delivery),
         duplicates=watcher.duplicates(),
         server_peak_rss_mb=peak_rss_mb(server_pid) if server_pid else None,
         loadgen_peak_rss_mb=peak_rss_mb(os.getpid()),
         mean_request_kb=sum(s.bytes_sent for s in senders) / max(1, requests) / 1024,
     )
+
+
+def _drained_per_s(delivered_at: Iterable[float], ended_wall: float, last_delivery: float) -> float:
+    after = sum(1 for moment in delivered_at if moment > ended_wall)
+    return after / (last_delivery - ended_wall) if after and last_delivery > ended_wall else 0.0
 
 
 # -- command line ----------------------------------------------------------------------------------------------

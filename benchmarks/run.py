@@ -74,7 +74,10 @@ waits until every message answered OK was delivered.
 * **OK/s**: answers `OK` per second of the step; **OK p50/p99/max**: their latency at the client.
 * **delivered/s**: messages delivered from the step's first request to its last delivery; **OK→delivered**: from
   the OK at the client to the Bundle at the target (the folder file's ctime, or arrival at a consumer of the
-  queue); **drain**: from the end of sending until the step's last delivery.
+  queue); **drain**: from the end of sending until the step's last delivery; **drained/s**: the messages delivered
+  after the end of sending per second of the drain. Delivery threads inside `nhs111 serve` let requests go first
+  (they wait for a quiet moment, at most `PEM111_DELIVERY_DEFER_SECONDS`, 1 s), so during a step they deliver
+  little and the backlog drains after it: drained/s is the delivery capacity, delivered/s the rate under load.
 * **duplicates**: copies seen by the consumer beyond one per MessageID (the folder never writes a copy twice).
 * **serve peak MB**: the server's VmHWM after the step (it only grows).
 
