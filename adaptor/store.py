@@ -495,12 +495,19 @@ def _postgresql_connect_args(url: URL) -> dict[str, Any]:
     return connect_args
 
 
-def _due(now: datetime | BindParameter[datetime]) -> ColumnElement[bool]:
-    """Messages a worker may claim at ``now``: waiting and due, or delivering under an expired lease."""
-    return or_(
-        and_(outbox.c.state.in_([Status.PENDING.value, Status.RETRYING.value]), outbox.c.next_attempt_at <= now),
+def _due_by_state(now: datetime | BindParameter[datetime]) -> tuple[ColumnElement[bool], ...]:
+    """Messages a worker may claim at ``now``, one condition per state: pending or retrying and due, or delivering
+    under an expired lease."""
+    return (
+        and_(outbox.c.state == Status.PENDING.value, outbox.c.next_attempt_at <= now),
+        and_(outbox.c.state == Status.RETRYING.value, outbox.c.next_attempt_at <= now),
         and_(outbox.c.state == Status.DELIVERING.value, outbox.c.lease_expires_at <= now),
     )
+
+
+def _due(now: datetime | BindParameter[datetime]) -> ColumnElement[bool]:
+    """Messages a worker may claim at ``now`` (:func:`_due_by_state`, any state)."""
+    return or_(*_due_by_state(now))
 
 
 def _not_being_delivered(now: datetime | BindParameter[datetime]) -> ColumnElement[bool]:
@@ -535,11 +542,7 @@ _DUE_BY_STATE = union_all(
         .limit(CLAIM_CANDIDATES)
         .subquery()
         .select()
-        for condition in (
-            and_(outbox.c.state == Status.PENDING.value, outbox.c.next_attempt_at <= _B_NOW),
-            and_(outbox.c.state == Status.RETRYING.value, outbox.c.next_attempt_at <= _B_NOW),
-            and_(outbox.c.state == Status.DELIVERING.value, outbox.c.lease_expires_at <= _B_NOW),
-        )
+        for condition in _due_by_state(_B_NOW)
     )
 ).subquery("due")
 _SELECT_CLAIM_CANDIDATES = (
@@ -879,24 +882,19 @@ class MessageStore:
         self.engine.dispose()
 
     @contextmanager
-    def _transaction(self) -> Iterator[Connection]:
-        """A committed-on-exit transaction that may write; any database failure becomes :class:`StoreError`."""
+    def _transaction(self, *, writes: bool = True) -> Iterator[Connection]:
+        """A committed-on-exit transaction; any database failure becomes :class:`StoreError`. One that only reads
+        (``writes=False``) is not serialised with the writers: WAL readers never wait."""
         self.open()
         try:
-            with self._write_lock, self.engine.begin() as conn:
+            with self._write_lock if writes else nullcontext(), self.engine.begin() as conn:
                 yield conn
         except SQLAlchemyError as exc:
             raise StoreError(f"message store failure: {_describe(exc)}") from exc
 
-    @contextmanager
-    def _reading(self) -> Iterator[Connection]:
-        """A transaction that only reads (it is not serialised with the writers: WAL readers never wait)."""
-        self.open()
-        try:
-            with self.engine.begin() as conn:
-                yield conn
-        except SQLAlchemyError as exc:
-            raise StoreError(f"message store failure: {_describe(exc)}") from exc
+    def _reading(self) -> AbstractContextManager[Connection]:
+        """A transaction that only reads (:meth:`_transaction`)."""
+        return self._transaction(writes=False)
 
     # -- the request path ------------------------------------------------------------------------------------
 
