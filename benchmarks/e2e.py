@@ -234,10 +234,12 @@ def _brokers_module() -> ModuleType:
 
 
 def _load_tests_module(stem: str, name: str) -> ModuleType:
-    """``tests/<stem>.py`` loaded as module ``name`` (tests/ is not a package, and not on the path)."""
+    """``tests/<stem>.py`` loaded as module ``name`` (tests/ is not a package)."""
     path = ROOT / "tests" / f"{stem}.py"
     if name in sys.modules:
         return sys.modules[name]
+    if str(path.parent) not in sys.path:
+        sys.path.append(str(path.parent))  # for its own imports of tests/ helpers, as under pytest
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise RuntimeError(f"cannot load {path}")

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from unavailable import unavailable
 
 STARTUP_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 30.0
@@ -612,12 +613,6 @@ _session_broker: PrivateRabbitMQ | None = None
 _session_failure: str | None = None
 
 
-def _unavailable(message: str) -> None:
-    """Fail under CI (a broker test must never pass by skipping there); skip on a developer machine."""
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
-
 
 def start_private_rabbitmq(base_dir: Path) -> PrivateRabbitMQ:
     """Start a :class:`PrivateRabbitMQ` in ``base_dir``; the caller must :meth:`~PrivateRabbitMQ.close` it."""
@@ -645,13 +640,13 @@ def private_rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Priva
     """
     global _session_broker, _session_failure
     if _session_failure is not None:
-        _unavailable(_session_failure)
+        unavailable(_session_failure)
     if _session_broker is None:
         try:
             _session_broker = start_private_rabbitmq(tmp_path_factory.mktemp("rabbitmq"))
         except BrokerUnavailable as exc:
             _session_failure = f"private RabbitMQ unavailable: {exc}"
-            _unavailable(_session_failure)
+            unavailable(_session_failure)
     broker = _session_broker
     assert broker is not None
     yield broker
@@ -666,7 +661,7 @@ def rabbitmq(private_rabbitmq: PrivateRabbitMQ) -> Iterator[PrivateRabbitMQ]:
     try:
         private_rabbitmq.start()
     except BrokerUnavailable as exc:
-        _unavailable(f"private RabbitMQ did not restart: {exc}")
+        unavailable(f"private RabbitMQ did not restart: {exc}")
     yield private_rabbitmq
     private_rabbitmq.resume()
     if not private_rabbitmq.running:

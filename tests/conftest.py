@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import os
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from unavailable import unavailable
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -24,10 +24,7 @@ def require_shared(*parts: str) -> Path:
     """``SHARED / parts`` if it exists; otherwise fail under CI, skip elsewhere."""
     path = SHARED.joinpath(*parts)
     if not path.exists():
-        message = f"{path} is missing (../shared must sit beside the checkout)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"{path} is missing (../shared must sit beside the checkout)")
     return path
 
 

@@ -14,8 +14,6 @@ The server speaks HTTP/1.1 with keep-alive (so connection reuse can be observed 
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import ssl
 import subprocess
@@ -25,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 
-import pytest
+from tls_certs import openssl_command
 
 
 @dataclass(frozen=True)
@@ -216,12 +214,7 @@ class Pki:
 
 def make_pki(folder: Path) -> Pki:
     """Create the :class:`Pki` in ``folder`` with the ``openssl`` CLI (P-256 keys, valid for two days)."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        message = "the openssl command is needed to create test certificates"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    openssl = openssl_command()
     config = folder / "openssl.cnf"
     config.write_text(_OPENSSL_CONFIG)
     serial = iter(range(1000, 2000))

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from unavailable import unavailable
 
 DEFAULT_SHARED_URL = "postgresql://postgres@127.0.0.1:5432/test"
 STARTUP_TIMEOUT_SECONDS = 60
@@ -54,12 +55,6 @@ DATABASE_PREFIX = "nhs111_test_"
 class PostgresUnavailable(RuntimeError):
     """No PostgreSQL could be had (server down, binaries missing, or the private server did not start)."""
 
-
-def _unavailable(message: str) -> None:
-    """Fail under CI (a database test must never pass by skipping there); skip on a developer machine."""
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 def _connect(url: str, timeout: float = 5.0) -> Any:
@@ -404,7 +399,7 @@ def shared_postgres() -> Iterator[SharedPostgres]:
     """
     global _shared, _shared_failure
     if _shared_failure is not None:
-        _unavailable(_shared_failure)
+        unavailable(_shared_failure)
     if _shared is None:
         server = SharedPostgres(os.environ.get("PEM111_TEST_POSTGRES_URL") or DEFAULT_SHARED_URL)
         try:
@@ -412,7 +407,7 @@ def shared_postgres() -> Iterator[SharedPostgres]:
         except PostgresUnavailable as exc:
             server.close()
             _shared_failure = str(exc)
-            _unavailable(_shared_failure)
+            unavailable(_shared_failure)
         _shared = server
     server = _shared
     yield server
@@ -435,13 +430,13 @@ def private_postgres() -> Iterator[PrivatePostgres]:
     :func:`running_postgres` in tests that need it up: an earlier test may have stopped it."""
     global _private, _private_failure
     if _private_failure is not None:
-        _unavailable(_private_failure)
+        unavailable(_private_failure)
     if _private is None:
         try:
             _private = start_private_postgres()
         except (PostgresUnavailable, OSError, subprocess.SubprocessError) as exc:
             _private_failure = f"private PostgreSQL unavailable: {exc}"
-            _unavailable(_private_failure)
+            unavailable(_private_failure)
     server = _private
     assert server is not None
     yield server
@@ -456,7 +451,7 @@ def running_postgres(private_postgres: PrivatePostgres) -> Iterator[PrivatePostg
     try:
         private_postgres.start()
     except PostgresUnavailable as exc:
-        _unavailable(f"private PostgreSQL did not restart: {exc}")
+        unavailable(f"private PostgreSQL did not restart: {exc}")
     yield private_postgres
     if not private_postgres.running:
         private_postgres.start()

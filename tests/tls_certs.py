@@ -17,13 +17,12 @@ certificates is what ``-revoke`` and ``-gencrl`` work from. Keys are P-256; ever
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+from unavailable import unavailable
 
 #: The DN of the good client, and of the revoked, expired and other-CA clients (``openssl -subj`` form).
 CLIENT_SUBJECT = "/C=GB/O=NHS111 adaptor tests/CN=good-client.test"
@@ -166,10 +165,7 @@ def openssl_command() -> str:
     """The ``openssl`` command; a test that needs it fails under CI and is skipped elsewhere when it is missing."""
     openssl = shutil.which("openssl")
     if openssl is None:
-        message = "the openssl command is needed to create test certificates"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("the openssl command is needed to create test certificates")
     return openssl
 
 
