@@ -9,6 +9,6 @@ from __future__ import annotations
 
 # Imported eagerly on purpose: the function shares its name with its module, and a lazy export would make
 # ``adaptor.convert`` the module or the function depending on import order.
-from .convert import convert
+from adaptor.delivery.conversion import convert
 
 __all__ = ["convert"]

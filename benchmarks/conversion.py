@@ -18,7 +18,7 @@ from pathlib import Path
 from lxml import etree
 
 from adaptor.config import Settings
-from adaptor.convert import convert
+from adaptor.delivery.conversion import convert
 
 TARGET_RATIO = 5.0
 

@@ -31,9 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from adaptor.store import AttemptOutcome, MessageStore, Status
-
-from . import e2e
-from .load import MESSAGES_110KB, QueueWatcher, Template, load_templates
+from benchmarks import e2e
+from benchmarks.load import MESSAGES_110KB, QueueWatcher, Template, load_templates
 
 _OK = re.compile(rb"SimpleMessageResponse[^>]*>\s*OK\b")
 

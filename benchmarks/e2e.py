@@ -38,7 +38,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .load import StepResult, corpus_allow_lists, peak_rss_mb
+from benchmarks.load import StepResult, corpus_allow_lists, peak_rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 STARTUP_TIMEOUT_SECONDS = 60.0

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import conversion, e2e
-from .report import code_version, load_average, machine, replace_section
+from benchmarks import conversion, e2e
+from benchmarks.report import code_version, load_average, machine, replace_section
 
 ROOT = Path(__file__).resolve().parents[1]
 

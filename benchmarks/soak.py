@@ -24,8 +24,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import crash, e2e
-from .report import code_version, load_average, machine, replace_section
+from benchmarks import crash, e2e
+from benchmarks.report import code_version, load_average, machine, replace_section
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from lxml import etree
 
+from adaptor.itk.xmlsafe import ANONYMOUS, HL7, ITK, NPFITLC, SOAP11, SOAP12, WSA, WSSE, WSU  # noqa: F401
 from adaptor.samples import cda, envelope
 from adaptor.samples.envelope import (  # noqa: F401 (re-exported for the tests)
     DOS_TYPE,
@@ -29,7 +30,6 @@ from adaptor.samples.envelope import (  # noqa: F401 (re-exported for the tests)
     to_bytes,
     xs_datetime,
 )
-from adaptor.xmlsafe import ANONYMOUS, HL7, ITK, NPFITLC, SOAP11, SOAP12, WSA, WSSE, WSU  # noqa: F401
 
 XSI = cda.XSI
 PATHWAYS = "http://nhspathways.org/webservices/pathways/pathwaysCase"

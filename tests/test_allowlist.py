@@ -10,10 +10,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from adaptor.allowlist import AllowList, AllowListDocumentError, dos_id, ods_code, parse_document
 from adaptor.config import Settings
-from adaptor.faults import FaultCode, ItkFault
-from adaptor.message import DOS_ADDRESS_TYPE, ITK_ADDRESS_TYPE, Address
+from adaptor.itk.allowlist import AllowList, AllowListDocumentError, dos_id, ods_code, parse_document
+from adaptor.itk.faults import FaultCode, ItkFault
+from adaptor.itk.message import DOS_ADDRESS_TYPE, ITK_ADDRESS_TYPE, Address
 
 ODS = "urn:nhs-uk:addressing:ods:"
 

@@ -13,7 +13,7 @@ from conftest import REPO
 
 from adaptor.cli import main
 from adaptor.config import Settings
-from adaptor.forwarders import forwarder_from_settings
+from adaptor.delivery.forwarders import forwarder_from_settings
 from adaptor.store import sqlalchemy_url
 
 _VARIABLE = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")

@@ -20,15 +20,15 @@ from lxml import etree
 from werkzeug.security import generate_password_hash
 from werkzeug.test import Client
 
-from adaptor.allowlist import AllowList
 from adaptor.config import ConfigError, Settings
 from adaptor.console.auth import Credentials, Identity, LoginThrottle
 from adaptor.console.cda_text import narrative_lines, readable_document
-from adaptor.forwarders.folder import FolderForwarder
-from adaptor.outbox import OutboxWorker
-from adaptor.server import QueryStringRedactor
+from adaptor.delivery.forwarders.folder import FolderForwarder
+from adaptor.delivery.outbox import OutboxWorker
+from adaptor.http.app import ReceiverApp, create_app
+from adaptor.http.server import QueryStringRedactor
+from adaptor.itk.allowlist import AllowList
 from adaptor.store import MessageStore, Rejection, Status, StoreError
-from adaptor.web import ReceiverApp, create_app
 
 PASSWORD = "correct horse battery staple"
 # pbkdf2 with few iterations: the format operators use, at a cost that keeps the tests quick.

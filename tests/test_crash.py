@@ -32,11 +32,11 @@ from itk_factory import RECIPIENT_DOS, RECIPIENT_ODS, build_request, to_bytes
 from lxml import etree
 from server_fixture import RunningServer, free_port, start_server
 
-from adaptor import itk
-from adaptor.allowlist import AllowList
 from adaptor.config import Settings
-from adaptor.forwarders import forwarder_from_settings
-from adaptor.outbox import Deliverer
+from adaptor.delivery.forwarders import forwarder_from_settings
+from adaptor.delivery.outbox import Deliverer
+from adaptor.itk import rules as itk
+from adaptor.itk.allowlist import AllowList
 from adaptor.store import AttemptOutcome, MessageStore, Redelivery, Status
 
 SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"

@@ -23,9 +23,9 @@ from lxml import etree
 from server_fixture import RunningServer, start_server
 from test_outbox import Harness, block, fast_settings, unblock
 
-from adaptor import itk
-from adaptor.faults import ItkFault
-from adaptor.message import ItkMessage
+from adaptor.itk import rules as itk
+from adaptor.itk.faults import ItkFault
+from adaptor.itk.message import ItkMessage
 from adaptor.store import AttemptOutcome, Claim, MessageStore, Status
 
 SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"

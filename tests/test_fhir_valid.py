@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from conftest import REQUEST_SUFFIX, corpus_pairs, require_shared
 
-from adaptor.convert import convert, validate_bundle
+from adaptor.delivery.conversion import convert, validate_bundle
 
 Json = dict[str, Any]
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")

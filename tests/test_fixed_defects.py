@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from conftest import require_shared
 
-from adaptor.convert import convert
+from adaptor.delivery.conversion import convert
 
 XHTML_DIV = '<div xmlns="http://www.w3.org/1999/xhtml">'
 VERIFICATION_EXTENSION = (

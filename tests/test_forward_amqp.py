@@ -28,10 +28,16 @@ from proton import Condition
 from proton import Delivery as ProtonDelivery
 
 from adaptor.config import ConfigError, Settings
-from adaptor.convert import convert, read_request
-from adaptor.forwarders import FHIR_JSON, Delivery, DeliveryError, PermanentDeliveryError, forwarder_from_settings
-from adaptor.forwarders.amqp091 import Amqp091Forwarder
-from adaptor.forwarders.amqp10 import (
+from adaptor.delivery.conversion import convert, read_request
+from adaptor.delivery.forwarders import (
+    FHIR_JSON,
+    Delivery,
+    DeliveryError,
+    PermanentDeliveryError,
+    forwarder_from_settings,
+)
+from adaptor.delivery.forwarders.amqp091 import Amqp091Forwarder
+from adaptor.delivery.forwarders.amqp10 import (
     JMS_MSG_TYPE,
     JMS_TEXT_MESSAGE,
     Amqp10Forwarder,

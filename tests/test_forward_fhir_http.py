@@ -20,10 +20,10 @@ from conftest import require_shared
 from fhir_server import FhirServer, Pki, free_port, make_pki, server_tls
 
 from adaptor.config import ConfigError, Settings
-from adaptor.convert import convert as convert_request
-from adaptor.convert import read_request
-from adaptor.forwarders import Delivery, DeliveryError, PermanentDeliveryError, forwarder_from_settings
-from adaptor.forwarders.fhir_http import FhirHttpForwarder, HttpRejectedError, HttpStatusError
+from adaptor.delivery.conversion import convert as convert_request
+from adaptor.delivery.conversion import read_request
+from adaptor.delivery.forwarders import Delivery, DeliveryError, PermanentDeliveryError, forwarder_from_settings
+from adaptor.delivery.forwarders.fhir_http import FhirHttpForwarder, HttpRejectedError, HttpStatusError
 
 OPERATION_OUTCOME = {
     "resourceType": "OperationOutcome",

@@ -26,15 +26,15 @@ from lxml import etree
 from server_fixture import RunningServer, corpus_addresses, corpus_requests, free_port, require_corpus, start_server
 from werkzeug.test import Client
 
-from adaptor import itk
-from adaptor.allowlist import AllowList
+from adaptor.accept import ReceiverService
 from adaptor.config import Settings
-from adaptor.forwarders.folder import FolderForwarder
-from adaptor.message import ItkMessage
-from adaptor.outbox import OutboxWorker
-from adaptor.service import ReceiverService
+from adaptor.delivery.forwarders.folder import FolderForwarder
+from adaptor.delivery.outbox import OutboxWorker
+from adaptor.http.app import create_app
+from adaptor.itk import rules as itk
+from adaptor.itk.allowlist import AllowList
+from adaptor.itk.message import ItkMessage
 from adaptor.store import AttemptOutcome, MessageStore, Status
-from adaptor.web import create_app
 
 SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
 SOAP12 = "http://www.w3.org/2003/05/soap-envelope"

@@ -38,12 +38,13 @@ from itk_factory import (
 )
 from lxml import etree
 
-from adaptor import itk, schemas
-from adaptor.allowlist import AllowList
+from adaptor.itk import rules as itk
+from adaptor.itk import schemas
 from adaptor.config import Settings
-from adaptor.faults import SOAP_VALIDATION_FAILED, FaultCode, ItkFault
-from adaptor.itk import classify_interaction, parse_request, validate_request
-from adaptor.message import ItkMessage
+from adaptor.itk.allowlist import AllowList
+from adaptor.itk.faults import SOAP_VALIDATION_FAILED, FaultCode, ItkFault
+from adaptor.itk.message import ItkMessage
+from adaptor.itk.rules import classify_interaction, parse_request, validate_request
 
 DEFAULT = Settings()
 STRICT = Settings(soap_validation_enabled=True)

@@ -20,7 +20,7 @@ from lxml import etree
 from server_fixture import RunningServer, start_server
 
 from adaptor.config import ConfigError, Settings
-from adaptor.logs import JsonFormatter, QueryStringRedactor, TextFormatter, configure_logging
+from adaptor.ops.logs import JsonFormatter, QueryStringRedactor, TextFormatter, configure_logging
 from adaptor.samples import addressed_codes, build_scenario, scenario
 from adaptor.store import Status
 

@@ -18,7 +18,7 @@ import pytest
 from conftest import require_shared
 from lxml import etree
 
-from adaptor.convert import convert, validate_bundle
+from adaptor.delivery.conversion import convert, validate_bundle
 
 HL7 = "urn:hl7-org:v3"
 ITK = "urn:nhs-itk:ns:201005"

@@ -19,7 +19,7 @@ import pytest
 from conftest import CORPUS_PAIRS, parity_tool, require_shared
 from lxml import etree
 
-from adaptor.convert import read_request
+from adaptor.delivery.conversion import read_request
 from mappings.appointment import map_appointment
 from mappings.care_plan import map_care_plans
 from mappings.composition import map_composition, section_text

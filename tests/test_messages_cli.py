@@ -17,14 +17,14 @@ from itk_factory import RECIPIENT_DOS, RECIPIENT_ODS, build_request, find, to_by
 from server_fixture import nhs111_command
 from werkzeug.security import check_password_hash
 
-from adaptor import itk
-from adaptor.allowlist import AllowList
+from adaptor.accept import ReceiverService
 from adaptor.cli import main
+from adaptor.cli.messages import parse_since
 from adaptor.config import Settings
-from adaptor.forwarders.folder import FolderForwarder
-from adaptor.messages_cli import parse_since
-from adaptor.outbox import OutboxWorker
-from adaptor.service import ReceiverService
+from adaptor.delivery.forwarders.folder import FolderForwarder
+from adaptor.delivery.outbox import OutboxWorker
+from adaptor.itk import rules as itk
+from adaptor.itk.allowlist import AllowList
 from adaptor.store import MessageStore, Status
 
 

@@ -14,8 +14,8 @@ from itk_factory import NHS_NUMBER, RECIPIENT_DOS, RECIPIENT_ODS, SENDER_ODS, bu
 from prometheus_client.parser import text_string_to_metric_families
 from server_fixture import RunningServer, start_server
 
-from adaptor.faults import ItkFault
-from adaptor.metrics import (
+from adaptor.itk.faults import ItkFault
+from adaptor.ops.metrics import (
     DEAD_LETTER_REASONS,
     ERROR_CODES,
     OUTCOMES,

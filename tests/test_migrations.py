@@ -19,8 +19,7 @@ from server_fixture import REPO, nhs111_command
 from sqlalchemy import Engine, create_engine, inspect, select, text
 from test_store import make_message
 
-from adaptor import migrations
-from adaptor.store import MessageStore, SchemaVersionError, metadata, sqlalchemy_url
+from adaptor.store import MessageStore, SchemaVersionError, metadata, migrations, sqlalchemy_url
 
 # -- fixtures -------------------------------------------------------------------------------------------------------
 

@@ -22,14 +22,14 @@ from fhir_server import FhirServer
 from itk_factory import RECIPIENT_DOS, RECIPIENT_ODS, build_request, to_bytes
 from server_fixture import nhs111_command
 
-from adaptor import itk
-from adaptor.allowlist import AllowList
+from adaptor.accept import ReceiverService
 from adaptor.config import Settings
-from adaptor.forwarders import Forwarder, forwarder_from_settings
-from adaptor.forwarders.folder import FolderForwarder
-from adaptor.message import ItkMessage
-from adaptor.outbox import JITTER, OutboxWorker, backoff_seconds
-from adaptor.service import ReceiverService
+from adaptor.delivery.forwarders import Forwarder, forwarder_from_settings
+from adaptor.delivery.forwarders.folder import FolderForwarder
+from adaptor.delivery.outbox import JITTER, OutboxWorker, backoff_seconds
+from adaptor.itk import rules as itk
+from adaptor.itk.allowlist import AllowList
+from adaptor.itk.message import ItkMessage
 from adaptor.store import AttemptOutcome, MessageStore, Status, StoredMessage
 
 WAIT_SECONDS = 20.0

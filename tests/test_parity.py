@@ -16,7 +16,7 @@ import pytest
 from conftest import CORPUS_PAIRS, REQUEST_SUFFIX, RESULT_SUFFIX, corpus_pairs, parity_tool, require_shared
 
 from adaptor.config import Settings
-from adaptor.convert import convert
+from adaptor.delivery.conversion import convert
 
 TARGET = 0.99
 

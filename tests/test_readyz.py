@@ -18,10 +18,10 @@ from postgres import PrivatePostgres, private_postgres, running_postgres  # noqa
 from server_fixture import RunningServer, free_port, start_server
 
 from adaptor.config import Settings
-from adaptor.forwarders import DeliveryError
-from adaptor.forwarders.fhir_http import FhirHttpForwarder
-from adaptor.forwarders.folder import FolderForwarder
-from adaptor.readiness import CachedCheck, CheckResult, check_store_writable
+from adaptor.delivery.forwarders import DeliveryError
+from adaptor.delivery.forwarders.fhir_http import FhirHttpForwarder
+from adaptor.delivery.forwarders.folder import FolderForwarder
+from adaptor.ops.readiness import CachedCheck, CheckResult, check_store_writable
 from adaptor.store import MessageStore, StoreError
 
 #: Long enough for the delivery check's cache (5 s) to expire and a broker connect to time out (5 s).

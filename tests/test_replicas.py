@@ -29,8 +29,7 @@ from postgres import postgres_database, shared_postgres  # noqa: F401 (fixtures)
 from server_fixture import RunningServer, start_server
 from sqlalchemy import select
 
-from adaptor import migrations
-from adaptor.store import AttemptOutcome, MessageStore, Status, delivery_attempts, messages
+from adaptor.store import AttemptOutcome, MessageStore, Status, delivery_attempts, messages, migrations
 
 MESSAGES = 500
 SENDERS = 8

@@ -17,9 +17,9 @@ import pytest
 from itk_factory import build_request, to_bytes
 from test_outbox import Harness, fast_settings, wait_until
 
-from adaptor.activity import QUIET_SECONDS, RequestActivity
+from adaptor.delivery.activity import QUIET_SECONDS, RequestActivity
+from adaptor.http.app import create_app
 from adaptor.store import Status
-from adaptor.web import create_app
 
 
 def test_quiet_is_when_no_request_is_in_flight() -> None:

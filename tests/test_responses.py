@@ -10,12 +10,12 @@ from conftest import require_shared, shared_tool
 from itk_factory import build_request, find, to_bytes
 from lxml import etree
 
-from adaptor import schemas
-from adaptor.allowlist import AllowList
 from adaptor.config import Settings
-from adaptor.faults import ERROR_CODE_SYSTEM, FaultCode, ItkFault, internal, invalid, retryable
-from adaptor.itk import parse_request, validate_request
-from adaptor.responses import fault_response, success_response
+from adaptor.itk import schemas
+from adaptor.itk.allowlist import AllowList
+from adaptor.itk.faults import ERROR_CODE_SYSTEM, FaultCode, ItkFault, internal, invalid, retryable
+from adaptor.itk.responses import fault_response, success_response
+from adaptor.itk.rules import parse_request, validate_request
 
 SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
 WSA = "http://www.w3.org/2005/08/addressing"

@@ -19,13 +19,14 @@ from click.testing import CliRunner
 from conftest import REPO, require_shared
 from lxml import etree
 
-from adaptor import schemas
-from adaptor.allowlist import AllowList
+from adaptor.cli.operator import samples as samples_command
 from adaptor.config import Settings
-from adaptor.convert import convert, validate_bundle
-from adaptor.itk import parse_request, validate_request
-from adaptor.message import ItkMessage
-from adaptor.operator_cli import samples as samples_command
+from adaptor.delivery.conversion import convert, validate_bundle
+from adaptor.itk import schemas
+from adaptor.itk.allowlist import AllowList
+from adaptor.itk.message import ItkMessage
+from adaptor.itk.rules import parse_request, validate_request
+from adaptor.itk.xmlsafe import HL7, ITK, NS, SOAP11, WSA
 from adaptor.samples import (
     INDEX_FILE,
     SCENARIOS,
@@ -39,7 +40,6 @@ from adaptor.samples import (
 from adaptor.samples.cda import NHS_NUMBER_UNVERIFIED, NHS_NUMBER_VERIFIED
 from adaptor.samples.pathways import PATHWAYS
 from adaptor.samples.timing import LONDON
-from adaptor.xmlsafe import HL7, ITK, NS, SOAP11, WSA
 
 SAMPLES_DIR = REPO / "samples"
 NAMES = [s.name for s in SCENARIOS]

@@ -10,7 +10,7 @@ import threading
 
 from conftest import require_shared
 
-from adaptor import schemas
+from adaptor.itk import schemas
 
 
 def test_concurrent_first_compilation_gives_one_working_schema() -> None:

@@ -19,11 +19,11 @@ from conftest import REPO
 from lxml import etree
 from server_fixture import RunningServer, free_port, nhs111_command, start_server
 
-from adaptor.operator_cli import send
+from adaptor.cli.operator import send
+from adaptor.cli.sender import ItkSender, SendError, SendResult, build_session, refresh_ids, request_files
+from adaptor.itk.xmlsafe import ITK, NS, SOAP11, WSA, WSSE, WSU
 from adaptor.samples import SCENARIOS, addressed_codes, build_sample, generate, scenario
-from adaptor.sender import ItkSender, SendError, SendResult, build_session, refresh_ids, request_files
 from adaptor.store import MessageStore
-from adaptor.xmlsafe import ITK, NS, SOAP11, WSA, WSSE, WSU
 
 SAMPLES = REPO / "samples"
 COUNT = len(SCENARIOS)
@@ -38,7 +38,7 @@ def send_command() -> list[str]:
 
     if "send" in main.commands:
         return [*nhs111_command(), "send"]
-    return [sys.executable, "-m", "adaptor.operator_cli", "send"]
+    return [sys.executable, "-m", "adaptor.cli.operator", "send"]
 
 
 def run_send(*args: str) -> subprocess.CompletedProcess[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from adaptor.message import Address, ItkMessage
+from adaptor.itk.message import Address, ItkMessage
 from adaptor.store import AttemptOutcome, Claim, MessageStore, Status, StoreError, utc_now
 
 LEASE = 60.0

@@ -27,7 +27,7 @@ from server_fixture import ClientTls, RunningServer, nhs111_command, start_serve
 from tls_certs import CLIENT_DN, UNLISTED_DN, KeyPair, TlsPki, make_tls_pki
 
 from adaptor.config import ConfigError, Settings
-from adaptor.tls import ServerTls, SubjectAllowList, format_subject, parse_dn
+from adaptor.http.tls import ServerTls, SubjectAllowList, format_subject, parse_dn
 
 ITK = "urn:nhs-itk:ns:201005"
 ADDRESSING = {"PEM111_ITK_ODS_CODE_LIST": RECIPIENT_ODS, "PEM111_ITK_DOS_ID_LIST": RECIPIENT_DOS}

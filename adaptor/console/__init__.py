@@ -20,10 +20,10 @@ from collections.abc import Callable
 from flask import Blueprint, Flask, has_request_context, request
 from flask.sessions import SecureCookieSessionInterface
 
-from ..config import Settings
-from ..store import MessageStore
-from .auth import Credentials, LoginThrottle
-from .views import URL_PREFIX, create_blueprint
+from adaptor.config import Settings
+from adaptor.console.auth import Credentials, LoginThrottle
+from adaptor.console.views import URL_PREFIX, create_blueprint
+from adaptor.store import MessageStore
 
 __all__ = ["URL_PREFIX", "create_console", "install_console"]
 

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from flask import Request
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from ..config import Settings
+from adaptor.config import Settings
 
 #: The user name a token sign-in is shown (and logged) as.
 TOKEN_USER = "token"

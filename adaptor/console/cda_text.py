@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
+from adaptor.delivery.conversion import ConversionError, read_request
 from mappings import hl7
-
-from ..convert import ConversionError, read_request
 
 _STRUCTURED_SECTIONS = hl7.xpath("hl7:component/hl7:structuredBody/hl7:component/hl7:section")
 _CHILD_SECTIONS = hl7.xpath("hl7:component/hl7:section")

@@ -34,11 +34,19 @@ from flask import (
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse
 
-from ..config import Settings
-from ..convert import ConversionError, convert
-from ..store import MessageQuery, MessageStore, Status, StoredMessage, StoreError
-from .auth import Credentials, Identity, LoginThrottle, bearer_token, csrf_matches, new_csrf_token, same_origin
-from .cda_text import readable_document
+from adaptor.config import Settings
+from adaptor.console.auth import (
+    Credentials,
+    Identity,
+    LoginThrottle,
+    bearer_token,
+    csrf_matches,
+    new_csrf_token,
+    same_origin,
+)
+from adaptor.console.cda_text import readable_document
+from adaptor.delivery.conversion import ConversionError, convert
+from adaptor.store import MessageQuery, MessageStore, Status, StoredMessage, StoreError
 
 log = logging.getLogger("adaptor.console")
 #: One line per console request: method, route template, status, duration, user. Never a query string or a

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from lxml import etree
 
-from . import cda
-from .catalogue import SCENARIOS
-from .envelope import (
+from adaptor.samples import cda
+from adaptor.samples.catalogue import SCENARIOS
+from adaptor.samples.envelope import (
     ODS_ADDRESS_PREFIX,
     ODS_IDENTITY_PREFIX,
     TIMESTAMP_TTL,
@@ -31,7 +31,7 @@ from .envelope import (
     dos_address,
     ods_address,
 )
-from .model import Scenario
+from adaptor.samples.model import Scenario
 
 __all__ = [
     "SCENARIOS",

@@ -11,7 +11,7 @@ care advice), with dispositions, symptoms and advice that differ from one scenar
 
 from __future__ import annotations
 
-from .model import (
+from adaptor.samples.model import (
     Address,
     Appointment,
     CareAdvice,

@@ -19,10 +19,10 @@ from datetime import date, datetime, timedelta
 
 from lxml import etree
 
-from ..xmlsafe import HL7, NPFITLC
-from . import pathways
-from .envelope import new_id
-from .model import (
+from adaptor.itk.xmlsafe import HL7, NPFITLC
+from adaptor.samples import pathways
+from adaptor.samples.envelope import new_id
+from adaptor.samples.model import (
     SNOMED,
     Address,
     Clinician,
@@ -39,7 +39,7 @@ from .model import (
     Section,
     Telecom,
 )
-from .timing import LONDON, Call, birth_date, call_for, human
+from adaptor.samples.timing import LONDON, Call, birth_date, call_for, human
 
 XSI = "http://www.w3.org/2001/XMLSchema-instance"
 

@@ -18,7 +18,7 @@ from typing import Literal
 
 from lxml import etree
 
-from ..xmlsafe import ANONYMOUS, ITK, SOAP11, WSA, WSSE, WSU
+from adaptor.itk.xmlsafe import ANONYMOUS, ITK, SOAP11, WSA, WSSE, WSU
 
 SERVICE = "urn:nhs-itk:services:201005:SendNHS111Report-v2-0"
 INTERACTION_KEY = "urn:nhs-itk:ns:201005:interaction"

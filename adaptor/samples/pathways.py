@@ -12,8 +12,8 @@ from datetime import date, datetime, timedelta
 
 from lxml import etree
 
-from .model import Address, Organisation, ProfessionalInformant, Report, Triage, TriageLine
-from .timing import Call, birth_date
+from adaptor.samples.model import Address, Organisation, ProfessionalInformant, Report, Triage, TriageLine
+from adaptor.samples.timing import Call, birth_date
 
 PATHWAYS = "http://nhspathways.org/webservices/pathways/pathwaysCase"
 #: Pathways clinical content release the synthetic triages claim to come from.

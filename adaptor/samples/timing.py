@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from .envelope import new_id
+from adaptor.samples.envelope import new_id
 
 LONDON = ZoneInfo("Europe/London")
 

@@ -1,0 +1,216 @@
+"""Operator commands over the message store: ``nhs111 messages list|show`` and ``nhs111 console hash-password``.
+
+``messages`` reads the store named by ``PEM111_DATABASE_URL`` / ``PEM111_DATA_DIR``, the same one the servers
+and workers use; it never changes anything (``nhs111 replay`` does that). Errors are one line with exit status 2,
+never a traceback.
+
+Both groups are standalone :class:`click.Group` objects; :mod:`adaptor.cli` adds them to the ``nhs111`` group.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from datetime import UTC, datetime, timedelta
+
+import click
+
+from adaptor.cli.support import configured_store, fail
+from adaptor.store import DeliveryAttempt, MessageQuery, Status, StoredMessage
+
+_DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_INTERACTION_PREFIX = "urn:nhs-itk:interaction:"
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """``--since``: an age (``30m``, ``2h``, ``7d``, ``1w``) or an ISO 8601 date or time (``2024-05-01``,
+    ``2024-05-01T09:30``, with an offset or ``Z``; without one it is UTC). Raises ``ValueError``."""
+    text = text.strip()
+    age = _DURATION.match(text.lower())
+    if age:
+        return (now or datetime.now(UTC)) - timedelta(**{_UNITS[age.group(2)]: int(age.group(1))})
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"--since {text!r}: give an age such as 30m, 2h, 7d or a date/time such as 2024-05-01T09:30Z"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _when(moment: datetime | None) -> str:
+    return "-" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@click.group("messages", context_settings={"help_option_names": ["-h", "--help"]})
+def messages() -> None:
+    """Look at stored messages: their state, delivery attempts and errors (read-only)."""
+
+
+@messages.command("list")
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    metavar="STATE",
+    help=f"Only messages in this state (repeatable): {', '.join(s.value for s in Status)}.",
+)
+@click.option("--since", metavar="WHEN", help="Only messages received since: an age (30m, 2h, 7d) or an ISO date/time.")
+@click.option("--tracking-id", metavar="ID", help="Only messages with this trackingid.")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True, help="At most this many.")
+def list_messages(statuses: tuple[str, ...], since: str | None, tracking_id: str | None, limit: int) -> None:
+    """One line per stored message, newest first: received time, state, attempts, MessageID, trackingid,
+    interaction and record id (tab-separated, so that the output can be cut and sorted)."""
+    known = {s.value: s for s in Status}
+    wanted: list[Status] = []
+    for value in statuses:
+        status = known.get(value.strip().lower().replace("-", "_"))
+        if status is None:
+            fail(f"--status {value!r}: not a state; use one of {', '.join(known)}")
+        wanted.append(status)
+    try:
+        since_time = parse_since(since) if since is not None else None
+    except ValueError as exc:
+        fail(str(exc))
+    where = MessageQuery(statuses=tuple(wanted), since=since_time, tracking_id=tracking_id)
+    with configured_store() as store:
+        rows = store.list_messages(where=where, limit=limit)
+        total = store.count_messages(where)
+    for row in rows:
+        click.echo(
+            "\t".join(
+                [
+                    _when(row.received_at),
+                    row.status.value,
+                    str(row.attempts),
+                    row.message_id,
+                    row.tracking_id,
+                    row.interaction.removeprefix(_INTERACTION_PREFIX),
+                    row.id,
+                ]
+            )
+        )
+    shown = f"{len(rows)} of {total}" if total > len(rows) else str(total)
+    click.echo(f"{shown} message(s)", err=True)
+
+
+@messages.command("show")
+@click.argument("key", metavar="ID")
+@click.option("--bundle", "what", flag_value="bundle", help="Print only the FHIR Bundle (JSON) last converted.")
+@click.option("--raw", "what", flag_value="raw", help="Print only the request exactly as received.")
+def show(key: str, what: str | None) -> None:
+    """Show a stored message: ID is its MessageID or its record id. The envelope facts, the delivery state, every
+    delivery attempt and the errors; or with --bundle / --raw the Bundle or the request itself.
+
+    A MessageID reused by several messages shows each of them; --bundle and --raw need one, by record id.
+    """
+    with configured_store() as store:
+        record = store.get(key)
+        found = [record] if record is not None else store.find_by_message_id(key)
+        if not found:
+            fail(f"no stored message with MessageID or record id {key}")
+        if what is not None:
+            if len(found) > 1:
+                ids = ", ".join(m.id for m in found)
+                fail(f"MessageID {key} names {len(found)} stored messages ({ids}): give one record id")
+            _print_content(found[0], what)
+            return
+        histories = {m.id: store.delivery_history(m.id) for m in found}
+    if len(found) > 1:
+        click.echo(f"MessageID {key} names {len(found)} stored messages, oldest first.\n")
+    for index, message in enumerate(found):
+        if index:
+            click.echo()
+        _print_details(message, histories[message.id])
+
+
+def _print_content(message: StoredMessage, what: str) -> None:
+    if what == "raw":
+        sys.stdout.buffer.write(message.raw or b"")
+        sys.stdout.buffer.flush()
+        return
+    if message.bundle is None:
+        fail(
+            f"record {message.id} has no Bundle yet: it is converted when delivered (a replay clears it); "
+            "`nhs111 messages show --raw ID | nhs111 convert -` shows what it converts to"
+        )
+    try:
+        click.echo(json.dumps(json.loads(message.bundle), indent=2, ensure_ascii=False))
+    except ValueError:
+        click.echo(message.bundle)
+
+
+def _print_details(message: StoredMessage, history: list[DeliveryAttempt]) -> None:
+    fields = [
+        ("Record", message.id),
+        ("MessageID", message.message_id),
+        ("trackingid", message.tracking_id),
+        ("Service", message.service),
+        ("Interaction", message.interaction),
+        ("Sender", message.sender),
+        ("ODS addresses", ", ".join(message.ods_codes) or "-"),
+        ("DoS addresses", ", ".join(message.dos_ids) or "-"),
+        ("Received", _when(message.received_at)),
+        ("State", message.status.value),
+        ("Attempts", str(message.attempts)),
+    ]
+    if message.status is Status.RETRYING:
+        fields.append(("Next attempt", _when(message.next_attempt_at)))
+    if message.delivered_at is not None:
+        fields.append(("Delivered", _when(message.delivered_at)))
+    if message.replays:
+        fields.append(("Replays", str(message.replays)))
+    if message.status_reason:
+        fields.append(("Last error", message.status_reason))
+    fields.append(("Bundle", "stored" if message.bundle is not None else "not converted yet"))
+    width = max(len(name) for name, _ in fields)
+    for name, value in fields:
+        click.echo(f"{name + ':':<{width + 1}} {value}")
+    click.echo(f"Delivery attempts ({len(history)}):")
+    for attempt in history:
+        outcome = attempt.outcome.value if attempt.outcome is not None else "in progress"
+        line = f"  {_when(attempt.started_at)}  {outcome:<17} {attempt.target}  ({attempt.owner})"
+        click.echo(line)
+        if attempt.error:
+            click.echo(f"    error: {attempt.error}")
+
+
+@click.group("console", context_settings={"help_option_names": ["-h", "--help"]})
+def console() -> None:
+    """The web console at /console (see PEM111_CONSOLE_USERS and PEM111_CONSOLE_TOKEN)."""
+
+
+@console.command("hash-password")
+@click.option("--user", metavar="NAME", help="Print NAME:<hash>, an entry ready for PEM111_CONSOLE_USERS.")
+def hash_password(user: str | None) -> None:
+    """Ask for a password (twice) and print its hash for PEM111_CONSOLE_USERS (user:<hash>,user:<hash>).
+
+    The password is read from the terminal without echo; piped in, the first line of standard input is used
+    (twice for the confirmation). The hash is salted: the same password gives a different hash each time.
+    """
+    from werkzeug.security import generate_password_hash
+
+    if user is not None and (not user.strip() or any(c in user for c in ":,") or user != user.strip()):
+        fail("--user: a user name cannot be empty, contain ':' or ',' or start or end with a space")
+    if sys.stdin.isatty():
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True, err=True)
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if len(password) < 8:
+        fail("the password must be at least 8 characters long")
+    password_hash = generate_password_hash(password)
+    click.echo(f"{user}:{password_hash}" if user else password_hash)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _standalone() -> None:
+    """The message and console commands, runnable without the ``nhs111`` script."""
+
+
+_standalone.add_command(messages)
+_standalone.add_command(console)
+
+if __name__ == "__main__":
+    _standalone(prog_name="python -m adaptor.messages_cli")

@@ -1,0 +1,194 @@
+"""Request bytes → FHIR STU3 Encounter Report Bundle: the glue between the wire format and :mod:`mappings`.
+
+Accepts a whole SOAP request, a bare ``itk:DistributionEnvelope`` or a bare ``hl7:ClinicalDocument``. This
+module reads the few envelope fields the Bundle carries (MessageID, interaction, addresses), picks the
+ClinicalDocument (newest ``effectiveTime``, as validation does) and hands it to
+:func:`mappings.encounter_report`. It does not validate the envelope: the endpoint does that before
+anything is converted.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from lxml import etree
+
+from adaptor.config import Settings
+from adaptor.itk.payloads import CLINICAL_DOCUMENT, DocumentTimeError, PayloadError, clinical_documents, select_document
+from adaptor.itk.xmlsafe import ITK, SOAP11, SOAP12, WSA, XmlRejected, parse_xml, xpath, xpath_values
+from mappings import EnvelopeFields, MappingConfig, MappingContext, MappingError, encounter_report
+from mappings.context import INTERACTION_KEY, INTERACTION_PREFIX
+
+#: The interaction assumed for a bare ClinicalDocument, which carries none: a referral for action
+#: (``primary``), so MessageHeader.event is ``referral-1``.
+BARE_DOCUMENT_INTERACTION = f"{INTERACTION_PREFIX}primaryGeneralPractitionerRecipientNHS111CDADocument-v2-0"
+
+_DISTRIBUTION_ENVELOPE = f"{{{ITK}}}DistributionEnvelope"
+_SOAP_ENVELOPES = {f"{{{SOAP11}}}Envelope", f"{{{SOAP12}}}Envelope"}
+_SOAP_HEADERS = {f"{{{SOAP11}}}Header", f"{{{SOAP12}}}Header"}
+_MESSAGE_ID = f"{{{WSA}}}MessageID"
+_INTERACTION = xpath_values("itk:header/itk:handlingSpecification/itk:spec[@key = $key]/@value")
+_ADDRESSES = xpath("itk:header/itk:addresslist/itk:address")
+
+
+class ConversionError(ValueError):
+    """The request cannot be converted. ``str(exc)`` is one line naming the element at fault."""
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _new_message_id() -> str:
+    return str(uuid.uuid4()).upper()
+
+
+def _message_id(envelope: etree._Element) -> str:
+    """``soap:Header/wsa:MessageID``, verbatim; a new upper-case UUID when the header has none."""
+    for header in envelope:
+        if header.tag in _SOAP_HEADERS:
+            for child in header:
+                if child.tag == _MESSAGE_ID and (child.text or "").strip():
+                    return (child.text or "").strip()
+    return _new_message_id()
+
+
+def _interaction(distribution_envelope: etree._Element) -> str:
+    values = _INTERACTION(distribution_envelope, key=INTERACTION_KEY)
+    interaction = str(values[0]).strip() if values else ""
+    if not interaction:
+        raise ConversionError(f"itk:handlingSpecification: no itk:spec with key {INTERACTION_KEY}")
+    name = interaction.removeprefix(INTERACTION_PREFIX)
+    if not name.lower().startswith(("primary", "copy")):
+        raise ConversionError(f"itk:spec {INTERACTION_KEY}: unsupported interaction {interaction}")
+    return interaction
+
+
+def _addresses(distribution_envelope: etree._Element) -> tuple[tuple[str | None, str], ...]:
+    addresses = _ADDRESSES(distribution_envelope)
+    return tuple((address.get("type"), address.get("uri", "")) for address in addresses if address.get("uri"))
+
+
+def _select(documents: list[etree._Element]) -> etree._Element:
+    if not documents:
+        raise ConversionError("itk:payloads: no hl7:ClinicalDocument in any itk:payload")
+    try:
+        return select_document(documents).document
+    except DocumentTimeError as exc:  # the message names ClinicalDocument effectiveTime
+        raise ConversionError(_one_line(str(exc))) from None
+
+
+def read_request(request: bytes) -> tuple[etree._Element, EnvelopeFields]:
+    """The ClinicalDocument to map and the envelope fields, from any of the three accepted inputs.
+
+    Raises :class:`ConversionError`.
+    """
+    try:
+        root = parse_xml(request)
+    except XmlRejected as exc:
+        raise ConversionError(_one_line(str(exc))) from None
+
+    if root.tag == CLINICAL_DOCUMENT:
+        document = _select([root])
+        return document, EnvelopeFields(message_id=_new_message_id(), interaction=BARE_DOCUMENT_INTERACTION)
+
+    if root.tag == _DISTRIBUTION_ENVELOPE:
+        distribution_envelope, message_id = root, _new_message_id()
+    elif root.tag in _SOAP_ENVELOPES:
+        found = next(root.iter(_DISTRIBUTION_ENVELOPE), None)
+        if found is None:
+            raise ConversionError("soap:Body: no itk:DistributionEnvelope")
+        distribution_envelope, message_id = found, _message_id(root)
+    else:
+        name = etree.QName(root).localname if isinstance(root.tag, str) else "?"
+        expected = "a SOAP Envelope, itk:DistributionEnvelope or hl7:ClinicalDocument"
+        raise ConversionError(f"{name}: not {expected}")
+
+    interaction = _interaction(distribution_envelope)
+    try:
+        documents = clinical_documents(distribution_envelope)
+    except PayloadError as exc:
+        raise ConversionError(f"itk:payload: {_one_line(str(exc))}") from None
+    fields = EnvelopeFields(
+        message_id=message_id, interaction=interaction, addresses=_addresses(distribution_envelope)
+    )
+    return _select(documents), fields
+
+
+def convert(request: bytes, *, config: Settings | None = None, now: datetime | None = None) -> dict[str, Any]:
+    """The Encounter Report Bundle (FHIR STU3 JSON as a dict) for ``request``.
+
+    ``now`` is the conversion time (``Bundle.meta.lastUpdated``); default: the current time. When
+    ``config.validate_fhir`` is set the Bundle is also validated. Raises :class:`ConversionError`, never
+    anything else, for input that cannot be converted.
+    """
+    settings = config if config is not None else Settings()
+    document, fields = read_request(request)
+    ctx = MappingContext(
+        document=document,
+        envelope=fields,
+        config=MappingConfig(source_endpoint=settings.soap_source_endpoint, device_version=settings.version),
+        now=now if now is not None else datetime.now(UTC),
+    )
+    try:
+        bundle: dict[str, Any] = encounter_report(ctx)
+    except MappingError as exc:
+        raise ConversionError(_one_line(str(exc))) from None
+    except Exception as exc:  # a document shape no rule foresaw: still one line, the cause kept for logs
+        raise ConversionError(f"hl7:ClinicalDocument: cannot be mapped ({type(exc).__name__})") from exc
+    if settings.validate_fhir:
+        problems = validate_bundle(bundle)
+        if problems:
+            raise ConversionError(f"invalid FHIR STU3 Bundle: {_one_line(problems[0])}")
+    return bundle
+
+
+def _unresolved_references(bundle: dict[str, Any]) -> list[str]:
+    """Every ``reference`` that does not name an entry's fullUrl, as ``Type.path -> reference``."""
+    full_urls = {entry.get("fullUrl") for entry in bundle.get("entry", [])}
+    problems: list[str] = []
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "reference" and isinstance(value, str):
+                    if value not in full_urls:
+                        problems.append(f"{path}.reference -> {value} does not resolve to an entry")
+                else:
+                    walk(value, f"{path}.{key}")
+        elif isinstance(node, list):
+            for item in node:
+                walk(item, path)
+
+    for entry in bundle.get("entry", []):
+        resource = entry.get("resource", {})
+        walk(resource, str(resource.get("resourceType", "?")))
+    return problems
+
+
+def validate_bundle(bundle: dict[str, Any]) -> list[str]:
+    """Problems that make ``bundle`` an invalid FHIR STU3 Bundle (fhir.resources model validation) or leave a
+    reference unresolved; ``[]`` when it is valid."""
+    from fhir.resources.STU3.bundle import Bundle  # slow import: only when validation is asked for
+    from pydantic import ValidationError
+
+    problems: list[str] = []
+    try:
+        Bundle.model_validate(bundle)
+    except ValidationError as exc:
+        problems = [_describe_error(bundle, error["loc"], error["msg"]) for error in exc.errors()]
+    return problems + _unresolved_references(bundle)
+
+
+def _describe_error(bundle: dict[str, Any], location: tuple[Any, ...], message: str) -> str:
+    """``ReferralRequest.subject: Field required (entry 2)`` rather than ``entry.2.resource.subject: ...``."""
+    parts = [str(part) for part in location]
+    if len(parts) >= 3 and parts[0] == "entry" and parts[1].isdigit() and parts[2] == "resource":
+        index = int(parts[1])
+        entries = bundle.get("entry", [])
+        resource = entries[index].get("resource", {}) if index < len(entries) else {}
+        resource_type = resource.get("resourceType", "?")
+        return f"{'.'.join([resource_type, *parts[3:]])}: {message} (entry {index})"
+    return f"{'.'.join(['Bundle', *parts])}: {message}"

@@ -1,0 +1,436 @@
+"""Delivery from the outbox: claim a stored message, convert it from its raw request, forward it, record it.
+
+The request path only stores a message (:meth:`adaptor.store.MessageStore.accept`); everything after that
+happens here, so a target that is down for an hour costs retries, never a lost message:
+
+* :class:`Deliverer` delivers one claimed message: converts ``raw`` (or reuses the Bundle an earlier attempt
+  converted, so a retry sends identical bytes), logs the attempt as started, hands the Bundle to the
+  forwarder, and records the outcome. It decides what a failure means: a conversion failure or a permanent
+  refusal dead-letters the message at once; a transient failure is retried after an exponential backoff with
+  jitter, until ``PEM111_DELIVERY_MAX_ATTEMPTS``, then dead-lettered with the last error. Sync mode uses it in
+  the request thread (:mod:`adaptor.service`); a failure there holds the message for the sender's resend.
+* :class:`OutboxWorker` runs deliverers in threads (``nhs111 serve``, or ``nhs111 worker`` on its own). Each
+  thread claims the message that has been due longest, under a lease; :meth:`OutboxWorker.wake` makes idle
+  threads look at once (the service calls it after storing a message), otherwise they poll every
+  ``PEM111_DELIVERY_POLL_SECONDS``.
+
+A process killed mid-delivery leaves a claimed message behind: its lease expires and another worker takes it
+over. If the first one had already handed the Bundle over, the target gets it twice, with the same MessageID
+(the ``messageId`` property); the store counts these (:meth:`~adaptor.store.MessageStore.possible_redeliveries`).
+An attempt that outlasts its lease (a send slower than ``PEM111_DELIVERY_LEASE_SECONDS``) is taken over the
+same way while it is still running, and may reach the target as well: the takeover closes the slow attempt as
+``interrupted`` and it stays so whatever it ended with, so ``possible_redeliveries`` counts it; the slow worker
+logs a warning. Each attempt hands the Bundle over
+at most once: forwarders never send again inside one call (a retry is a new attempt, after the backoff).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from adaptor.config import Settings
+from adaptor.delivery.activity import RequestActivity
+from adaptor.delivery.conversion import ConversionError, convert
+from adaptor.delivery.forwarders import Delivery, Forwarder, PermanentDeliveryError, log_summary
+from adaptor.ops.metrics import Metrics
+from adaptor.store import AttemptOutcome, Claim, MessageStore, Status, StoreError, utc_now
+
+log = logging.getLogger("adaptor.outbox")  # pinned: the JSON log format names it
+
+#: Each wait is shortened by a random 0-20 %: messages that failed together (an outage) spread out instead of
+#: retrying in one burst; the wait never exceeds the nominal backoff.
+JITTER = 0.2
+
+#: Longest kept error text (a status reason or attempt error).
+MAX_ERROR = 2000
+
+#: How long :meth:`OutboxWorker.stop` lets deliveries in flight finish: within the usual 30 s container stop grace.
+STOP_TIMEOUT_SECONDS = 20.0
+
+#: A database outage is logged at most this often by each worker thread.
+STORE_ERROR_LOG_INTERVAL_SECONDS = 60.0
+
+
+def process_owner_prefix() -> str:
+    """``host/pid/random``: unique for this process, also across restarts that reuse the pid."""
+    return f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+
+
+def backoff_seconds(attempt: int, settings: Settings, rng: random.Random | None = None) -> float:
+    """The wait after the ``attempt``-th failed attempt: initial × 2^(attempt−1), at most the maximum, shortened
+    by up to :data:`JITTER`."""
+    exponent = min(max(attempt - 1, 0), 62)  # beyond this the cap applies anyway; avoids float overflow
+    nominal = min(settings.delivery_backoff_max_seconds, settings.delivery_backoff_initial_seconds * 2.0**exponent)
+    return nominal * (1.0 - JITTER * (rng or random).random())
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_ERROR else text[: MAX_ERROR - 1] + "…"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one claimed message.
+
+    ``status`` is the state it was left in: ``delivered``, ``retrying``, ``held`` or ``dead_letter``; or
+    ``delivering`` when the claim was lost before anything was sent (another worker owns it now).
+    ``recorded`` is ``False`` when the result could not be written to the store (the lease then expires and
+    the message is delivered again).
+    """
+
+    status: Status
+    error: str | None = None
+    error_id: str | None = None  # set for failures whose cause is logged under an error id
+    recorded: bool = True
+
+
+def _fields(claim: Claim) -> dict[str, object]:
+    """The log fields (:mod:`adaptor.logs`) that identify a claimed message: identifiers, never content."""
+    return {
+        "record_id": claim.record_id,
+        "message_id": claim.message_id,
+        "tracking_id": claim.tracking_id,
+        "interaction": claim.interaction,
+        "ods_code": ",".join(claim.ods_codes) or None,
+        "attempt": claim.attempt,
+    }
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
+
+
+class Deliverer:
+    """Delivers claimed messages: convert → record the start → forward → record the outcome. Thread-safe.
+
+    ``metrics`` counts deliveries, retries, dead letters and conversion times (:mod:`adaptor.metrics`).
+    """
+
+    def __init__(
+        self, settings: Settings, store: MessageStore, forwarder: Forwarder, *, metrics: Metrics | None = None
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.forwarder = forwarder
+        self.metrics = metrics or Metrics()
+
+    def deliver(self, claim: Claim) -> Outcome:
+        """Deliver ``claim`` and release it into its next state. Raises :class:`StoreError` only when the attempt
+        could not be started (nothing was sent; the lease expires and the message is retried)."""
+        target = self.forwarder.target
+        if claim.interrupted:
+            # Earlier attempts never finished (the process stopped): a possible duplicate with the same messageId.
+            log.warning(
+                "delivering again after interrupted attempts",
+                extra={**_fields(claim), "interrupted": claim.interrupted},
+            )
+        if not claim.synchronous and claim.attempt > self.settings.delivery_max_attempts:
+            # Only reachable when attempts keep being interrupted (e.g. the process dies on this message).
+            error = f"gave up after {claim.attempt - 1} attempts, the last ones interrupted"
+            log.error("message dead-lettered", extra={**_fields(claim), "reason": error})
+            self.metrics.dead_lettered("out_of_attempts")
+            return self._finish(claim, Status.DEAD_LETTER, AttemptOutcome.FAILED, target, None, error)
+
+        bundle_json = claim.bundle
+        newly_converted = None
+        if bundle_json is None:
+            converted = self._convert(claim)
+            if isinstance(converted, Outcome):
+                return converted
+            bundle_json = newly_converted = converted
+
+        attempt_id = self.store.start_attempt(claim, target, self.settings.delivery_lease_seconds, newly_converted)
+        if attempt_id is None:
+            log.warning("lease lost before sending, not sent (another worker has it)", extra=_fields(claim))
+            return Outcome(Status.DELIVERING, "lease lost", recorded=False)
+
+        started = time.perf_counter()
+        try:
+            self.forwarder.send(
+                Delivery(
+                    record_id=claim.record_id,
+                    message_id=claim.message_id,
+                    tracking_id=claim.tracking_id,
+                    interaction=claim.interaction,
+                    ods_codes=claim.ods_codes,
+                    dos_ids=claim.dos_ids,
+                    bundle_json=bundle_json.encode("utf-8"),
+                )
+            )
+        except PermanentDeliveryError as exc:
+            error = _clip(f"refused by {target}: {type(exc).__name__}: {exc}")
+            log.error(
+                "delivery refused, message dead-lettered",
+                extra={**_fields(claim), "target": target, "error": log_summary(exc)},
+            )
+            # The full error can quote the target's reply (an OperationOutcome may quote the Bundle).
+            log.debug("delivery refused detail", extra={"record_id": claim.record_id, "error": error})
+            self.metrics.dead_lettered("refused")
+            return self._finish(claim, Status.DEAD_LETTER, AttemptOutcome.REJECTED, target, attempt_id, error)
+        except Exception as exc:  # the Forwarder contract: anything else is transient
+            log.debug(
+                "delivery failure detail", extra={"record_id": claim.record_id, "error": f"{type(exc).__name__}: {exc}"}
+            )
+            return self._failed(
+                claim, target, attempt_id, _clip(f"{type(exc).__name__}: {exc}"), _clip(log_summary(exc))
+            )
+
+        log.info(
+            "message delivered",
+            extra={**_fields(claim), "target": target, "duration_ms": _ms(time.perf_counter() - started)},
+        )
+        self.metrics.message_delivered(target)
+        return self._finish(claim, Status.DELIVERED, AttemptOutcome.DELIVERED, target, attempt_id, None)
+
+    def _convert(self, claim: Claim) -> str | Outcome:
+        """The Bundle JSON for ``claim.raw``, or the dead-letter outcome when it cannot be converted."""
+        target = self.forwarder.target
+        started = time.perf_counter()
+        try:
+            bundle = convert(claim.raw, config=self.settings)
+        except ConversionError as exc:
+            self.metrics.conversion_took(time.perf_counter() - started)
+            # The reason can quote document values: it goes to the store, and to the log only at DEBUG.
+            log.error("conversion failed, message dead-lettered", extra=_fields(claim))
+            log.debug("conversion failure detail", extra={"record_id": claim.record_id, "error": str(exc)})
+            self.metrics.dead_lettered("conversion_failed")
+            error = _clip(f"conversion failed: {exc}")
+            return self._finish(claim, Status.DEAD_LETTER, AttemptOutcome.CONVERSION_FAILED, target, None, error)
+        except Exception:
+            self.metrics.conversion_took(time.perf_counter() - started)
+            error_id = str(uuid.uuid4()).upper()
+            log.error("conversion crashed, message dead-lettered", extra={**_fields(claim), "error_id": error_id})
+            # The traceback may quote document content: keep it out of logs above DEBUG.
+            log.debug("conversion crash traceback", extra={"error_id": error_id}, exc_info=True)
+            self.metrics.dead_lettered("conversion_failed")
+            error = f"conversion failed: internal conversion error {error_id}"
+            outcome = self._finish(claim, Status.DEAD_LETTER, AttemptOutcome.CONVERSION_FAILED, target, None, error)
+            return Outcome(outcome.status, outcome.error, error_id, outcome.recorded)
+        seconds = time.perf_counter() - started
+        self.metrics.conversion_took(seconds)
+        log.debug("message converted", extra={"record_id": claim.record_id, "duration_ms": _ms(seconds)})
+        return json.dumps(bundle, ensure_ascii=False)
+
+    def _failed(self, claim: Claim, target: str, attempt_id: int, error: str, summary: str) -> Outcome:
+        """A transient failure: held for the sender (sync), retried later, or dead-lettered when out of attempts.
+
+        ``error`` goes to the delivery history; ``summary`` (see :func:`log_summary`) to the log."""
+        fields = {**_fields(claim), "target": target, "error": summary}
+        if claim.synchronous:
+            log.warning("delivery failed, held for the sender's resend", extra=fields)
+            self.metrics.retry_scheduled(target)
+            return self._finish(claim, Status.HELD, AttemptOutcome.FAILED, target, attempt_id, error)
+        if claim.attempt >= self.settings.delivery_max_attempts:
+            log.error("delivery failed, out of attempts, message dead-lettered", extra=fields)
+            self.metrics.dead_lettered("out_of_attempts")
+            error = f"gave up after {claim.attempt} attempts: {error}"
+            return self._finish(claim, Status.DEAD_LETTER, AttemptOutcome.FAILED, target, attempt_id, error)
+        wait = backoff_seconds(claim.attempt, self.settings)
+        log.warning("delivery failed, will retry", extra={**fields, "retry_in_s": round(wait, 1)})
+        self.metrics.retry_scheduled(target)
+        return self._finish(
+            claim,
+            Status.RETRYING,
+            AttemptOutcome.FAILED,
+            target,
+            attempt_id,
+            error,
+            next_attempt_in=wait,
+        )
+
+    def _finish(
+        self,
+        claim: Claim,
+        status: Status,
+        outcome: AttemptOutcome,
+        target: str,
+        attempt_id: int | None,
+        error: str | None,
+        *,
+        next_attempt_in: float | None = None,
+    ) -> Outcome:
+        next_attempt_at = None if next_attempt_in is None else utc_now() + timedelta(seconds=next_attempt_in)
+        try:
+            owned = self.store.finish(
+                claim,
+                state=status,
+                outcome=outcome,
+                target=target,
+                attempt_id=attempt_id,
+                error=error,
+                next_attempt_at=next_attempt_at,
+            )
+        except StoreError as exc:
+            # The lease expires and the message is claimed again; the unfinished attempt is then counted as a
+            # possible redelivery.
+            log.error(
+                "could not record the delivery outcome",
+                extra={"record_id": claim.record_id, "outcome": outcome.value, "error": str(exc)},
+            )
+            return Outcome(status, error, recorded=False)
+        if not owned:
+            # Another worker took the message over and delivers it too: a delivered one is then a possible
+            # duplicate (same messageId), found in the delivery history, not in possible_redeliveries.
+            log.warning(
+                "lease expired during the attempt; another worker owns the message now"
+                + (" and may deliver it again" if status is Status.DELIVERED else ""),
+                extra={"record_id": claim.record_id, "outcome": outcome.value},
+            )
+        return Outcome(status, error, recorded=owned)
+
+
+class OutboxWorker:
+    """Delivery threads over a shared store and forwarder.
+
+    ``threads`` defaults to ``PEM111_DELIVERY_WORKERS``; 0 makes :meth:`start` a no-op (another process runs
+    ``nhs111 worker``). :meth:`run_once` and :meth:`drain` deliver in the calling thread instead. ``metrics``
+    (or, later, :meth:`report_to`) receives the delivery counts.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: MessageStore,
+        forwarder: Forwarder,
+        *,
+        threads: int | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.deliverer = Deliverer(settings, store, forwarder, metrics=metrics)
+        self.thread_count = settings.delivery_workers if threads is None else threads
+        #: The requests this process is answering: the threads let them go first (:mod:`adaptor.activity`).
+        self.requests = RequestActivity()
+        self.owner_prefix = process_owner_prefix()
+        self._stopping = threading.Event()
+        self._wakeups: list[threading.Event] = []
+        self._threads: list[threading.Thread] = []
+        # Set by a transient failure, cleared by the next success: the target was down and is back.
+        self._target_was_failing = False
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the delivery threads (daemon threads: :meth:`stop` waits for them, a kill does not)."""
+        if self._threads:
+            return
+        self._stopping.clear()
+        for index in range(1, self.thread_count + 1):
+            wakeup = threading.Event()
+            thread = threading.Thread(
+                target=self._run,
+                args=(f"{self.owner_prefix}/worker-{index}", wakeup),
+                name=f"outbox-{index}",
+                daemon=True,
+            )
+            self._wakeups.append(wakeup)
+            self._threads.append(thread)
+            thread.start()
+        if self._threads:
+            log.info("delivery threads started", extra={"threads": len(self._threads)})
+
+    def report_to(self, metrics: Metrics) -> None:
+        """Count deliveries in ``metrics`` from now on: for a worker built before the application whose
+        ``/metrics`` should show them (``nhs111 serve`` builds the worker first)."""
+        self.deliverer.metrics = metrics
+
+    def wake(self) -> None:
+        """A message was stored: idle threads look for work now instead of at their next poll."""
+        for wakeup in self._wakeups:
+            wakeup.set()
+
+    def stop(self, timeout: float = STOP_TIMEOUT_SECONDS) -> bool:
+        """Stop claiming; wait up to ``timeout`` seconds for deliveries in flight. Returns whether every thread
+        finished. A delivery still running is abandoned: its lease expires and another worker retries it."""
+        self._stopping.set()
+        self.wake()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        running = [thread.name for thread in self._threads if thread.is_alive()]
+        if running:
+            # Its lease expires within the lease time and it is retried then.
+            log.warning(
+                "delivery still in progress at shutdown",
+                extra={"threads": len(running), "lease_seconds": self.settings.delivery_lease_seconds},
+            )
+        self._threads.clear()
+        self._wakeups.clear()
+        return not running
+
+    @property
+    def running(self) -> bool:
+        return any(thread.is_alive() for thread in self._threads)
+
+    # -- delivering ------------------------------------------------------------------------------------------
+
+    def run_once(self, owner: str | None = None) -> Outcome | None:
+        """Claim the message due longest and deliver it in this thread; ``None`` when nothing is due."""
+        claim = self.store.claim_due(owner or f"{self.owner_prefix}/inline", self.settings.delivery_lease_seconds)
+        if claim is None:
+            return None
+        outcome = self.deliverer.deliver(claim)
+        self._after(outcome)
+        return outcome
+
+    def drain(self, limit: int = 10_000) -> list[Outcome]:
+        """:meth:`run_once` until nothing is due (or ``limit`` messages); the outcomes in order."""
+        outcomes: list[Outcome] = []
+        while len(outcomes) < limit:
+            outcome = self.run_once()
+            if outcome is None:
+                break
+            outcomes.append(outcome)
+        return outcomes
+
+    def _after(self, outcome: Outcome) -> None:
+        """After a failure the target is presumed down; the next success brings the waiting retries forward
+        instead of leaving them to their backoff (up to ``PEM111_DELIVERY_BACKOFF_MAX_SECONDS``)."""
+        if outcome.status is Status.RETRYING:
+            self._target_was_failing = True
+        elif outcome.status is Status.DELIVERED and self._target_was_failing:
+            self._target_was_failing = False
+            try:
+                count = self.store.retry_waiting_now()
+            except StoreError as exc:
+                log.warning("could not bring the waiting retries forward", extra={"error": str(exc)})
+                return
+            if count:
+                log.info("target accepts messages again, waiting retries brought forward", extra={"count": count})
+                self.wake()
+
+    def _run(self, owner: str, wakeup: threading.Event) -> None:
+        last_store_error = float("-inf")
+        while not self._stopping.is_set():
+            # Cleared before looking, so that a wake-up arriving while this thread looks is not lost.
+            wakeup.clear()
+            self.requests.wait_for_quiet(self.settings.delivery_defer_seconds)
+            try:
+                outcome = self.run_once(owner)
+            except StoreError as exc:
+                now = time.monotonic()
+                if now - last_store_error >= STORE_ERROR_LOG_INTERVAL_SECONDS:
+                    log.error(
+                        "outbox: message store unavailable, retrying",
+                        extra={"retry_every_s": self.settings.delivery_poll_seconds, "error": str(exc)},
+                    )
+                    last_store_error = now
+                outcome = None
+            except Exception as exc:
+                # A defect: keep the thread alive; the claimed message's lease expires and it is retried.
+                error_id = str(uuid.uuid4()).upper()
+                log.error("outbox: unexpected error", extra={"error_id": error_id, "error": type(exc).__name__})
+                log.debug("outbox error traceback", extra={"error_id": error_id}, exc_info=True)
+                outcome = None
+            if outcome is None:
+                wakeup.wait(self.settings.delivery_poll_seconds)

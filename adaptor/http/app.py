@@ -1,0 +1,375 @@
+"""The WSGI application: the ITK endpoint, its WSDL, and the health check.
+
+A small dispatcher in front decides by path and method (wire-contract.md section 1):
+
+* ``POST`` on a report path (``settings.report_paths``) goes to the SOAP endpoint (:mod:`adaptor.soap`) once
+  the media type and the declared size are acceptable: ``text/xml`` and ``application/xml`` with any
+  parameters; ``application/soap+xml`` and a missing Content-Type are passed on too, so the envelope
+  namespace decides (SOAP 1.2 gets ``VersionMismatch``); any other type gets 415. A body larger than
+  ``settings.max_request_bytes`` gets fault 1000 (rule A1) without being read.
+* Everything else is a small Flask application: ``GET <report path>?wsdl`` (the WSDL, addressed to the URL the
+  client used), ``GET <report path>?xsd=<file>`` (the schemas it includes), ``GET /healthz`` (liveness),
+  ``GET /readyz`` (readiness, :mod:`adaptor.readiness`), ``GET /metrics`` (Prometheus, :mod:`adaptor.metrics`),
+  and the operator's console under ``/console`` when it is configured (:mod:`adaptor.console`); any other method
+  on a report path gets 405 with ``Allow: POST``, unknown paths 404.
+
+Every fault answered here or by the SOAP endpoint is kept in the store's ``rejections`` table. Every ITK POST is
+timed and counted (``nhs111_requests_total``, ``nhs111_request_duration_seconds``) and ends with one
+``request answered`` log line carrying its identifiers, outcome and duration.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import io
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+from lxml import etree
+
+from adaptor.accept import ReceiverService
+from adaptor.config import Settings
+from adaptor.console import install_console
+from adaptor.delivery.activity import RequestActivity
+from adaptor.delivery.forwarders import Forwarder, forwarder_from_settings
+from adaptor.delivery.outbox import OutboxWorker
+from adaptor.http.soap import REQUEST_FACTS, RequestFacts, build_soap_app, log_fault, note_rejection
+from adaptor.itk import faults, responses
+from adaptor.itk import rules as itk
+from adaptor.itk.allowlist import AllowList
+from adaptor.itk.faults import ItkFault
+from adaptor.itk.schemas import wsdl_dir
+from adaptor.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from adaptor.ops.metrics import Metrics
+from adaptor.ops.readiness import Readiness
+from adaptor.store import MessageStore
+
+log = logging.getLogger("adaptor.web")  # pinned: the JSON log format names it
+
+WSDL_FILE = "SendNHS111Report-v2-0.wsdl"
+
+#: Media types passed to the SOAP endpoint ("" = no Content-Type header).
+ACCEPTED_MEDIA_TYPES = frozenset({"text/xml", "application/xml", "application/soap+xml", ""})
+
+_XML_TYPE = "text/xml; charset=utf-8"
+_WSDL = "http://schemas.xmlsoap.org/wsdl/"
+_WSDL_SOAP = "http://schemas.xmlsoap.org/wsdl/soap/"
+_XSD = "http://www.w3.org/2001/XMLSchema"
+_SOAP_ADDRESS = f"{{{_WSDL}}}service/{{{_WSDL}}}port/{{{_WSDL_SOAP}}}address"
+_SCHEMA_REFERENCES = (f"{{{_XSD}}}include", f"{{{_XSD}}}import", f"{{{_XSD}}}redefine")
+
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+#: Told about every fault the dispatcher answers itself (with its ErrorID), like the SOAP endpoint's.
+FaultListener = Callable[[ItkFault, str], None]
+
+
+class ServiceDocuments:
+    """The WSDL and the XSDs it includes, loaded once, served with their addresses rewritten per request.
+
+    The files come from :func:`adaptor.schemas.wsdl_dir`; only the ``.xsd`` files in that folder are served.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        parser = etree.XMLParser(resolve_entities=False, no_network=True, remove_blank_text=False)
+        self._wsdl = etree.parse(str(folder / WSDL_FILE), parser)
+        self._schemas = {path.name: etree.parse(str(path), parser) for path in sorted(folder.glob("*.xsd"))}
+
+    @property
+    def schema_names(self) -> tuple[str, ...]:
+        return tuple(self._schemas)
+
+    @functools.lru_cache(maxsize=32)  # noqa: B019 (one instance per application; the cache dies with it)
+    def wsdl(self, endpoint_url: str) -> bytes:
+        """The WSDL with ``soap:address`` = ``endpoint_url``, includes pointing at ``endpoint_url?xsd=``."""
+        document = copy.deepcopy(self._wsdl)
+        for address in document.getroot().iterfind(_SOAP_ADDRESS):
+            address.set("location", endpoint_url)
+        self._point_includes_at(document, endpoint_url)
+        return etree.tostring(document, xml_declaration=True, encoding="UTF-8")
+
+    @functools.lru_cache(maxsize=32)  # noqa: B019
+    def schema(self, name: str, endpoint_url: str) -> bytes | None:
+        """The named XSD (includes rewritten as in :meth:`wsdl`), or ``None`` when there is no such file."""
+        original = self._schemas.get(name)
+        if original is None:
+            return None
+        document = copy.deepcopy(original)
+        self._point_includes_at(document, endpoint_url)
+        return etree.tostring(document, xml_declaration=True, encoding="UTF-8")
+
+    def _point_includes_at(self, document: etree._ElementTree, endpoint_url: str) -> None:
+        for reference in document.iter(*_SCHEMA_REFERENCES):
+            location = reference.get("schemaLocation")
+            if location in self._schemas:
+                reference.set("schemaLocation", f"{endpoint_url}?xsd={location}")
+
+
+def _create_site(
+    settings: Settings, documents: ServiceDocuments, readiness: Readiness, metrics: Metrics
+) -> Flask:
+    """The Flask application for every request that is not a SOAP POST."""
+    site = Flask(__name__)
+
+    @site.get("/healthz")
+    def healthz() -> Response:
+        # Liveness: answered while the process can serve HTTP. Whether it can do its work is /readyz.
+        return jsonify(status="ok")
+
+    @site.get("/readyz")
+    def readyz() -> Response:
+        # ?check=store (repeatable) limits the answer to the named checks (see the README on async mode).
+        only = request.args.getlist("check")
+        unknown = sorted(set(only) - set(readiness.names))
+        if unknown:
+            return _text_response(400, f"Unknown check {', '.join(unknown)}; known: {', '.join(readiness.names)}")
+        report = readiness.evaluate(only)
+        response = jsonify(report.body())
+        response.status_code = 200 if report.ok else 503
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @site.get("/metrics")
+    def metrics_page() -> Response:
+        response = Response(metrics.exposition(), content_type=METRICS_CONTENT_TYPE)
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    def report_path() -> Response:
+        if request.method in ("GET", "HEAD"):
+            arguments = {key.lower(): value for key, value in request.args.items()}
+            endpoint_url = request.base_url
+            if "wsdl" in arguments:
+                return Response(documents.wsdl(endpoint_url), content_type=_XML_TYPE)
+            if "xsd" in arguments:
+                schema = documents.schema(arguments["xsd"], endpoint_url)
+                if schema is None:
+                    return _text_response(404, "No such schema")
+                return Response(schema, content_type=_XML_TYPE)
+        response = _text_response(405, "Method Not Allowed: the ITK endpoint accepts POST")
+        response.headers["Allow"] = "POST"
+        return response
+
+    methods = ["GET", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"]
+    for index, path in enumerate(settings.report_paths):
+        site.add_url_rule(path, f"report_{index}", report_path, methods=methods, provide_automatic_options=False)
+
+    @site.errorhandler(404)
+    def not_found(_error: Exception) -> Response:
+        return _text_response(404, "Not Found")
+
+    @site.errorhandler(405)
+    def method_not_allowed(_error: Exception) -> Response:
+        return _text_response(405, "Method Not Allowed")
+
+    return site
+
+
+def _text_response(status: int, text: str) -> Response:
+    return Response(text + "\n", status=status, content_type="text/plain; charset=utf-8")
+
+
+class ReceiverApp:
+    """The WSGI callable served by :mod:`adaptor.server`.
+
+    :meth:`close` stops and closes what :func:`create_app` started itself. ``on_fault`` hears of the faults the
+    dispatcher answers before the SOAP endpoint sees the request (rule A1, the last-line 2200). ``metrics``
+    counts and times the ITK POSTs.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        soap_app: WsgiApp,
+        site: Flask,
+        *,
+        on_close: Iterable[Callable[[], object]] = (),
+        on_fault: FaultListener | None = None,
+        metrics: Metrics | None = None,
+        requests: RequestActivity | None = None,
+    ) -> None:
+        self.settings = settings
+        self.requests = requests or RequestActivity()
+        self.soap_app = soap_app
+        self.site = site
+        self.metrics = metrics or Metrics()
+        self._report_paths = frozenset(settings.report_paths)
+        self._on_close = list(on_close)
+        self._on_fault = on_fault
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("REQUEST_METHOD") == "POST" and environ.get("PATH_INFO") in self._report_paths:
+            return self._post_report(environ, start_response)
+        return self.site.wsgi_app(environ, start_response)
+
+    def close(self) -> None:
+        for close in reversed(self._on_close):
+            close()
+        self._on_close.clear()
+
+    def _post_report(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """Answer one ITK POST (:meth:`_answer_report`), then count, time and log it.
+
+        The time is taken when the answer is ready: the SOAP endpoint does all its work before it returns, so
+        this is the processing time, not the time the client takes to read the answer.
+        """
+        started = time.perf_counter()
+        facts = environ[REQUEST_FACTS] = RequestFacts()
+        statuses: list[str] = []
+
+        def recording_start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+            statuses.append(status)
+            return start_response(status, headers, exc_info)
+
+        self.requests.request_started()
+        try:
+            body = self._answer_report(environ, recording_start_response)
+        finally:
+            self.requests.request_finished()
+        seconds = time.perf_counter() - started
+        status = statuses[-1] if statuses else "500"
+        if status.startswith("200"):
+            outcome = "ok"
+        elif facts.fault is not None:
+            outcome = "fault"
+        else:
+            outcome = "refused"  # an HTTP error instead of a SOAP answer (415)
+        self.metrics.request_answered(outcome, seconds, facts.fault)
+        log.info(
+            "request answered",
+            extra={
+                "path": environ.get("PATH_INFO"),  # one of the configured report paths, never a query string
+                "status": int(status[:3]) if status[:3].isdigit() else None,
+                "outcome": outcome,
+                **facts.log_fields(),
+                "duration_ms": round(seconds * 1000, 1),
+            },
+        )
+        return body
+
+    def _answer_report(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        media_type = (environ.get("CONTENT_TYPE") or "").split(";", 1)[0].strip().lower()
+        if media_type not in ACCEPTED_MEDIA_TYPES:
+            return _plain(start_response, "415 Unsupported Media Type", "Content-Type must be text/xml")
+
+        limit = self.settings.max_request_bytes
+        declared = _content_length(environ)
+        if declared is not None and declared > limit:
+            return self._fault(environ, start_response, itk.too_large(self.settings))
+        if declared is None:
+            # No Content-Length (a server that passes chunked bodies through): read at most one byte too many.
+            body = _read_at_most(environ, limit + 1)
+            if len(body) > limit:
+                return self._fault(environ, start_response, itk.too_large(self.settings))
+            environ = {**environ, "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))}
+
+        try:
+            return self.soap_app(environ, start_response)
+        except Exception as exc:
+            # adaptor.soap answers every error itself; this is the last line (rule E2).
+            error_id = str(uuid.uuid4()).upper()
+            log.error(
+                "internal error",
+                extra={"where": "in the SOAP endpoint", "error_id": error_id, "error": type(exc).__name__},
+            )
+            log.debug("internal error traceback", extra={"error_id": error_id}, exc_info=exc)
+            return self._fault(environ, start_response, faults.internal(error_id))
+
+    def _fault(self, environ: dict[str, Any], start_response: StartResponse, fault: ItkFault) -> list[bytes]:
+        body, error_id = responses.fault_response(fault)
+        log_fault(fault, error_id)
+        facts = environ.get(REQUEST_FACTS)
+        if isinstance(facts, RequestFacts):
+            facts.note_fault(fault, error_id)
+        if self._on_fault is not None:
+            self._on_fault(fault, error_id)
+        start_response("500 Internal Server Error", [("Content-Type", _XML_TYPE), ("Content-Length", str(len(body)))])
+        return [body]
+
+
+def _content_length(environ: dict[str, Any]) -> int | None:
+    try:
+        value = int(environ.get("CONTENT_LENGTH") or "")
+    except ValueError:
+        return None
+    return value if value >= 0 else None
+
+
+def _read_at_most(environ: dict[str, Any], size: int) -> bytes:
+    # Without Content-Length a WSGI body may only be read to its end when the server says it is terminated.
+    if not environ.get("wsgi.input_terminated"):
+        return b""
+    stream = environ["wsgi.input"]
+    chunks: list[bytes] = []
+    remaining = size
+    while remaining > 0:
+        chunk = stream.read(min(remaining, 64 * 1024))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def _plain(start_response: StartResponse, status: str, text: str) -> list[bytes]:
+    body = (text + "\n").encode("utf-8")
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: MessageStore | None = None,
+    forwarder: Forwarder | None = None,
+    allow_list: AllowList | None = None,
+    worker: OutboxWorker | None = None,
+) -> ReceiverApp:
+    """The complete WSGI application. Components not given are created from ``settings`` (the allow-list and
+    the outbox worker's ``PEM111_DELIVERY_WORKERS`` threads started); :meth:`ReceiverApp.close` stops and
+    closes only those. A ``worker`` that is given is only woken when a message is stored: its owner starts it;
+    its deliveries are counted in this application's metrics from now on (:meth:`OutboxWorker.report_to`)."""
+    on_close: list[Callable[[], object]] = []
+    if store is None:
+        store = MessageStore.from_settings(settings)
+        store.open_if_available()
+        on_close.append(store.close)
+    if forwarder is None:
+        forwarder = forwarder_from_settings(settings)
+        on_close.append(forwarder.close)
+    if allow_list is None:
+        allow_list = AllowList(settings)
+        allow_list.start()
+        on_close.append(allow_list.stop)
+    metrics = Metrics(forwarder.target)
+    metrics.watch_store(store)
+    if worker is None:
+        worker = OutboxWorker(settings, store, forwarder, metrics=metrics)
+        worker.start()
+        on_close.append(worker.stop)  # first on close: deliveries in flight finish before anything closes
+    else:
+        worker.report_to(metrics)
+    receiver = ReceiverService(settings, store, forwarder, allow_list, wake=worker.wake, metrics=metrics)
+    readiness = Readiness(store, forwarder, allow_list)
+    site = _create_site(settings, ServiceDocuments(wsdl_dir(settings)), readiness, metrics)
+    install_console(site, settings, store=store, wake=worker.wake)
+    keep_store = store  # for the closure: mypy does not narrow captured variables
+
+    def record_fault(fault: ItkFault, error_id: str) -> None:
+        note_rejection(keep_store, fault, error_id)
+
+    return ReceiverApp(
+        settings,
+        build_soap_app(settings, receiver),
+        site,
+        on_close=on_close,
+        on_fault=record_fault,
+        metrics=metrics,
+        requests=worker.requests,
+    )

@@ -1,0 +1,388 @@
+"""The SOAP 1.1 endpoint for ``SendNHS111Report-v2-0``, built on spyne. The only module that imports spyne.
+
+spyne does the SOAP plumbing (WSGI request handling, method dispatch on the body element, the fault path)
+while this project owns every byte on the wire:
+
+* :class:`ItkSoap11` replaces spyne's parsing with :func:`adaptor.itk.parse_request` (one parse of the raw
+  bytes, DOCTYPEs refused, no entity resolution) and :func:`adaptor.itk.validate_request`, and replaces
+  spyne's serialisation with :func:`adaptor.responses.success_response` /
+  :func:`adaptor.responses.fault_response`.
+* The one service method hands the validated :class:`~adaptor.message.ItkMessage` to
+  :meth:`adaptor.service.ReceiverService.accept` and answers ``OK``.
+* Any :class:`~adaptor.faults.ItkFault` becomes that fault (HTTP 500); any other exception becomes fault 2200
+  with an error id that is logged (rule E2), never a traceback on the wire.
+* Every fault is logged (:func:`log_fault`) and kept in the store's ``rejections`` table
+  (:func:`note_rejection`): the rule, the codes and texts sent, and the request's identifiers; never its body.
+* What the request turned out to be (its identifiers, the fault answered) is written into the
+  :class:`RequestFacts` that :mod:`adaptor.web` leaves in the WSGI environ, for the request's summary log line
+  and its metrics.
+
+spyne's own loggers are switched off: on errors it logs whole request documents, which carry patient data.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from lxml import etree
+
+from adaptor.ops.logs import silence_spyne_logging
+
+# Before the first spyne import: spyne logs while its modules load.
+silence_spyne_logging()
+
+from spyne import AnyXml, Application, Service, Unicode, rpc  # noqa: E402
+from spyne.error import RequestTooLongError  # noqa: E402
+from spyne.model.fault import Fault as SpyneFault  # noqa: E402
+from spyne.protocol.soap import Soap11  # noqa: E402
+from spyne.server.wsgi import WsgiApplication  # noqa: E402
+
+from adaptor.accept import ReceiverService  # noqa: E402
+from adaptor.config import Settings  # noqa: E402
+from adaptor.itk import faults, responses  # noqa: E402
+from adaptor.itk import rules as itk  # noqa: E402
+from adaptor.itk.faults import ItkFault  # noqa: E402
+from adaptor.itk.message import ItkMessage  # noqa: E402
+from adaptor.itk.xmlsafe import ITK, SOAP11, xpath_values  # noqa: E402
+from adaptor.store import MessageStore, Rejection, StoreError  # noqa: E402
+
+log = logging.getLogger("adaptor.soap")  # pinned: the JSON log format names it
+
+SERVICE_NAME = "SendNHS111Report-v2-0"
+DISTRIBUTION_ENVELOPE = f"{{{ITK}}}DistributionEnvelope"
+SIMPLE_MESSAGE_RESPONSE = f"{{{ITK}}}SimpleMessageResponse"
+
+_BODY_DISTRIBUTION_ENVELOPE = f"{{{SOAP11}}}Body/{DISTRIBUTION_ENVELOPE}"
+_TRACKING_ID = xpath_values("soap:Body/itk:DistributionEnvelope/itk:header/@trackingid")
+_AUDIT_IDENTITIES = xpath_values("soap:Body/itk:DistributionEnvelope/itk:header/itk:auditIdentity/itk:id/@uri")
+_ODS_IDENTITY_PREFIX = "urn:nhs-uk:identity:ods:"
+
+#: The WSGI environ key under which :mod:`adaptor.web` hands this endpoint a :class:`RequestFacts` to fill in.
+REQUEST_FACTS = "adaptor.request_facts"
+
+
+@dataclass
+class RequestFacts:
+    """What one ITK request turned out to be, as far as it was read: for its summary log line and its metrics.
+
+    Identifiers only (never content): filled in by the SOAP endpoint once the message validated or when it
+    answered a fault, and by :mod:`adaptor.web` for the faults it answers itself.
+    """
+
+    message_id: str | None = None
+    tracking_id: str | None = None
+    interaction: str | None = None
+    ods_code: str | None = None
+    sender_ods: str | None = None
+    fault: ItkFault | None = None
+    error_id: str | None = None
+
+    def note_message(self, message: ItkMessage) -> None:
+        self.message_id = message.message_id
+        self.tracking_id = message.tracking_id
+        self.interaction = message.interaction
+        self.ods_code = ",".join(message.ods_codes) or None
+        self.sender_ods = sender_ods(message.sender)
+
+    def note_fault(
+        self, fault: ItkFault, error_id: str, *, tracking_id: str | None = None, sender: str | None = None
+    ) -> None:
+        self.fault, self.error_id = fault, error_id
+        self.message_id = self.message_id or fault.relates_to
+        self.tracking_id = self.tracking_id or tracking_id
+        self.sender_ods = self.sender_ods or sender
+
+    def log_fields(self) -> dict[str, object]:
+        """The log fields (:mod:`adaptor.logs`) of what is known; unknown ones are ``None``."""
+        fault = self.fault
+        return {
+            "message_id": self.message_id,
+            "tracking_id": self.tracking_id,
+            "interaction": self.interaction,
+            "ods_code": self.ods_code,
+            "sender_ods": self.sender_ods,
+            "error_code": fault.error_code if fault is not None else None,
+            "rule": (fault.rule or None) if fault is not None else None,
+            "error_id": self.error_id,
+        }
+
+
+def request_facts(environ: dict[str, Any]) -> RequestFacts:
+    """The :class:`RequestFacts` of this request (a throwaway one when the endpoint runs without adaptor.web)."""
+    facts = environ.get(REQUEST_FACTS)
+    return facts if isinstance(facts, RequestFacts) else RequestFacts()
+
+
+@dataclass
+class _Exchange:
+    """What one request carries through spyne, kept on ``ctx.udc`` (spyne's slot for user data)."""
+
+    raw: bytes
+    root: etree._Element | None = None  # set once the request parsed (rules A1, A2)
+    message: ItkMessage | None = None  # set once the request passed validation
+
+    @property
+    def message_id(self) -> str | None:
+        return self.message.message_id if self.message is not None else None
+
+    def identifiers(self) -> tuple[str | None, str | None]:
+        """The trackingid and sender ODS code, as far as they could be read, for the rejections table.
+        Never raises (it runs on the fault path)."""
+        if self.message is not None:
+            return self.message.tracking_id, sender_ods(self.message.sender)
+        if self.root is None:
+            return None, None
+        try:
+            tracking_ids = _TRACKING_ID(self.root)
+            senders = [ods for ods in map(sender_ods, _AUDIT_IDENTITIES(self.root)) if ods]
+        except Exception:  # a refused request can be any shape; the identifiers are only a convenience
+            return None, None
+        return (tracking_ids[0].strip() or None) if tracking_ids else None, senders[0] if senders else None
+
+
+class _CarriedFault(SpyneFault):
+    """An :class:`ItkFault` travelling along spyne's error path, which only routes spyne's own Fault type."""
+
+    def __init__(self, fault: ItkFault) -> None:
+        super().__init__(faultcode=fault.faultcode.value, faultstring=fault.text)
+        self.itk_fault = fault
+
+
+def _internal_fault(cause: BaseException, relates_to: str | None, where: str) -> _CarriedFault:
+    """Fault 2200 (rule E2) for an unexpected exception; the cause is logged under a new error id."""
+    error_id = str(uuid.uuid4()).upper()
+    log.error(
+        "internal error",
+        extra={"where": where, "error_id": error_id, "message_id": relates_to, "error": type(cause).__name__},
+    )
+    # The exception text and traceback can quote request content: only at DEBUG.
+    log.debug("internal error traceback", extra={"error_id": error_id}, exc_info=cause)
+    return _CarriedFault(faults.internal(error_id, relates_to=relates_to))
+
+
+class SendNHS111Report(Service):
+    """The ITK service: one operation whose input is the bare ``itk:DistributionEnvelope`` body element."""
+
+    __service_name__ = SERVICE_NAME
+
+    @rpc(
+        AnyXml,
+        _body_style="bare",
+        _in_message_name=DISTRIBUTION_ENVELOPE,
+        _returns=Unicode,
+        _out_message_name=SIMPLE_MESSAGE_RESPONSE,
+    )
+    def send_report(ctx: Any, distribution_envelope: etree._Element) -> str:
+        """Accept the validated message; the return value is the SimpleMessageResponse text.
+
+        spyne calls it with its method context first (no ``self``); the message itself is on ``ctx.udc``.
+        """
+        exchange: _Exchange = ctx.udc
+        endpoint: _Endpoint = ctx.app.config
+        assert exchange.message is not None  # validation ran in ItkSoap11.create_in_document
+        endpoint.receiver.accept(exchange.message, exchange.raw)
+        if endpoint.settings.ok_with_message_id:
+            return f"OK:{exchange.message.message_id}"
+        return "OK"
+
+    @classmethod
+    def call_wrapper(cls, ctx: Any, args: Any = None) -> Any:
+        # spyne turns any exception from the method into its own generic Server fault: keep ours instead.
+        try:
+            return super().call_wrapper(ctx, args)
+        except ItkFault as fault:
+            raise _CarriedFault(fault) from None
+        except SpyneFault:
+            raise
+        except Exception as exc:
+            exchange: _Exchange = ctx.udc
+            raise _internal_fault(exc, exchange.message_id, "while accepting a message") from None
+
+
+class ItkSoap11(Soap11):
+    """spyne's SOAP 1.1 protocol with this project's parsing, validation and response bytes."""
+
+    mime_type = "text/xml; charset=utf-8"
+
+    def __init__(self, settings: Settings, receiver: ReceiverService) -> None:
+        super().__init__()
+        self.settings = settings
+        self.receiver = receiver
+
+    # -- in --------------------------------------------------------------------------------------------------
+
+    def create_in_document(self, ctx: Any, charset: str | None = None) -> None:
+        """Parse and validate the raw request bytes; the charset from Content-Type is ignored on purpose:
+        the XML declaration (or BOM) decides the encoding."""
+        exchange = ctx.udc = _Exchange(raw=b"")
+        try:
+            exchange.raw = b"".join(ctx.in_string)
+            root = exchange.root = itk.parse_request(exchange.raw, self.settings)
+            # Answers every rule with its fault, and any unexpected error with 2200 itself.
+            exchange.message = itk.validate_request(root, self.settings, self.receiver.allow_list)
+        except ItkFault as fault:
+            raise _CarriedFault(fault) from None
+        except RequestTooLongError:
+            # Only reachable without adaptor.web in front (it checks the size first).
+            raise _CarriedFault(itk.too_large(self.settings)) from None
+        except Exception as exc:
+            raise _internal_fault(exc, None, "while reading a request") from None
+        ctx.in_document = root
+        request_facts(ctx.transport.req_env).note_message(exchange.message)
+        self._log_soap_action(ctx, exchange.message)
+
+    def decompose_incoming_envelope(self, ctx: Any, message: Any = None) -> None:
+        # Validation guarantees soap:Body/itk:DistributionEnvelope; dispatch on that element, as spyne does.
+        ctx.in_header_doc = None
+        ctx.in_body_doc = ctx.in_document.find(_BODY_DISTRIBUTION_ENVELOPE)
+        ctx.method_request_string = DISTRIBUTION_ENVELOPE
+
+    def deserialize(self, ctx: Any, message: Any) -> None:
+        # The method takes the element itself: spyne's object mapping would walk a 100 KB CDA for nothing.
+        self.event_manager.fire_event("before_deserialize", ctx)
+        ctx.in_header = None
+        ctx.in_object = ctx.in_body_doc
+        self.event_manager.fire_event("after_deserialize", ctx)
+
+    # -- out -------------------------------------------------------------------------------------------------
+
+    def serialize(self, ctx: Any, message: Any) -> None:
+        # Nothing to build: create_out_string produces the bytes directly.
+        self.event_manager.fire_event("before_serialize", ctx)
+        self.event_manager.fire_event("after_serialize", ctx)
+
+    def create_out_string(self, ctx: Any, charset: str | None = None) -> None:
+        exchange: _Exchange | None = ctx.udc
+        if ctx.out_error is not None:
+            ctx.out_string = [self._fault_bytes(ctx.out_error, exchange, request_facts(ctx.transport.req_env))]
+            return
+        assert exchange is not None and exchange.message is not None
+        message = exchange.message
+        ok_text = ctx.out_object[0] if ctx.out_object else "OK"
+        ctx.out_string = [responses.success_response(message.message_id, message.action, ok_text=ok_text)]
+
+    def fault_to_http_response_code(self, fault: Any) -> str:
+        return "500 Internal Server Error"
+
+    # -- helpers ---------------------------------------------------------------------------------------------
+
+    def _fault_bytes(self, error: SpyneFault, exchange: _Exchange | None, facts: RequestFacts) -> bytes:
+        if isinstance(error, _CarriedFault):
+            fault = error.itk_fault
+        else:
+            # A fault raised by spyne itself (it should never get the chance): 2200, never spyne's text.
+            relates_to = exchange.message_id if exchange else None
+            fault = _internal_fault(error, relates_to, f"in spyne ({error.faultcode})").itk_fault
+        body, error_id = responses.fault_response(fault)
+        tracking_id, sender = exchange.identifiers() if exchange is not None else (None, None)
+        log_fault(fault, error_id, tracking_id=tracking_id, sender=sender)
+        facts.note_fault(fault, error_id, tracking_id=tracking_id, sender=sender)
+        note_rejection(self.receiver.store, fault, error_id, tracking_id=tracking_id, sender=sender)
+        return body
+
+    @staticmethod
+    def _log_soap_action(ctx: Any, message: ItkMessage) -> None:
+        """A SOAPAction header that differs from wsa:Action is logged, never faulted (wire-contract.md 1)."""
+        header = ctx.transport.req_env.get("HTTP_SOAPACTION", "").strip().strip('"').strip()
+        if header and header != message.action:
+            log.info(
+                "SOAPAction differs from wsa:Action",
+                extra={"soap_action": header, "action": message.action, "message_id": message.message_id},
+            )
+
+
+def log_fault(
+    fault: ItkFault, error_id: str, *, tracking_id: str | None = None, sender: str | None = None
+) -> None:
+    """One line per fault; client faults at INFO (the sender's problem), server faults at ERROR.
+
+    The ErrorText is logged (fixed phrases, never patient data); the diagnostic text can quote validator
+    messages about document content, so it is logged at DEBUG only, under the same error id.
+    """
+    level = logging.ERROR if fault.error_code in (2100, 2200) else logging.INFO
+    log.log(
+        level,
+        "fault answered",
+        extra={
+            "error_code": fault.error_code,
+            "rule": fault.rule or None,
+            "faultcode": fault.faultcode.value,
+            "error_id": error_id,
+            "error_text": fault.text,
+            "message_id": fault.relates_to,
+            "tracking_id": tracking_id,
+            "sender_ods": sender,
+        },
+    )
+    if fault.diagnostic:
+        log.debug("fault diagnostic", extra={"error_id": error_id, "diagnostic": fault.diagnostic})
+
+
+def sender_ods(identity_uri: str) -> str | None:
+    """The ODS code of an ``urn:nhs-uk:identity:ods:<ODS>[:<suffix>]`` audit identity, else ``None``."""
+    if not identity_uri.lower().startswith(_ODS_IDENTITY_PREFIX):
+        return None
+    return identity_uri[len(_ODS_IDENTITY_PREFIX) :].split(":", 1)[0].strip() or None
+
+
+def note_rejection(
+    store: MessageStore,
+    fault: ItkFault,
+    error_id: str,
+    *,
+    tracking_id: str | None = None,
+    sender: str | None = None,
+) -> None:
+    """Keep the refusal in the store's ``rejections`` table, for the console's counters and list.
+
+    Never raises: the sender's answer is already decided, and a store that cannot record the refusal (the same
+    outage that caused a 2100, say) must not change it. The diagnostic text is not kept (it can quote document
+    content), nor anything else of the request.
+    """
+    rejection = Rejection(
+        rule=fault.rule,
+        error_code=fault.error_code,
+        error_text=fault.text,
+        error_id=error_id,
+        message_id=fault.relates_to,
+        tracking_id=tracking_id,
+        sender_ods=sender,
+    )
+    try:
+        store.record_rejection(rejection)
+    except StoreError as exc:  # its text names the database problem, never the statement's values
+        log.warning("could not record the rejection", extra={"error_id": error_id, "error": str(exc)})
+    except Exception as exc:
+        log.warning("could not record the rejection", extra={"error_id": error_id, "error": type(exc).__name__})
+
+
+@dataclass(frozen=True)
+class _Endpoint:
+    """What the service method needs, reachable as ``ctx.app.config``."""
+
+    settings: Settings
+    receiver: ReceiverService
+
+
+def build_soap_app(settings: Settings, receiver: ReceiverService) -> WsgiApplication:
+    """The WSGI application that answers SOAP POSTs (only POSTs: :mod:`adaptor.web` routes everything else).
+
+    ``adaptor.web`` checks the body size before calling it; the limits given to spyne here are a second line.
+    """
+    application = Application(
+        [SendNHS111Report],
+        tns=ITK,
+        name=SERVICE_NAME,
+        # spyne wants one protocol instance per direction.
+        in_protocol=ItkSoap11(settings, receiver),
+        out_protocol=ItkSoap11(settings, receiver),
+        config=_Endpoint(settings, receiver),
+    )
+    limit = settings.max_request_bytes + 1
+    # block_length = the limit: spyne reads the (already size-checked) body in one read call.
+    # chunked=True is what works: with False spyne joins the byte strings of the answer as str (spyne 2.14 bug);
+    # the answer is one byte string either way and spyne sets its Content-Length.
+    return WsgiApplication(application, chunked=True, max_content_length=limit, block_length=limit)

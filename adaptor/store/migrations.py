@@ -1,0 +1,354 @@
+"""The message store's schema versions: a ``schema_version`` table and ordered, explicit migration steps.
+
+The same steps build the same schema on SQLite and on PostgreSQL; ``nhs111 db upgrade`` applies the pending
+ones (:func:`upgrade`), ``nhs111 db current`` shows where a database stands (:func:`read_state`).
+
+``schema_version``
+    One row per step applied: its version, what it did, when. The database's version is the highest one.
+    A database from before versioning (a ``messages.db`` written by adaptor 0.1) has the store's tables and no
+    ``schema_version`` table: it is *unversioned*, and step 1 adopts it (see :func:`_step_1`).
+
+What ``nhs111 serve`` and ``nhs111 worker`` do at start (:meth:`adaptor.store.MessageStore.open`, through
+:func:`create_if_empty`): an empty database is given the whole schema at once; a database at this adaptor's
+version is used as it is; an older (or unversioned) one is refused with a line naming ``nhs111 db upgrade``,
+so a schema change is always an operator's deliberate step (a backup first, one migration for all replicas,
+its errors in one place), never a side effect of a replica restarting. A *newer* database is used when every
+table still has every column this adaptor reads and writes (migrations add, they do not take away), so that
+replicas of the previous release keep working during a rolling upgrade; otherwise it is refused too.
+
+Every upgrade, and the creation of an empty database, runs in one transaction (both databases have
+transactional DDL: a failed step leaves the database as it was) under a lock, so replicas starting together
+or two ``db upgrade`` runs never apply a step twice: a PostgreSQL transaction-level advisory lock, or SQLite's
+``BEGIN EXCLUSIVE`` (other writers wait on the busy timeout).
+
+Adding a step: append a :class:`Step` with the next version number and a function that changes the schema
+through the connection it is given (Core DDL, or ``ALTER TABLE ... ADD COLUMN`` text that both databases
+accept; SQLite alters little else, so bigger changes create a new table, copy, drop and rename). Never edit an
+applied step: it describes what deployed databases already are. Then change the tables in
+:mod:`adaptor.store` to match; ``tests/test_migrations.py`` checks that the steps build exactly those tables.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    insert,
+    inspect,
+    select,
+    text,
+)
+from sqlalchemy.engine import Connection
+
+log = logging.getLogger("adaptor.migrations")  # pinned: the JSON log format names it
+
+#: The key of the PostgreSQL advisory lock held while the schema is created or upgraded (any constant: advisory
+#: locks are per database, and nothing else in a database of ours takes one). The ASCII of "nhs111db".
+ADVISORY_LOCK_KEY = int.from_bytes(b"nhs111db", "big")
+
+#: The tables any step ever created, but ``schema_version``: a database with none of them is empty for us (a
+#: shared PostgreSQL database may hold other applications' tables).
+STORE_TABLES = frozenset({"messages", "outbox", "delivery_attempts", "rejections"})
+
+_versions_metadata = MetaData()
+schema_version = Table(
+    "schema_version",
+    _versions_metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("description", Text, nullable=False),
+    Column("applied_at", DateTime(timezone=True), nullable=False),  # UTC
+)
+
+
+class SchemaError(RuntimeError):
+    """The database's schema cannot be used or upgraded as it is; the message says why."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One migration: ``apply`` brings a database at ``version - 1`` to ``version`` (inside the caller's
+    transaction, under the lock)."""
+
+    version: int
+    description: str
+    apply: Callable[[Connection], None]
+
+
+@dataclass(frozen=True)
+class AppliedStep:
+    version: int
+    description: str
+    applied_at: datetime
+
+
+@dataclass(frozen=True)
+class SchemaState:
+    """Where a database stands. ``version`` is ``None`` without a ``schema_version`` table (or row)."""
+
+    version: int | None
+    tables: frozenset[str]  # which of STORE_TABLES exist
+    history: tuple[AppliedStep, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return self.version is None and not self.tables
+
+    @property
+    def unversioned(self) -> bool:
+        """Tables from before schema versioning (adaptor 0.1): step 1 adopts them."""
+        return self.version is None and bool(self.tables)
+
+    @property
+    def number(self) -> int:
+        """The version as a number: 0 for an empty or unversioned database."""
+        return self.version or 0
+
+
+@dataclass(frozen=True)
+class UpgradeResult:
+    before: SchemaState
+    applied: tuple[Step, ...]
+    after: int
+
+
+# -- the steps ---------------------------------------------------------------------------------------------------
+
+
+def version_1_tables() -> MetaData:
+    """The four tables as version 1 made them: the layout adaptor 0.1 created without versioning.
+
+    A frozen copy, deliberately not :data:`adaptor.store.metadata`: the store's tables follow the latest
+    version, while this must go on describing what deployed version-1 databases are.
+    """
+    tables = MetaData()
+    messages = Table(
+        "messages",
+        tables,
+        Column("id", String(36), primary_key=True),
+        Column("message_id", Text, nullable=False),
+        Column("tracking_id", Text, nullable=False),
+        Column("digest", String(64), nullable=False),
+        Column("service", Text, nullable=False),
+        Column("interaction", Text, nullable=False),
+        Column("ods_codes", Text, nullable=False),
+        Column("dos_ids", Text, nullable=False),
+        Column("sender", Text, nullable=False),
+        Column("received_at", DateTime(timezone=True), nullable=False),
+        Column("raw", LargeBinary, nullable=False),
+        Column("bundle", Text, nullable=True),
+        Column("updated_at", DateTime(timezone=True), nullable=False),
+        UniqueConstraint("message_id", "tracking_id", "digest", name="uq_messages_identity"),
+    )
+    Index("ix_messages_message_id", messages.c.message_id)
+    Index("ix_messages_tracking_id", messages.c.tracking_id)
+    Index("ix_messages_received_at", messages.c.received_at)
+    outbox = Table(
+        "outbox",
+        tables,
+        Column("record_id", String(36), ForeignKey("messages.id"), primary_key=True),
+        Column("state", String(16), nullable=False),
+        Column("attempts", Integer, nullable=False),
+        Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+        Column("lease_owner", Text, nullable=True),
+        Column("lease_expires_at", DateTime(timezone=True), nullable=True),
+        Column("synchronous", Integer, nullable=False),
+        Column("last_error", Text, nullable=True),
+        Column("delivered_at", DateTime(timezone=True), nullable=True),
+        Column("replays", Integer, nullable=False),
+        Column("updated_at", DateTime(timezone=True), nullable=False),
+    )
+    Index("ix_outbox_due", outbox.c.state, outbox.c.next_attempt_at)
+    attempts = Table(
+        "delivery_attempts",
+        tables,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("message_record_id", String(36), ForeignKey("messages.id"), nullable=False),
+        Column("owner", Text, nullable=False),
+        Column("target", Text, nullable=False),
+        Column("started_at", DateTime(timezone=True), nullable=False),
+        Column("finished_at", DateTime(timezone=True), nullable=True),
+        Column("outcome", String(32), nullable=True),
+        Column("error", Text, nullable=True),
+    )
+    Index("ix_delivery_attempts_record", attempts.c.message_record_id)
+    Index("ix_delivery_attempts_outcome", attempts.c.outcome)
+    rejections = Table(
+        "rejections",
+        tables,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("rejected_at", DateTime(timezone=True), nullable=False),
+        Column("rule", String(16), nullable=False),
+        Column("error_code", Integer, nullable=False),
+        Column("error_text", Text, nullable=False),
+        Column("error_id", String(64), nullable=False),
+        Column("message_id", Text, nullable=True),
+        Column("tracking_id", Text, nullable=True),
+        Column("sender_ods", Text, nullable=True),
+    )
+    Index("ix_rejections_rejected_at", rejections.c.rejected_at)
+    return tables
+
+
+def _step_1(conn: Connection) -> None:
+    """Create the version-1 tables that are missing; check that those already there have the version-1 layout.
+
+    On an empty database this creates everything. On an unversioned one it adopts what adaptor 0.1 made:
+    nothing to change but, for databases older than the ``rejections`` table, that table (0.1 created missing
+    tables at every start in the same way). Tables of another layout are refused by name rather than left to
+    fail on every insert later.
+    """
+    tables = version_1_tables()
+    present = set(inspect(conn).get_table_names()) & set(tables.tables)
+    problems = layout_problems(conn, [tables.tables[name] for name in sorted(present)])
+    if problems:
+        raise SchemaError(f"incompatible layout ({'; '.join(problems)}): it was not created by this adaptor")
+    tables.create_all(conn, checkfirst=True)
+
+
+#: Every step, in order; the last one's version is the version this adaptor reads and writes.
+STEPS: tuple[Step, ...] = (Step(1, "the message store: messages, outbox, delivery_attempts, rejections", _step_1),)
+
+
+def head_version() -> int:
+    """The schema version this adaptor needs (the last step's)."""
+    return STEPS[-1].version
+
+
+# -- reading and checking ------------------------------------------------------------------------------------------
+
+
+def read_state(conn: Connection) -> SchemaState:
+    """The database's version, which store tables it has, and the steps recorded as applied."""
+    names = set(inspect(conn).get_table_names())
+    history: tuple[AppliedStep, ...] = ()
+    if schema_version.name in names:
+        rows = conn.execute(select(schema_version).order_by(schema_version.c.version)).all()
+        history = tuple(AppliedStep(row.version, row.description, _as_utc(row.applied_at)) for row in rows)
+    version = max((step.version for step in history), default=None)
+    return SchemaState(version=version, tables=frozenset(names & STORE_TABLES), history=history)
+
+
+def layout_problems(conn: Connection, tables: Sequence[Table]) -> list[str]:
+    """What stops code written for ``tables`` from using the database's tables of the same names: a missing
+    table, a missing column, or a ``NOT NULL`` column without a default that the code would never fill.
+
+    Extra nullable columns are fine (a newer schema may add them), and types are not compared.
+    """
+    inspector = inspect(conn)
+    existing_tables = set(inspector.get_table_names())
+    problems: list[str] = []
+    for table in tables:
+        if table.name not in existing_tables:
+            problems.append(f"table {table.name} is missing")
+            continue
+        existing = {column["name"]: column for column in inspector.get_columns(table.name)}
+        missing = sorted(set(table.c.keys()) - set(existing))
+        unknown_required = sorted(
+            name
+            for name, column in existing.items()
+            if name not in table.c and not column.get("nullable", True) and column.get("default") is None
+        )
+        if missing:
+            problems.append(f"table {table.name} lacks {', '.join(missing)}")
+        if unknown_required:
+            problems.append(f"table {table.name} requires {', '.join(unknown_required)}")
+    return problems
+
+
+# -- changing ------------------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def locked(engine: Engine) -> Iterator[Connection]:
+    """A connection in a transaction that no other schema change runs beside; committed on a normal exit,
+    rolled back on an exception.
+
+    PostgreSQL: ``pg_advisory_xact_lock``, released by the commit (or by the server if the process dies).
+    SQLite: ``BEGIN EXCLUSIVE``, which also makes every other writer wait (their busy timeout) while the
+    schema changes. pysqlite would open its own deferred transaction, so the connection is put in autocommit
+    mode and the transaction is begun and ended here, explicitly. Any other database: a plain transaction.
+    """
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            conn.exec_driver_sql("BEGIN EXCLUSIVE")
+            try:
+                yield conn
+            except BaseException:
+                conn.exec_driver_sql("ROLLBACK")
+                raise
+            conn.exec_driver_sql("COMMIT")
+        else:
+            with conn.begin():
+                if engine.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
+                yield conn
+
+
+def _apply_pending(conn: Connection, state: SchemaState) -> tuple[Step, ...]:
+    pending = tuple(step for step in STEPS if step.version > state.number)
+    if pending:
+        _versions_metadata.create_all(conn, checkfirst=True)
+    for step in pending:
+        log.info("schema: applying step %d (%s)", step.version, step.description)
+        step.apply(conn)
+        description = step.description
+        if step.version == 1 and state.unversioned:
+            description += " (adopted the tables of a database from before schema versioning)"
+        conn.execute(
+            insert(schema_version).values(version=step.version, description=description, applied_at=_utc_now())
+        )
+    return pending
+
+
+def upgrade(engine: Engine) -> UpgradeResult:
+    """``nhs111 db upgrade``: apply every pending step, in order, in one transaction under the lock.
+
+    Idempotent: a database already at (or beyond) this adaptor's version is left alone. Raises
+    :class:`SchemaError` when a step finds a layout it cannot work from (nothing is changed then), and
+    SQLAlchemy's errors when the database fails.
+    """
+    with locked(engine) as conn:
+        before = read_state(conn)
+        applied = _apply_pending(conn, before)
+    return UpgradeResult(before=before, applied=applied, after=max(before.number, head_version()))
+
+
+def create_if_empty(engine: Engine) -> SchemaState:
+    """At start-up: give an empty database the whole schema (under the lock, so that replicas starting together
+    create it once); return the state of the database, which the caller judges (see the module docstring)."""
+    with engine.connect() as conn:
+        state = read_state(conn)
+    if not state.empty:
+        return state
+    with locked(engine) as conn:
+        state = read_state(conn)
+        if state.empty:  # nobody else created it while this process waited for the lock
+            _apply_pending(conn, state)
+            log.info("schema: created the message store tables at version %d", head_version())
+            state = read_state(conn)
+    return state
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
