@@ -32,6 +32,7 @@ test: install
 lint: install
 	$(BIN)/ruff check adaptor mappings tests benchmarks
 	$(BIN)/mypy adaptor mappings benchmarks
+	$(BIN)/lint-imports
 
 check: lint test
 

@@ -325,7 +325,7 @@ class StepResult:
     #: Messages delivered per second, from the step's first request to its last delivery.
     delivered_per_s: float
     #: Messages delivered after the end of sending, per second of the drain: the delivery capacity once the
-    #: requests stop (delivery threads in ``nhs111 serve`` let requests go first, see adaptor.activity).
+    #: requests stop (delivery threads in ``nhs111 serve`` let requests go first, see adaptor.delivery.activity).
     drained_per_s: float
     duplicates: int
     server_peak_rss_mb: float | None

@@ -38,9 +38,9 @@ from itk_factory import (
 )
 from lxml import etree
 
+from adaptor.config import Settings
 from adaptor.itk import rules as itk
 from adaptor.itk import schemas
-from adaptor.config import Settings
 from adaptor.itk.allowlist import AllowList
 from adaptor.itk.faults import SOAP_VALIDATION_FAILED, FaultCode, ItkFault
 from adaptor.itk.message import ItkMessage
