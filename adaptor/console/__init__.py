@@ -3,12 +3,14 @@
 Served by ``nhs111 serve`` from the same Flask application as the WSDL and the health check, and only when a
 credential is configured (``PEM111_CONSOLE_USERS`` or ``PEM111_CONSOLE_TOKEN``); otherwise ``/console`` is a 404.
 
+* :mod:`.access`: the blueprint, and what every request passes (sign-in, CSRF, headers, errors, the access log).
+* :mod:`.views`: the pages and forms (messages, rejections, replay).
+* :mod:`.state`: what one application's console works with, kept in ``app.extensions``.
 * :mod:`.auth`: credentials, the sign-in throttle, CSRF and origin checks.
-* :mod:`.views`: the blueprint (pages, forms, security headers, the access log).
 * :mod:`.cda_text`: a stored request's CDA sections as plain text.
 
-:func:`install_console` is what :func:`adaptor.web.create_app` calls; :func:`create_console` is the blueprint
-factory it uses (for mounting the console on another Flask application).
+:func:`install_console` is what :func:`adaptor.http.app.create_app` calls; it may mount the console on any
+Flask application, and on several in one process.
 """
 
 from __future__ import annotations
@@ -17,15 +19,17 @@ import logging
 import secrets
 from collections.abc import Callable
 
-from flask import Blueprint, Flask, has_request_context, request
+from flask import Flask, has_request_context, request
 from flask.sessions import SecureCookieSessionInterface
 
 from adaptor.config import Settings
+from adaptor.console.access import URL_PREFIX
 from adaptor.console.auth import Credentials, LoginThrottle
-from adaptor.console.views import URL_PREFIX, create_blueprint
+from adaptor.console.state import ConsoleState
+from adaptor.console.views import blueprint
 from adaptor.store import MessageStore
 
-__all__ = ["URL_PREFIX", "create_console", "install_console"]
+__all__ = ["URL_PREFIX", "install_console"]
 
 log = logging.getLogger("adaptor.console")
 
@@ -43,26 +47,13 @@ class _ConsoleSessionInterface(SecureCookieSessionInterface):
         return self.always_secure or (has_request_context() and request.is_secure)
 
 
-def create_console(
-    settings: Settings,
-    *,
-    store: MessageStore,
-    wake: Callable[[], None],
-    secret_key: str,
-) -> Blueprint:
-    """The console blueprint. The application that registers it must use ``secret_key`` as its
-    ``secret_key`` (sessions and credential fingerprints are signed with it): :func:`install_console` does."""
-    return create_blueprint(
-        settings, store=store, wake=wake, credentials=Credentials(settings, secret_key), throttle=LoginThrottle()
-    )
-
-
 def install_console(app: Flask, settings: Settings, *, store: MessageStore, wake: Callable[[], None]) -> bool:
     """Mount the console on ``app`` when a credential is configured; log one line either way. Returns whether
-    it was mounted.
+    it was mounted. Its pages read ``store``; ``wake`` wakes the outbox workers after a replay.
 
     Configures ``app``'s session cookie for the console: its own name, path ``/console`` (never sent to the ITK
-    endpoint), HttpOnly, SameSite=Strict, Secure over https.
+    endpoint), HttpOnly, SameSite=Strict, Secure over https. Sessions and credential fingerprints are signed
+    with ``app.secret_key``, set here from ``PEM111_CONSOLE_SECRET_KEY``.
     """
     if not settings.console_enabled:
         log.info("web console off: set PEM111_CONSOLE_USERS or PEM111_CONSOLE_TOKEN to serve it at %s", URL_PREFIX)
@@ -82,7 +73,10 @@ def install_console(app: Flask, settings: Settings, *, store: MessageStore, wake
         SESSION_COOKIE_SAMESITE="Strict",
     )
     app.session_interface = _ConsoleSessionInterface(settings.console_secure_cookie)
-    app.register_blueprint(create_console(settings, store=store, wake=wake, secret_key=secret_key))
+    ConsoleState(
+        settings, store=store, wake=wake, credentials=Credentials(settings, secret_key), throttle=LoginThrottle()
+    ).attach(app)
+    app.register_blueprint(blueprint)
     users = len(settings.console_users)
     log.info(
         "web console at %s (%d user(s)%s)", URL_PREFIX, users, ", token sign-in on" if settings.console_token else ""

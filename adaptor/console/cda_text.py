@@ -5,7 +5,7 @@ The console shows what the sender wrote beside the Bundle made from it. The narr
 lines here and the template escapes them, so no sender markup ever reaches the page as HTML.
 
 A pure function of the stored bytes: the same document the converter maps is found with
-:func:`adaptor.convert.read_request` (newest ``effectiveTime``), and text is read with the helpers of
+:func:`adaptor.delivery.conversion.read_request` (newest ``effectiveTime``), and text is read with the helpers of
 :mod:`mappings.hl7`.
 """
 
@@ -87,52 +87,53 @@ def narrative_lines(text: etree._Element | None) -> tuple[str, ...]:
     """
     if text is None:
         return ()
-    lines: list[str] = []
-    current: list[str] = []
+    writer = _LineWriter()
+    writer.add_contents(text)
+    writer.end_line()
+    return tuple(line for line in writer.lines if line and line != "\u2022")
 
-    def flush() -> None:
-        line = _one_line(" ".join(current))
+
+class _LineWriter:
+    """Narrative markup, read in document order, written out as lines of plain text."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self._current: list[str] = []
+
+    def add_contents(self, node: etree._Element) -> None:
+        """The text of ``node`` and of everything inside it."""
+        if node.text:
+            self._current.append(node.text)
+        for child in node:
+            self._add(child)
+
+    def end_line(self) -> None:
+        line = _one_line(" ".join(self._current))
         if line:
-            lines.append(line)
-        current.clear()
+            self.lines.append(line)
+        self._current.clear()
 
-    def visit(node: etree._Element) -> None:
-        if not isinstance(node.tag, str):  # comments and processing instructions say nothing
-            _add_tail(node)
-            return
-        name = etree.QName(node).localname
-        if name == "br":
-            flush()
-        elif name == "tr":
-            flush()
-            cells = [_one_line(hl7.all_text(cell)) for cell in node if isinstance(cell.tag, str)]
-            lines.append(" | ".join(cell for cell in cells if cell))
-        elif name in _BLOCKS:
-            flush()
-            if name == "item":
-                current.append("\u2022")
-            if node.text:
-                current.append(node.text)
-            for child in node:
-                visit(child)
-            flush()
-        else:
-            if node.text:
-                current.append(node.text)
-            for child in node:
-                visit(child)
-        _add_tail(node)
-
-    def _add_tail(node: etree._Element) -> None:
+    def _add(self, node: etree._Element) -> None:
+        if isinstance(node.tag, str):  # comments and processing instructions say nothing (their tails do)
+            self._add_element(node, etree.QName(node).localname)
         if node.tail:
-            current.append(node.tail)
+            self._current.append(node.tail)
 
-    if text.text:
-        current.append(text.text)
-    for child in text:
-        visit(child)
-    flush()
-    return tuple(line for line in lines if line and line != "\u2022")
+    def _add_element(self, node: etree._Element, name: str) -> None:
+        if name == "br":
+            self.end_line()
+        elif name == "tr":
+            self.end_line()
+            cells = [_one_line(hl7.all_text(cell)) for cell in node if isinstance(cell.tag, str)]
+            self.lines.append(" | ".join(cell for cell in cells if cell))
+        elif name in _BLOCKS:
+            self.end_line()
+            if name == "item":
+                self._current.append("\u2022")
+            self.add_contents(node)
+            self.end_line()
+        else:
+            self.add_contents(node)
 
 
 def _one_line(text: str) -> str:
