@@ -1,10 +1,11 @@
 """Synthetic NHS 111 ITK requests: the sample catalogue and the one builder of synthetic messages.
 
-* :mod:`.catalogue` describes each scenario declaratively (:mod:`.model`): patient, callers, recipients,
-  triage, dispositions, advice.
-* :mod:`.cda`, :mod:`.pathways` and :mod:`.envelope` write a scenario on the wire: CDA documents valid against
-  ``POCD_MT000002UK01.xsd``, a Pathways case valid against ``pathwaysCase_v2.4.xsd`` and the SOAP / ITK
-  Distribution Envelope around them. The test factory (``tests/itk_factory.py``) uses the same writers.
+* :mod:`.scenarios` describes each scenario declaratively (:mod:`.model`), a module each: patient, callers,
+  recipients, triage, dispositions, advice; :mod:`.catalogue` lists them in the order of the index.
+* :mod:`.cda` (with :mod:`.hl7`), :mod:`.pathways` and :mod:`.envelope` write a scenario on the wire: CDA
+  documents valid against ``POCD_MT000002UK01.xsd``, a Pathways case valid against ``pathwaysCase_v2.4.xsd``
+  and the SOAP / ITK Distribution Envelope around them. The test factory (``tests/itk_factory.py``) uses the
+  same writers.
 * This module builds a scenario with fresh ids and dates (:func:`build_sample`) and writes the whole
   catalogue, with an index, into a folder (:func:`generate`): that is ``nhs111 samples --out DIR``.
 

@@ -8,6 +8,8 @@ discriminator, appointment) and the narrative sections the mapping reads (mappin
 
 :func:`minimal_document` writes the smallest valid report, for tests that change one element at a time.
 
+The HL7 data types and the common participation pieces (addresses, names, organisations, ids) are in :mod:`.hl7`.
+
 Times are written as HL7 TS. A report's times all derive from one instant (the document time) so that a message
 generated later has later times but the same shape.
 """
@@ -20,11 +22,11 @@ from datetime import date, datetime, timedelta
 from lxml import etree
 
 from adaptor.itk.xmlsafe import HL7, NPFITLC
-from adaptor.samples import pathways
+from adaptor.samples import hl7, pathways
 from adaptor.samples.envelope import new_id
+from adaptor.samples.hl7 import ODS_CODE, XSI
 from adaptor.samples.model import (
     SNOMED,
-    Address,
     Clinician,
     Guardian,
     IncidentLocation,
@@ -37,19 +39,13 @@ from adaptor.samples.model import (
     Recipient,
     Report,
     Section,
-    Telecom,
 )
 from adaptor.samples.timing import LONDON, Call, birth_date, call_for, human
 
-XSI = "http://www.w3.org/2001/XMLSchema-instance"
-
-#: OIDs used by the templates (NHS CDA "on the wire" conventions).
-CONTENT_ID_ROOT = "2.16.840.1.113883.2.1.3.2.4.18.16"
-TEMPLATE_ROOT = "2.16.840.1.113883.2.1.3.2.4.18.2"
+#: OIDs used by the templates (NHS CDA "on the wire" conventions; the common ones are in :mod:`.hl7`).
 NHS_NUMBER_VERIFIED = "2.16.840.1.113883.2.1.4.1"
 NHS_NUMBER_UNVERIFIED = "2.16.840.1.113883.2.1.3.2.4.18.23"
 LOCAL_ID = "2.16.840.1.113883.2.1.3.2.4.18.24"
-ODS_CODE = "2.16.840.1.113883.2.1.3.2.4.19.1"
 CASE_GUID = "2.16.840.1.113883.2.1.3.2.4.18.34"
 CASE_REFERENCE = "2.16.840.1.113883.2.1.3.2.4.18.35"
 DISPOSITION_SYSTEM = "2.16.840.1.113883.2.1.3.2.4.17.325"
@@ -65,237 +61,137 @@ COMPLAINT_SECTION = ("886891000000102", "Presenting complaints or issues")
 DISPOSITION_SECTION = ("913341000000104", "Disposition details")
 CONSENT_CODE = ("425691002", "Consent given for electronic record sharing")
 
-# -- HL7 data types ------------------------------------------------------------------------------------------
-
-
-def _el(parent: etree._Element, name: str, text: str | None = None, **attrib: str) -> etree._Element:
-    element = etree.SubElement(parent, f"{{{HL7}}}{name}", attrib)
-    element.text = text
-    return element
-
-
-def _content_id(parent: etree._Element, extension: str) -> None:
-    etree.SubElement(parent, f"{{{NPFITLC}}}contentId", root=CONTENT_ID_ROOT, extension=extension)
-
-
-def _template(parent: etree._Element, extension: str) -> None:
-    _el(parent, "templateId", root=TEMPLATE_ROOT, extension=extension)
-
-
-def _typed(element: etree._Element, xsi_type: str) -> etree._Element:
-    element.set(f"{{{XSI}}}type", xsi_type)
-    return element
-
-
-def _address(parent: etree._Element, address: Address) -> None:
-    addr = _el(parent, "addr", use=address.use)
-    for line in address.lines:
-        _el(addr, "streetAddressLine", line)
-    if address.city:
-        _el(addr, "city", address.city)
-    if address.county:
-        _el(addr, "county", address.county)
-    if address.postcode:
-        _el(addr, "postalCode", address.postcode)
-    if address.directions:
-        _el(addr, "desc", address.directions)
-
-
-def _telecoms(parent: etree._Element, telecoms: tuple[Telecom, ...]) -> None:
-    for telecom in telecoms:
-        element = _el(parent, "telecom", value=telecom.value)
-        if telecom.use:
-            element.set("use", telecom.use)
-
-
-def _name(parent: etree._Element, name: Name) -> None:
-    element = _el(parent, "name")
-    if name.text:
-        element.text = name.text
-        return
-    if name.prefix:
-        _el(element, "prefix", name.prefix)
-    for given in name.given:
-        _el(element, "given", given)
-    if name.family:
-        _el(element, "family", name.family)
-
-
-def _person(parent: etree._Element, tag: str, template: str, name: Name) -> None:
-    person = _el(parent, tag, classCode="PSN", determinerCode="INSTANCE")
-    _template(person, template)
-    _name(person, name)
-
-
-def _organisation(parent: etree._Element, tag: str, template: str, organisation: Organisation) -> None:
-    """An Organization-typed element: id (ODS), name, telecom, addr, kind, and the organisation it belongs to."""
-    element = _el(parent, tag, classCode="ORG", determinerCode="INSTANCE")
-    _template(element, template)
-    _el(element, "id", root=ODS_CODE, extension=organisation.ods)
-    _el(element, "name", organisation.name)
-    _telecoms(element, organisation.telecoms)
-    if organisation.address is not None:
-        _address(element, organisation.address)
-    if organisation.kind is not None:
-        code, display = organisation.kind
-        _el(
-            element,
-            "standardIndustryClassCode",
-            code=code,
-            codeSystem="2.16.840.1.113883.2.1.3.2.4.17.289",
-            displayName=display,
-        )
-    if organisation.part_of is not None:
-        part_of = _el(element, "asOrganizationPartOf", classCode="PART")
-        _template(part_of, template.split("#")[0] + "#asOrganizationPartOf")
-        _organisation(part_of, "wholeOrganization", template.split("#")[0] + "#wholeOrganization", organisation.part_of)
-
-
-def _code(parent: etree._Element, name: str, coded: tuple[str, str], system: str) -> etree._Element:
-    code, display = coded
-    return _el(parent, name, code=code, codeSystem=system, displayName=display)
-
-
-def _interval(parent: etree._Element, name: str, low: str | None, high: str | None) -> etree._Element:
-    interval = _el(parent, name)
-    if low is not None:
-        _el(interval, "low", value=low)
-    if high is not None:
-        _el(interval, "high", value=high)
-    return interval
-
-
 # -- participations ------------------------------------------------------------------------------------------
 
 
 def _record_target(cd: etree._Element, patient: Patient, today: date) -> None:
-    record_target = _el(cd, "recordTarget", typeCode="RCT", contextControlCode="OP")
-    _content_id(record_target, "COCD_TP145201GB01#PatientRole")
-    role = _el(record_target, "patientRole", classCode="PAT")
-    _template(role, "COCD_TP145201GB01#PatientRole")
+    record_target = hl7.el(cd, "recordTarget", typeCode="RCT", contextControlCode="OP")
+    hl7.content_id(record_target, "COCD_TP145201GB01#PatientRole")
+    role = hl7.el(record_target, "patientRole", classCode="PAT")
+    hl7.template_id(role, "COCD_TP145201GB01#PatientRole")
     if patient.nhs_number is not None:
         root = NHS_NUMBER_VERIFIED if patient.nhs_number_verified else NHS_NUMBER_UNVERIFIED
-        _el(role, "id", root=root, extension=patient.nhs_number)
-    _el(role, "id", root=LOCAL_ID, extension=patient.local_id, assigningAuthorityName="Synthetic 111 Record")
+        hl7.el(role, "id", root=root, extension=patient.nhs_number)
+    hl7.el(role, "id", root=LOCAL_ID, extension=patient.local_id, assigningAuthorityName="Synthetic 111 Record")
     if patient.address is not None:
-        _address(role, patient.address)
-    _telecoms(role, patient.telecoms)
+        hl7.addr(role, patient.address)
+    hl7.telecoms(role, patient.telecoms)
 
-    person = _el(role, "patient", classCode="PSN", determinerCode="INSTANCE")
-    _template(person, "COCD_TP145201GB01#patientPatient")
-    _name(person, patient.name)
+    person = hl7.el(role, "patient", classCode="PSN", determinerCode="INSTANCE")
+    hl7.template_id(person, "COCD_TP145201GB01#patientPatient")
+    hl7.person_name(person, patient.name)
     genders = {"1": "Male", "2": "Female", "9": "Not Specified"}
-    _el(
+    hl7.el(
         person,
         "administrativeGenderCode",
         code=patient.gender,
         codeSystem="2.16.840.1.113883.2.1.3.2.4.16.25",
         displayName=genders.get(patient.gender, "Not Known"),
     )
-    _el(person, "birthTime", value=birth_date(patient.age, today).strftime("%Y%m%d"))
+    hl7.el(person, "birthTime", value=birth_date(patient.age, today).strftime("%Y%m%d"))
     if patient.marital_status is not None:
-        _el(person, "maritalStatusCode", code=patient.marital_status, codeSystem="2.16.840.1.113883.5.2")
+        hl7.el(person, "maritalStatusCode", code=patient.marital_status, codeSystem="2.16.840.1.113883.5.2")
     if patient.ethnic_group is not None:
-        _code(person, "ethnicGroupCode", patient.ethnic_group, "2.16.840.1.113883.2.1.3.2.4.16.6")
+        hl7.coded(person, "ethnicGroupCode", patient.ethnic_group, "2.16.840.1.113883.2.1.3.2.4.16.6")
     if patient.guardian is not None:
         _guardian(person, patient.guardian)
-    language = _el(person, "languageCommunication")
-    _template(language, "COCD_TP145201GB01#languageCommunication")
-    _el(language, "languageCode", code=patient.language)
-    _el(language, "preferenceInd", value="true")
+    language = hl7.el(person, "languageCommunication")
+    hl7.template_id(language, "COCD_TP145201GB01#languageCommunication")
+    hl7.el(language, "languageCode", code=patient.language)
+    hl7.el(language, "preferenceInd", value="true")
     if patient.gp is not None:
-        _organisation(role, "providerOrganization", "COCD_TP145201GB01#providerOrganization", patient.gp)
+        hl7.org(role, "providerOrganization", "COCD_TP145201GB01#providerOrganization", patient.gp)
 
 
 def _guardian(person: etree._Element, guardian: Guardian) -> None:
-    element = _el(person, "guardian", classCode="GUARD")
-    _template(element, "COCD_TP145201GB01#guardian")
+    element = hl7.el(person, "guardian", classCode="GUARD")
+    hl7.template_id(element, "COCD_TP145201GB01#guardian")
     if guardian.address is not None:
-        _address(element, guardian.address)
-    _telecoms(element, guardian.telecoms)
+        hl7.addr(element, guardian.address)
+    hl7.telecoms(element, guardian.telecoms)
     if guardian.organisation is not None:
-        _organisation(element, "guardianOrganization", "COCD_TP145201GB01#guardianOrganization", guardian.organisation)
+        hl7.org(element, "guardianOrganization", "COCD_TP145201GB01#guardianOrganization", guardian.organisation)
     elif guardian.name is not None:
-        _person(element, "guardianPerson", "COCD_TP145201GB01#guardianPerson", guardian.name)
+        hl7.person(element, "guardianPerson", "COCD_TP145201GB01#guardianPerson", guardian.name)
 
 
 def _clinician(parent: etree._Element, tag: str, template: str, clinician: Clinician) -> None:
     """assignedAuthor / assignedEntity: id, job role, telecom, the person and their organisation."""
-    entity = _el(parent, tag, classCode="ASSIGNED")
-    _template(entity, f"{template}#{tag[0].upper()}{tag[1:]}")
-    _el(entity, "id", root=LOCAL_ID, extension=clinician.user_id)
+    entity = hl7.el(parent, tag, classCode="ASSIGNED")
+    hl7.template_id(entity, f"{template}#{tag[0].upper()}{tag[1:]}")
+    hl7.el(entity, "id", root=LOCAL_ID, extension=clinician.user_id)
     if clinician.role is not None:
-        _code(entity, "code", clinician.role, JOB_ROLE_SYSTEM)
-    _telecoms(entity, clinician.telecoms)
-    _person(entity, "assignedPerson", f"{template}#assignedPerson", clinician.name)
+        hl7.coded(entity, "code", clinician.role, JOB_ROLE_SYSTEM)
+    hl7.telecoms(entity, clinician.telecoms)
+    hl7.person(entity, "assignedPerson", f"{template}#assignedPerson", clinician.name)
     if clinician.organisation is not None:
-        _organisation(entity, "representedOrganization", f"{template}#representedOrganization", clinician.organisation)
+        hl7.org(entity, "representedOrganization", f"{template}#representedOrganization", clinician.organisation)
 
 
 def _author(cd: etree._Element, clinician: Clinician, time: str) -> None:
-    author = _el(cd, "author", typeCode="AUT", contextControlCode="OP")
-    _content_id(author, "COCD_TP145200GB01#AssignedAuthor")
-    _el(
+    author = hl7.el(cd, "author", typeCode="AUT", contextControlCode="OP")
+    hl7.content_id(author, "COCD_TP145200GB01#AssignedAuthor")
+    hl7.el(
         author,
         "functionCode",
         code="OA",
         codeSystem="2.16.840.1.113883.2.1.3.2.4.17.178",
         displayName="Originating Author",
     )
-    _el(author, "time", value=time)
+    hl7.el(author, "time", value=time)
     _clinician(author, "assignedAuthor", "COCD_TP145200GB01", clinician)
 
 
 def _data_enterer(cd: etree._Element, clinician: Clinician, time: str) -> None:
-    enterer = _el(cd, "dataEnterer", typeCode="ENT", contextControlCode="OP")
-    _content_id(enterer, "COCD_TP145210GB01#AssignedEntity")
-    _el(enterer, "time", value=time)
+    enterer = hl7.el(cd, "dataEnterer", typeCode="ENT", contextControlCode="OP")
+    hl7.content_id(enterer, "COCD_TP145210GB01#AssignedEntity")
+    hl7.el(enterer, "time", value=time)
     _clinician(enterer, "assignedEntity", "COCD_TP145210GB01", clinician)
 
 
 def _informant(cd: etree._Element, informant: Informant, call: Call) -> None:
-    element = _el(cd, "informant", typeCode="INF", contextControlCode="OP")
+    element = hl7.el(cd, "informant", typeCode="INF", contextControlCode="OP")
     if isinstance(informant, ProfessionalInformant):
-        _content_id(element, "COCD_TP145210GB01#AssignedEntity")
+        hl7.content_id(element, "COCD_TP145210GB01#AssignedEntity")
         _clinician(element, "assignedEntity", "COCD_TP145210GB01", informant.clinician)
         return
-    _content_id(element, "COCD_TP145007UK05#RelatedEntity")
-    related = _el(element, "relatedEntity", classCode="PRS")
-    _template(related, "COCD_TP145007UK05#RelatedEntity")
-    _code(related, "code", informant.relationship, RELATIONSHIP_SYSTEM)
+    hl7.content_id(element, "COCD_TP145007UK05#RelatedEntity")
+    related = hl7.el(element, "relatedEntity", classCode="PRS")
+    hl7.template_id(related, "COCD_TP145007UK05#RelatedEntity")
+    hl7.coded(related, "code", informant.relationship, RELATIONSHIP_SYSTEM)
     if informant.address is not None:
-        _address(related, informant.address)
-    _telecoms(related, informant.telecoms)
+        hl7.addr(related, informant.address)
+    hl7.telecoms(related, informant.telecoms)
     # The relationship as it stood during the call: RelatedPerson.period.
-    _interval(related, "effectiveTime", call.ts(call.start), call.ts(call.end))
-    _person(related, "relatedPerson", "COCD_TP145007UK05#relationshipHolder", informant.name)
+    hl7.interval(related, "effectiveTime", call.ts(call.start), call.ts(call.end))
+    hl7.person(related, "relatedPerson", "COCD_TP145007UK05#relationshipHolder", informant.name)
 
 
 def _custodian(cd: etree._Element, organisation: Organisation) -> None:
-    custodian = _el(cd, "custodian", typeCode="CST")
-    _content_id(custodian, "COCD_TP145018UK03#AssignedCustodian")
-    assigned = _el(custodian, "assignedCustodian", classCode="ASSIGNED")
-    _template(assigned, "COCD_TP145018UK03#AssignedCustodian")
-    represented = _el(assigned, "representedCustodianOrganization", classCode="ORG", determinerCode="INSTANCE")
-    _template(represented, "COCD_TP145018UK03#representedCustodianOrganization")
-    _el(represented, "id", root=ODS_CODE, extension=organisation.ods)
-    _el(represented, "name", organisation.name)
+    custodian = hl7.el(cd, "custodian", typeCode="CST")
+    hl7.content_id(custodian, "COCD_TP145018UK03#AssignedCustodian")
+    assigned = hl7.el(custodian, "assignedCustodian", classCode="ASSIGNED")
+    hl7.template_id(assigned, "COCD_TP145018UK03#AssignedCustodian")
+    represented = hl7.el(assigned, "representedCustodianOrganization", classCode="ORG", determinerCode="INSTANCE")
+    hl7.template_id(represented, "COCD_TP145018UK03#representedCustodianOrganization")
+    hl7.el(represented, "id", root=ODS_CODE, extension=organisation.ods)
+    hl7.el(represented, "name", organisation.name)
     if organisation.telecoms:
-        _telecoms(represented, organisation.telecoms[:1])
+        hl7.telecoms(represented, organisation.telecoms[:1])
     if organisation.address is not None:
-        _address(represented, organisation.address)
+        hl7.addr(represented, organisation.address)
 
 
 def _recipient(cd: etree._Element, recipient: Recipient) -> None:
-    element = _el(cd, "informationRecipient", typeCode=recipient.type_code)
-    _content_id(element, "COCD_TP145203GB03#IntendedRecipient")
-    intended = _el(element, "intendedRecipient", classCode="ASSIGNED")
-    _template(intended, "COCD_TP145203GB03#IntendedRecipient")
+    element = hl7.el(cd, "informationRecipient", typeCode=recipient.type_code)
+    hl7.content_id(element, "COCD_TP145203GB03#IntendedRecipient")
+    intended = hl7.el(element, "intendedRecipient", classCode="ASSIGNED")
+    hl7.template_id(intended, "COCD_TP145203GB03#IntendedRecipient")
     organisation = recipient.organisation
     if organisation.address is not None:
-        _address(intended, organisation.address)
-    _telecoms(intended, organisation.telecoms)
-    _organisation(intended, "receivedOrganization", "COCD_TP145203GB03#representedOrganization", organisation)
+        hl7.addr(intended, organisation.address)
+    hl7.telecoms(intended, organisation.telecoms)
+    hl7.org(intended, "receivedOrganization", "COCD_TP145203GB03#representedOrganization", organisation)
 
 
 def _participant(cd: etree._Element, participant: Participant, call: Call) -> None:
@@ -303,176 +199,185 @@ def _participant(cd: etree._Element, participant: Participant, call: Call) -> No
         template = "COCD_TP145214GB01#AssociatedEntity"
     else:
         template = "COCD_TP145212GB02#Workgroup"
-    element = _el(cd, "participant", typeCode=participant.type_code, contextControlCode="OP")
-    _content_id(element, template)
+    element = hl7.el(cd, "participant", typeCode=participant.type_code, contextControlCode="OP")
+    hl7.content_id(element, template)
     if participant.window is not None:
         low, high = (call.document_time + timedelta(minutes=m) for m in participant.window)
-        _interval(element, "time", call.ts(low), call.ts(high))
-    entity = _el(element, "associatedEntity", classCode="ASSIGNED")
-    _template(entity, template)
+        hl7.interval(element, "time", call.ts(low), call.ts(high))
+    entity = hl7.el(element, "associatedEntity", classCode="ASSIGNED")
+    hl7.template_id(entity, template)
     if participant.organisation is not None:
-        _el(entity, "id", root=ODS_CODE, extension=participant.organisation.ods)
+        hl7.el(entity, "id", root=ODS_CODE, extension=participant.organisation.ods)
     if participant.role is not None:
-        _code(entity, "code", participant.role, "2.16.840.1.113883.2.1.3.2.4.17.266")
+        hl7.coded(entity, "code", participant.role, "2.16.840.1.113883.2.1.3.2.4.17.266")
     if participant.address is not None:
-        _address(entity, participant.address)
-    _telecoms(entity, participant.telecoms)
+        hl7.addr(entity, participant.address)
+    hl7.telecoms(entity, participant.telecoms)
     if participant.name is not None:
-        _person(entity, "associatedPerson", template.split("#")[0] + "#assignedPerson", participant.name)
+        hl7.person(entity, "associatedPerson", template.split("#")[0] + "#assignedPerson", participant.name)
     if participant.organisation is not None:
-        _organisation(
+        hl7.org(
             entity, "scopingOrganization", template.split("#")[0] + "#scopingOrganization", participant.organisation
         )
 
 
 def _related_document(cd: etree._Element) -> None:
-    related = _el(cd, "relatedDocument", typeCode="RPLC")
-    parent = _el(related, "parentDocument", classCode="DOCCLIN", moodCode="EVN")
-    _el(parent, "id", root=new_id())
+    related = hl7.el(cd, "relatedDocument", typeCode="RPLC")
+    parent = hl7.el(related, "parentDocument", classCode="DOCCLIN", moodCode="EVN")
+    hl7.el(parent, "id", root=new_id())
 
 
 def _authorization(cd: etree._Element) -> None:
-    authorization = _el(cd, "authorization", typeCode="AUTH")
-    _content_id(authorization, "COCD_TP146226GB02#Consent")
-    consent = _el(authorization, "consent", classCode="CONS", moodCode="EVN")
-    _template(consent, "COCD_TP146226GB02#Consent")
-    _el(consent, "id", root=new_id())
-    _code(consent, "code", CONSENT_CODE, SNOMED)
-    _el(consent, "statusCode", code="completed")
+    authorization = hl7.el(cd, "authorization", typeCode="AUTH")
+    hl7.content_id(authorization, "COCD_TP146226GB02#Consent")
+    consent = hl7.el(authorization, "consent", classCode="CONS", moodCode="EVN")
+    hl7.template_id(consent, "COCD_TP146226GB02#Consent")
+    hl7.el(consent, "id", root=new_id())
+    hl7.coded(consent, "code", CONSENT_CODE, SNOMED)
+    hl7.el(consent, "statusCode", code="completed")
 
 
 def _encompassing_encounter(cd: etree._Element, report: Report, call: Call) -> None:
-    component_of = _el(cd, "componentOf", typeCode="COMP")
-    _content_id(component_of, "COCD_TP146232GB01#EncompassingEncounter")
-    encounter = _el(component_of, "encompassingEncounter", classCode="ENC", moodCode="EVN")
-    _template(encounter, "COCD_TP146232GB01#EncompassingEncounter")
-    _el(encounter, "id", root=CASE_GUID, extension=call.case_guid)
-    _el(encounter, "id", root=CASE_REFERENCE, extension=call.case_reference)
-    _el(
+    component_of = hl7.el(cd, "componentOf", typeCode="COMP")
+    hl7.content_id(component_of, "COCD_TP146232GB01#EncompassingEncounter")
+    encounter = hl7.el(component_of, "encompassingEncounter", classCode="ENC", moodCode="EVN")
+    hl7.template_id(encounter, "COCD_TP146232GB01#EncompassingEncounter")
+    hl7.el(encounter, "id", root=CASE_GUID, extension=call.case_guid)
+    hl7.el(encounter, "id", root=CASE_REFERENCE, extension=call.case_reference)
+    hl7.el(
         encounter,
         "code",
         code="NHS111Encounter",
         codeSystem="2.16.840.1.113883.2.1.3.2.4.17.326",
         displayName="NHS111 Encounter",
     )
-    _interval(encounter, "effectiveTime", call.ts(call.start), call.ts(call.end))
-    _code(encounter, "dischargeDispositionCode", (report.disposition.code, report.disposition.text), DISPOSITION_SYSTEM)
+    hl7.interval(encounter, "effectiveTime", call.ts(call.start), call.ts(call.end))
+    hl7.coded(
+        encounter, "dischargeDispositionCode", (report.disposition.code, report.disposition.text), DISPOSITION_SYSTEM
+    )
     if report.responsible_party is not None:
-        responsible = _el(encounter, "responsibleParty", typeCode="RESP")
-        _template(responsible, "COCD_TP146232GB01#responsibleParty")
-        _content_id(responsible, "COCD_TP145210GB01#AssignedEntity")
+        responsible = hl7.el(encounter, "responsibleParty", typeCode="RESP")
+        hl7.template_id(responsible, "COCD_TP146232GB01#responsibleParty")
+        hl7.content_id(responsible, "COCD_TP145210GB01#AssignedEntity")
         _clinician(responsible, "assignedEntity", "COCD_TP145210GB01", report.responsible_party)
     if report.incident_location is not None:
         _incident_location(encounter, report.incident_location)
 
 
 def _incident_location(encounter: etree._Element, incident: IncidentLocation) -> None:
-    location = _el(encounter, "location", typeCode="LOC")
-    _template(location, "COCD_TP146232GB01#location")
-    _content_id(location, "COCD_TP145222GB02#HealthCareFacility")
-    facility = _el(location, "healthCareFacility", classCode="ISDLOC")
-    _template(facility, "COCD_TP145222GB02#HealthCareFacility")
-    _el(facility, "id", nullFlavor="NA")
-    place = _el(facility, "location", classCode="PLC", determinerCode="INSTANCE")
-    _template(place, "COCD_TP145222GB02#location")
-    _el(place, "name", incident.name)
-    _address(place, incident.address)
+    location = hl7.el(encounter, "location", typeCode="LOC")
+    hl7.template_id(location, "COCD_TP146232GB01#location")
+    hl7.content_id(location, "COCD_TP145222GB02#HealthCareFacility")
+    facility = hl7.el(location, "healthCareFacility", classCode="ISDLOC")
+    hl7.template_id(facility, "COCD_TP145222GB02#HealthCareFacility")
+    hl7.el(facility, "id", nullFlavor="NA")
+    place = hl7.el(facility, "location", classCode="PLC", determinerCode="INSTANCE")
+    hl7.template_id(place, "COCD_TP145222GB02#location")
+    hl7.el(place, "name", incident.name)
+    hl7.addr(place, incident.address)
 
 
 # -- the structured body -------------------------------------------------------------------------------------
 
 
 def _entry(section: etree._Element, content_id: str) -> etree._Element:
-    entry = _el(section, "entry", typeCode="COMP", contextConductionInd="true")
-    _content_id(entry, content_id)
+    entry = hl7.el(section, "entry", typeCode="COMP", contextConductionInd="true")
+    hl7.content_id(entry, content_id)
     return entry
 
 
-def _pathways_entry(section: etree._Element, encoded: str) -> None:
+def _observation_media(section: etree._Element, encoded: str) -> etree._Element:
+    """The ObservationMedia entry that carries a Pathways case (``encoded``: base64)."""
     entry = _entry(section, "COCD_TP146002GB01#ObservationMedia")
-    media = _el(entry, "observationMedia", classCode="OBS", moodCode="EVN")
-    _template(media, "COCD_TP146002GB01#ObservationMedia")
-    _el(media, "id", root=new_id())
-    _typed(_el(media, "value", encoded, representation="B64", mediaType="text/xml"), "ED")
-    device = _el(media, "participant", typeCode="DEV", contextControlCode="OP")
-    _template(device, "COCD_TP146002GB01#participant")
-    _content_id(device, "COCD_TP145000GB01#ParticipantRole")
-    role = _el(device, "participantRole", classCode="ROL")
-    _template(role, "COCD_TP145000GB01#ParticipantRole")
-    _el(role, "code", code="TS", codeSystem="2.16.840.1.113883.2.1.3.2.4.17.418")
-    playing = _el(role, "playingDevice", classCode="DEV", determinerCode="INSTANCE")
-    _template(playing, "COCD_TP145000GB01#playingDevice")
-    _el(playing, "manufacturerModelName", displayName="Pathways")
-    _el(playing, "softwareName", displayName=pathways.CONTENT_VERSION)
+    media = hl7.el(entry, "observationMedia", classCode="OBS", moodCode="EVN")
+    hl7.template_id(media, "COCD_TP146002GB01#ObservationMedia")
+    hl7.el(media, "id", root=new_id())
+    hl7.typed(hl7.el(media, "value", encoded, representation="B64", mediaType="text/xml"), "ED")
+    return media
+
+
+def _pathways_entry(section: etree._Element, encoded: str) -> None:
+    """:func:`_observation_media` with the device that wrote the case, as live senders add it."""
+    media = _observation_media(section, encoded)
+    device = hl7.el(media, "participant", typeCode="DEV", contextControlCode="OP")
+    hl7.template_id(device, "COCD_TP146002GB01#participant")
+    hl7.content_id(device, "COCD_TP145000GB01#ParticipantRole")
+    role = hl7.el(device, "participantRole", classCode="ROL")
+    hl7.template_id(role, "COCD_TP145000GB01#ParticipantRole")
+    hl7.el(role, "code", code="TS", codeSystem="2.16.840.1.113883.2.1.3.2.4.17.418")
+    playing = hl7.el(role, "playingDevice", classCode="DEV", determinerCode="INSTANCE")
+    hl7.template_id(playing, "COCD_TP145000GB01#playingDevice")
+    hl7.el(playing, "manufacturerModelName", displayName="Pathways")
+    hl7.el(playing, "softwareName", displayName=pathways.CONTENT_VERSION)
 
 
 def _permission_to_view(section: etree._Element, call: Call, days: int) -> None:
     entry = _entry(section, "COCD_TP146050GB01#PermissionToView")
-    observation = _el(entry, "observation", classCode="OBS", moodCode="EVN")
-    _template(observation, "COCD_TP146050GB01#PermissionToView")
-    _el(observation, "code", code="PTV", codeSystem="2.16.840.1.113883.2.1.3.2.4.17.220")
-    _interval(observation, "effectiveTime", call.ts(call.end), call.ts(call.end + timedelta(days=days)))
-    _typed(_el(observation, "value", code="01", codeSystem="2.16.840.1.113883.2.1.3.2.4.17.524"), "CV")
+    observation = hl7.el(entry, "observation", classCode="OBS", moodCode="EVN")
+    hl7.template_id(observation, "COCD_TP146050GB01#PermissionToView")
+    hl7.el(observation, "code", code="PTV", codeSystem="2.16.840.1.113883.2.1.3.2.4.17.220")
+    hl7.interval(observation, "effectiveTime", call.ts(call.end), call.ts(call.end + timedelta(days=days)))
+    hl7.typed(hl7.el(observation, "value", code="01", codeSystem="2.16.840.1.113883.2.1.3.2.4.17.524"), "CV")
 
 
 def _discriminator(section: etree._Element, coded: tuple[str, str], system: str) -> None:
     entry = _entry(section, "COCD_TP146092GB01#ClinicalDiscriminator")
-    observation = _el(entry, "observation", classCode="OBS", moodCode="EVN")
-    _template(observation, "COCD_TP146092GB01#ClinicalDiscriminator")
-    _el(observation, "code", code="CD", codeSystem="2.16.840.1.113883.2.1.3.2.4.17.540")
-    _typed(_code(observation, "value", coded, system), "CV")
+    observation = hl7.el(entry, "observation", classCode="OBS", moodCode="EVN")
+    hl7.template_id(observation, "COCD_TP146092GB01#ClinicalDiscriminator")
+    hl7.el(observation, "code", code="CD", codeSystem="2.16.840.1.113883.2.1.3.2.4.17.540")
+    hl7.typed(hl7.coded(observation, "value", coded, system), "CV")
 
 
 def _appointment_entry(section: etree._Element, report: Report, call: Call) -> None:
     appointment = report.appointment
     assert appointment is not None
     entry = _entry(section, "COCD_TP146093GB01#AppointmentReference")
-    encounter = _el(entry, "encounter", classCode="ENC", moodCode="APT")
-    _template(encounter, "COCD_TP146093GB01#AppointmentReference")
-    _el(encounter, "id", root="2.16.840.1.113883.2.1.3.2.4.17.541", extension=new_id().lower())
-    _code(encounter, "code", appointment.reason, "2.16.840.1.113883.2.1.3.2.4.17.542")
-    _el(encounter, "effectiveTime", value=call.ts(call.document_time + timedelta(minutes=appointment.in_minutes)))
-    participant = _el(encounter, "participant", typeCode="LOC", contextControlCode="OP")
-    _template(participant, "COCD_TP146093GB01#location")
-    role = _el(participant, "participantRole", classCode="ASSIGNED")
-    _template(role, "COCD_TP146093GB01#assignedEntity")
-    _el(role, "id", root=ODS_CODE, extension=appointment.place.ods)
+    encounter = hl7.el(entry, "encounter", classCode="ENC", moodCode="APT")
+    hl7.template_id(encounter, "COCD_TP146093GB01#AppointmentReference")
+    hl7.el(encounter, "id", root="2.16.840.1.113883.2.1.3.2.4.17.541", extension=new_id().lower())
+    hl7.coded(encounter, "code", appointment.reason, "2.16.840.1.113883.2.1.3.2.4.17.542")
+    hl7.el(encounter, "effectiveTime", value=call.ts(call.document_time + timedelta(minutes=appointment.in_minutes)))
+    participant = hl7.el(encounter, "participant", typeCode="LOC", contextControlCode="OP")
+    hl7.template_id(participant, "COCD_TP146093GB01#location")
+    role = hl7.el(participant, "participantRole", classCode="ASSIGNED")
+    hl7.template_id(role, "COCD_TP146093GB01#assignedEntity")
+    hl7.el(role, "id", root=ODS_CODE, extension=appointment.place.ods)
     if appointment.place.address is not None:
-        _address(role, appointment.place.address)
-    entity = _el(role, "playingEntity", classCode="ORG", determinerCode="INSTANCE")
-    _template(entity, "COCD_TP146093GB01#assignedOrganization")
-    _el(entity, "name", appointment.place.name)
-    _el(entity, "desc", appointment.description)
+        hl7.addr(role, appointment.place.address)
+    entity = hl7.el(role, "playingEntity", classCode="ORG", determinerCode="INSTANCE")
+    hl7.template_id(entity, "COCD_TP146093GB01#assignedOrganization")
+    hl7.el(entity, "name", appointment.place.name)
+    hl7.el(entity, "desc", appointment.description)
 
 
 def _section_text(section: etree._Element, spec: Section) -> None:
     if not spec.paragraphs and not spec.rows:
         return
-    text = _el(section, "text")
+    text = hl7.el(section, "text")
     for index, paragraph in enumerate(spec.paragraphs):
         if index:
-            _el(text, "br")
-        _el(text, "content", paragraph)
+            hl7.el(text, "br")
+        hl7.el(text, "content", paragraph)
     if spec.rows:
-        body = _el(_el(text, "table", width="100%"), "tbody")
+        body = hl7.el(hl7.el(text, "table", width="100%"), "tbody")
         for header, value in spec.rows:
-            row = _el(body, "tr")
-            _el(row, "th", header)
-            _el(row, "td", value)
+            row = hl7.el(body, "tr")
+            hl7.el(row, "th", header)
+            hl7.el(row, "td", value)
 
 
 def _section(parent: etree._Element, spec: Section, level: int = 1) -> None:
-    component = _el(parent, "component", typeCode="COMP", contextConductionInd="true")
+    component = hl7.el(parent, "component", typeCode="COMP", contextConductionInd="true")
     if level == 1:
-        _content_id(component, "COCD_TP146246GB01#Section1")
+        hl7.content_id(component, "COCD_TP146246GB01#Section1")
     else:
-        _template(component, f"COCD_TP146246GB01#component{level - 1}")
-    section = _el(component, "section", classCode="DOCSECT", moodCode="EVN")
-    _template(section, "COCD_TP146246GB01#Section1" if level == 1 else f"COCD_TP146246GB01#section{level}")
-    _el(section, "id", root=new_id())
+        hl7.template_id(component, f"COCD_TP146246GB01#component{level - 1}")
+    section = hl7.el(component, "section", classCode="DOCSECT", moodCode="EVN")
+    hl7.template_id(section, "COCD_TP146246GB01#Section1" if level == 1 else f"COCD_TP146246GB01#section{level}")
+    hl7.el(section, "id", root=new_id())
     if spec.code is not None:
-        _code(section, "code", spec.code, SNOMED)
-    _el(section, "title", spec.title)
+        hl7.coded(section, "code", spec.code, SNOMED)
+    hl7.el(section, "title", spec.title)
     _section_text(section, spec)
     for child in spec.children:
         _section(section, child, level + 1)
@@ -533,13 +438,19 @@ def _selected_service(report: Report) -> tuple[str, ...]:
     return (f"Selected service: {primary[0]}",) if primary else ()
 
 
-def _body(cd: etree._Element, report: Report, call: Call, today: date) -> None:
-    component = _el(cd, "component", typeCode="COMP", contextConductionInd="true")
-    body = _el(component, "structuredBody", classCode="DOCBODY", moodCode="EVN")
-    top = _el(_el(body, "component", typeCode="COMP", contextConductionInd="true"), "section")
+def _top_section(cd: etree._Element) -> etree._Element:
+    """The structuredBody and its one top-level section (with its id): the entries and sections go into it."""
+    component = hl7.el(cd, "component", typeCode="COMP", contextConductionInd="true")
+    body = hl7.el(component, "structuredBody", classCode="DOCBODY", moodCode="EVN")
+    top = hl7.el(hl7.el(body, "component", typeCode="COMP", contextConductionInd="true"), "section")
     top.set("classCode", "DOCSECT")
     top.set("moodCode", "EVN")
-    _el(top, "id", root=new_id())
+    hl7.el(top, "id", root=new_id())
+    return top
+
+
+def _body(cd: etree._Element, report: Report, call: Call, today: date) -> None:
+    top = _top_section(cd)
     if report.pathways is not None:
         case = pathways.pathways_case(report, call, today)
         # Wrapped at 76 characters like live senders' attachments; the receiver ignores the line breaks.
@@ -568,17 +479,17 @@ def _document_root(
     cd = etree.Element(f"{{{HL7}}}ClinicalDocument", nsmap=nsmap)  # type: ignore[arg-type]
     cd.set("classCode", "DOCCLIN")
     cd.set("moodCode", "EVN")
-    _el(cd, "typeId", root="2.16.840.1.113883.1.3", extension="POCD_HD000040")
+    hl7.el(cd, "typeId", root="2.16.840.1.113883.1.3", extension="POCD_HD000040")
     etree.SubElement(
         cd, f"{{{NPFITLC}}}messageType", root="2.16.840.1.113883.2.1.3.2.4.18.17", extension="POCD_MT200001GB02"
     )
-    _el(cd, "id", root=new_id())
-    _code(cd, "code", code, SNOMED)
-    _el(cd, "title", title)
-    time_element = _el(cd, "effectiveTime")
+    hl7.el(cd, "id", root=new_id())
+    hl7.coded(cd, "code", code, SNOMED)
+    hl7.el(cd, "title", title)
+    time_element = hl7.el(cd, "effectiveTime")
     if effective_time is not None:
         time_element.set("value", effective_time)
-    _el(cd, "confidentialityCode", code=confidentiality, codeSystem="2.16.840.1.113883.1.11.16926")
+    hl7.el(cd, "confidentialityCode", code=confidentiality, codeSystem="2.16.840.1.113883.1.11.16926")
     return cd
 
 
@@ -588,8 +499,8 @@ def report_document(report: Report, now: datetime) -> etree._Element:
     today = now.astimezone(LONDON).date()
     code = IUC_REPORT_CODE if report.iuc_v3 else REPORT_CODE
     cd = _document_root(code[1], code, call.ts(call.document_time), report.confidentiality)
-    _el(cd, "setId", root=new_id())
-    _el(cd, "versionNumber", value=str(report.version))
+    hl7.el(cd, "setId", root=new_id())
+    hl7.el(cd, "versionNumber", value=str(report.version))
     _record_target(cd, report.patient, today)
     for author in report.authors:
         _author(cd, author, call.ts(call.end))
@@ -637,37 +548,28 @@ def minimal_document(
     ObservationMedia entry that carries a Pathways case.
     """
     cd = _document_root(f"Synthetic NHS 111 {title}", REPORT_CODE, effective_time, "N")
-    _el(cd, "setId", root=new_id())
-    _el(cd, "versionNumber", value="1")
+    hl7.el(cd, "setId", root=new_id())
+    hl7.el(cd, "versionNumber", value="1")
     patient = MINIMAL_PATIENT
-    record_target = _el(cd, "recordTarget", typeCode="RCT", contextControlCode="OP")
-    _content_id(record_target, "COCD_TP145201GB01#PatientRole")
-    role = _el(record_target, "patientRole", classCode="PAT")
-    _template(role, "COCD_TP145201GB01#PatientRole")
-    _el(role, "id", root=NHS_NUMBER_VERIFIED, extension=patient.nhs_number or "")
-    person = _el(role, "patient", classCode="PSN", determinerCode="INSTANCE")
-    _template(person, "COCD_TP145201GB01#patientPatient")
-    _name(person, patient.name)
-    _el(person, "administrativeGenderCode", code=patient.gender, codeSystem="2.16.840.1.113883.2.1.3.2.4.16.25")
-    _el(person, "birthTime", value="19800101")
+    record_target = hl7.el(cd, "recordTarget", typeCode="RCT", contextControlCode="OP")
+    hl7.content_id(record_target, "COCD_TP145201GB01#PatientRole")
+    role = hl7.el(record_target, "patientRole", classCode="PAT")
+    hl7.template_id(role, "COCD_TP145201GB01#PatientRole")
+    hl7.el(role, "id", root=NHS_NUMBER_VERIFIED, extension=patient.nhs_number or "")
+    person = hl7.el(role, "patient", classCode="PSN", determinerCode="INSTANCE")
+    hl7.template_id(person, "COCD_TP145201GB01#patientPatient")
+    hl7.person_name(person, patient.name)
+    hl7.el(person, "administrativeGenderCode", code=patient.gender, codeSystem="2.16.840.1.113883.2.1.3.2.4.16.25")
+    hl7.el(person, "birthTime", value="19800101")
     _author(
         cd,
         Clinician(name=Name(given=("Test",), family="Clinician"), user_id="SYNTHETIC-AUTHOR"),
         effective_time or "20240102103000+0000",
     )
     _custodian(cd, custodian)
-    component = _el(cd, "component", typeCode="COMP", contextConductionInd="true")
-    body = _el(component, "structuredBody", classCode="DOCBODY", moodCode="EVN")
-    section = _el(_el(body, "component", typeCode="COMP", contextConductionInd="true"), "section")
-    section.set("classCode", "DOCSECT")
-    section.set("moodCode", "EVN")
-    _el(section, "id", root=new_id())
-    _el(section, "title", "Patient's Reported Condition")
-    _el(section, "text", "Synthetic test report, no real patient.")
+    section = _top_section(cd)
+    hl7.el(section, "title", "Patient's Reported Condition")
+    hl7.el(section, "text", "Synthetic test report, no real patient.")
     if pathways_base64 is not None:
-        entry = _entry(section, "COCD_TP146002GB01#ObservationMedia")
-        media = _el(entry, "observationMedia", classCode="OBS", moodCode="EVN")
-        _template(media, "COCD_TP146002GB01#ObservationMedia")
-        _el(media, "id", root=new_id())
-        _typed(_el(media, "value", pathways_base64, representation="B64", mediaType="text/xml"), "ED")
+        _observation_media(section, pathways_base64)
     return cd
