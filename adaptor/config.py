@@ -213,7 +213,7 @@ class Settings:
     report_paths: tuple[str, ...] = setting("PEM111_REPORT_PATH", ("/report",), _report_paths)
     server_threads: int = setting("PEM111_SERVER_THREADS", 8, _int, minimum=1)
     max_request_bytes: int = setting("PEM111_MAX_REQUEST_BYTES", 10 * MIB, _int, minimum=1024)
-    #: TLS in the adaptor's own server (see :mod:`adaptor.tls`): PEM files; no certificate = plain HTTP.
+    #: TLS in the adaptor's own server (see :mod:`adaptor.http.tls`): PEM files; no certificate = plain HTTP.
     tls_cert: str = setting("PEM111_TLS_CERT", "")
     tls_key: str = setting("PEM111_TLS_KEY", "")  # empty = the key is in the PEM111_TLS_CERT file
     #: CAs whose client certificates are accepted; set = client certificates required (mutual TLS).
@@ -276,7 +276,7 @@ class Settings:
     delivery_lease_seconds: int = setting("PEM111_DELIVERY_LEASE_SECONDS", 120, _int, minimum=1)
     delivery_poll_seconds: float = setting("PEM111_DELIVERY_POLL_SECONDS", 1.0, _float, minimum=0.01)
     #: How long a delivery thread of ``nhs111 serve`` waits for a moment with no request in flight before it
-    #: delivers the next message anyway (:mod:`adaptor.activity`); 0 = never wait.
+    #: delivers the next message anyway (:mod:`adaptor.delivery.activity`); 0 = never wait.
     delivery_defer_seconds: float = setting("PEM111_DELIVERY_DEFER_SECONDS", 1.0, _float, minimum=0.0)
     #: The reference's broker settings: a broker URL here (and no PEM111_FORWARD_TARGET) selects AMQP delivery.
     amqp_broker: str = setting("PEM111_AMQP_BROKER", "")
