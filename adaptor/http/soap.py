@@ -8,7 +8,7 @@ while this project owns every byte on the wire:
   spyne's serialisation with :func:`adaptor.responses.success_response` /
   :func:`adaptor.responses.fault_response`.
 * The one service method hands the validated :class:`~adaptor.message.ItkMessage` to
-  :meth:`adaptor.service.ReceiverService.accept` and answers ``OK``.
+  :meth:`adaptor.accept.ReceiverService.accept` and answers ``OK``.
 * Any :class:`~adaptor.faults.ItkFault` becomes that fault (HTTP 500); any other exception becomes fault 2200
   with an error id that is logged (rule E2), never a traceback on the wire.
 * Every fault is logged and kept in the store's ``rejections`` table (:func:`adaptor.http.facts.answer_fault`).
