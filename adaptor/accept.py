@@ -26,7 +26,6 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from adaptor.config import Settings
 from adaptor.delivery.forwarders import Forwarder
@@ -36,9 +35,6 @@ from adaptor.itk.message import ItkMessage
 from adaptor.ops.metrics import Metrics
 from adaptor.store import Claim, MessageStore, Status, StoreError
 
-if TYPE_CHECKING:
-    from adaptor.itk.allowlist import AllowList
-
 log = logging.getLogger("adaptor.service")  # pinned: the JSON log format names it
 
 
@@ -47,9 +43,8 @@ class ReceiverService:
 
     ``wake`` is called after a message is queued for the outbox (the in-process workers'
     :meth:`~adaptor.outbox.OutboxWorker.wake`); without it the workers find the message at their next poll.
-    ``allow_list`` is not used here; it belongs to the receiver so that the SOAP layer validates against the
-    same list the service was built with. ``metrics`` counts accepted messages and resends (and, in sync mode,
-    the deliveries made here); without it they are counted in a :class:`~adaptor.metrics.Metrics` nobody reads.
+    ``metrics`` counts accepted messages and resends (and, in sync mode, the deliveries made here); without it
+    they are counted in a :class:`~adaptor.metrics.Metrics` nobody reads.
     """
 
     def __init__(
@@ -57,7 +52,6 @@ class ReceiverService:
         settings: Settings,
         store: MessageStore,
         forwarder: Forwarder,
-        allow_list: AllowList,
         *,
         wake: Callable[[], None] | None = None,
         metrics: Metrics | None = None,
@@ -65,7 +59,6 @@ class ReceiverService:
         self.settings = settings
         self.store = store
         self.forwarder = forwarder
-        self.allow_list = allow_list
         self.synchronous = settings.delivery_mode == "sync"
         self.metrics = metrics or Metrics()
         self._deliverer = Deliverer(settings, store, forwarder, metrics=self.metrics)

@@ -1074,7 +1074,7 @@ def test_conversion_failure_is_recorded_and_still_ok(tmp_path: Path) -> None:
     store = MessageStore(settings.resolved_database_url)
     allow_list = AllowList(settings)
     forwarder = FolderForwarder(tmp_path / "outbox")
-    receiver = ReceiverService(settings, store, forwarder, allow_list)
+    receiver = ReceiverService(settings, store, forwarder)
     envelope, message_id = fresh_request()
     message = itk.validate_request(itk.parse_request(to_bytes(envelope), settings), settings, allow_list)
     try:

@@ -62,7 +62,7 @@ def filled(tmp_path: Path) -> Iterator[Filled]:
     outbox = tmp_path / "outbox"
     forwarder = FolderForwarder(outbox)
     worker = OutboxWorker(settings, store, forwarder, threads=0)
-    service = ReceiverService(settings, store, forwarder, AllowList(settings))
+    service = ReceiverService(settings, store, forwarder)
 
     delivered, _, _ = _accept(settings, service)
     worker.drain()
@@ -169,7 +169,7 @@ def test_show_bundle_and_raw(filled: Filled) -> None:
 
 def test_show_a_reused_message_id_lists_its_messages(filled: Filled, tmp_path: Path) -> None:
     settings = Settings(data_dir=filled.env["PEM111_DATA_DIR"], itk_ods_code_list=(RECIPIENT_ODS,))
-    service = ReceiverService(settings, filled.store, FolderForwarder(tmp_path / "x"), AllowList(settings))
+    service = ReceiverService(settings, filled.store, FolderForwarder(tmp_path / "x"))
     _accept(settings, service, message_id=filled.pending)  # same MessageID, new content: a second message
     records = filled.store.find_by_message_id(filled.pending)
     assert len(records) == 2

@@ -68,7 +68,7 @@ class Harness:
         self.forwarder = forwarder or forwarder_from_settings(settings)
         self.allow_list = AllowList(settings)
         self.worker = OutboxWorker(settings, self.store, self.forwarder)
-        self.service = ReceiverService(settings, self.store, self.forwarder, self.allow_list, wake=self.worker.wake)
+        self.service = ReceiverService(settings, self.store, self.forwarder, wake=self.worker.wake)
 
     @property
     def outbox(self) -> Path:

@@ -2,7 +2,7 @@
 
 A small dispatcher in front decides by path and method (wire-contract.md section 1):
 
-* ``POST`` on a report path (``settings.report_paths``) goes to the SOAP endpoint (:mod:`adaptor.soap`) once
+* ``POST`` on a report path (``settings.report_paths``) goes to the SOAP endpoint (:mod:`adaptor.http.soap`) once
   the media type and the declared size are acceptable: ``text/xml`` and ``application/xml`` with any
   parameters; ``application/soap+xml`` and a missing Content-Type are passed on too, so the envelope
   namespace decides (SOAP 1.2 gets ``VersionMismatch``); any other type gets 415. A body larger than
@@ -13,9 +13,14 @@ A small dispatcher in front decides by path and method (wire-contract.md section
   and the operator's console under ``/console`` when it is configured (:mod:`adaptor.console`); any other method
   on a report path gets 405 with ``Allow: POST``, unknown paths 404.
 
-Every fault answered here or by the SOAP endpoint is kept in the store's ``rejections`` table. Every ITK POST is
-timed and counted (``nhs111_requests_total``, ``nhs111_request_duration_seconds``) and ends with one
-``request answered`` log line carrying its identifiers, outcome and duration.
+Every fault answered here or by the SOAP endpoint is kept in the store's ``rejections`` table
+(:mod:`adaptor.http.facts`). Every ITK POST is timed and counted (``nhs111_requests_total``,
+``nhs111_request_duration_seconds``) and ends with one ``request answered`` log line carrying its identifiers,
+outcome and duration.
+
+The application owns no component: :func:`build_app` builds it over the :class:`~adaptor.composition.Components`
+of the composition root; :func:`create_app` builds those too, for a server other than ``nhs111 serve`` and for
+tests.
 """
 
 from __future__ import annotations
@@ -33,14 +38,14 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from lxml import etree
 
-from adaptor.accept import ReceiverService
+from adaptor import composition
 from adaptor.config import Settings
 from adaptor.console import install_console
-from adaptor.delivery.activity import RequestActivity
-from adaptor.delivery.forwarders import Forwarder, forwarder_from_settings
+from adaptor.delivery.forwarders import Forwarder
 from adaptor.delivery.outbox import OutboxWorker
-from adaptor.http.soap import REQUEST_FACTS, RequestFacts, build_soap_app, log_fault, note_rejection
-from adaptor.itk import faults, responses
+from adaptor.http.facts import REQUEST_FACTS, RequestFacts, answer_fault, request_facts
+from adaptor.http.soap import build_soap_app
+from adaptor.itk import faults
 from adaptor.itk import rules as itk
 from adaptor.itk.allowlist import AllowList
 from adaptor.itk.faults import ItkFault
@@ -66,8 +71,6 @@ _SCHEMA_REFERENCES = (f"{{{_XSD}}}include", f"{{{_XSD}}}import", f"{{{_XSD}}}red
 
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
-#: Told about every fault the dispatcher answers itself (with its ErrorID), like the SOAP endpoint's.
-FaultListener = Callable[[ItkFault, str], None]
 
 
 class ServiceDocuments:
@@ -176,32 +179,21 @@ def _text_response(status: int, text: str) -> Response:
 
 
 class ReceiverApp:
-    """The WSGI callable served by :mod:`adaptor.server`.
+    """The WSGI callable served by :mod:`adaptor.http.server`, over ``components``.
 
-    :meth:`close` stops and closes what :func:`create_app` started itself. ``on_fault`` hears of the faults the
-    dispatcher answers before the SOAP endpoint sees the request (rule A1, the last-line 2200). ``metrics``
-    counts and times the ITK POSTs.
+    The faults the dispatcher answers before the SOAP endpoint sees the request (rule A1, the last-line 2200)
+    are recorded in the components' store, like the endpoint's; their metrics count and time the ITK POSTs.
+    :meth:`close` closes the components (those they built themselves).
     """
 
-    def __init__(
-        self,
-        settings: Settings,
-        soap_app: WsgiApp,
-        site: Flask,
-        *,
-        on_close: Iterable[Callable[[], object]] = (),
-        on_fault: FaultListener | None = None,
-        metrics: Metrics | None = None,
-        requests: RequestActivity | None = None,
-    ) -> None:
-        self.settings = settings
-        self.requests = requests or RequestActivity()
+    def __init__(self, components: composition.Components, soap_app: WsgiApp, site: Flask) -> None:
+        self.components = components
+        self.settings = components.settings
+        self.requests = components.requests
+        self.metrics = components.metrics
         self.soap_app = soap_app
         self.site = site
-        self.metrics = metrics or Metrics()
-        self._report_paths = frozenset(settings.report_paths)
-        self._on_close = list(on_close)
-        self._on_fault = on_fault
+        self._report_paths = frozenset(self.settings.report_paths)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("REQUEST_METHOD") == "POST" and environ.get("PATH_INFO") in self._report_paths:
@@ -209,9 +201,7 @@ class ReceiverApp:
         return self.site.wsgi_app(environ, start_response)
 
     def close(self) -> None:
-        for close in reversed(self._on_close):
-            close()
-        self._on_close.clear()
+        self.components.close()
 
     def _post_report(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         """Answer one ITK POST (:meth:`_answer_report`), then count, time and log it.
@@ -272,7 +262,7 @@ class ReceiverApp:
         try:
             return self.soap_app(environ, start_response)
         except Exception as exc:
-            # adaptor.soap answers every error itself; this is the last line (rule E2).
+            # adaptor.http.soap answers every error itself; this is the last line (rule E2).
             error_id = str(uuid.uuid4()).upper()
             log.error(
                 "internal error",
@@ -282,13 +272,7 @@ class ReceiverApp:
             return self._fault(environ, start_response, faults.internal(error_id))
 
     def _fault(self, environ: dict[str, Any], start_response: StartResponse, fault: ItkFault) -> list[bytes]:
-        body, error_id = responses.fault_response(fault)
-        log_fault(fault, error_id)
-        facts = environ.get(REQUEST_FACTS)
-        if isinstance(facts, RequestFacts):
-            facts.note_fault(fault, error_id)
-        if self._on_fault is not None:
-            self._on_fault(fault, error_id)
+        body = answer_fault(fault, self.components.store, request_facts(environ))
         start_response("500 Internal Server Error", [("Content-Type", _XML_TYPE), ("Content-Length", str(len(body)))])
         return [body]
 
@@ -323,6 +307,18 @@ def _plain(start_response: StartResponse, status: str, text: str) -> list[bytes]
     return [body]
 
 
+def build_app(components: composition.Components) -> ReceiverApp:
+    """The complete WSGI application over ``components`` (:mod:`adaptor.composition`): the SOAP endpoint, the
+    site with its WSDL, health, readiness and metrics pages, and the console when it is configured."""
+    settings = components.settings
+    site = _create_site(settings, ServiceDocuments(wsdl_dir(settings)), components.readiness, components.metrics)
+    install_console(site, settings, store=components.store, wake=components.worker.wake)
+    soap_app = build_soap_app(
+        settings, components.receiver, allow_list=components.allow_list, store=components.store
+    )
+    return ReceiverApp(components, soap_app, site)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -331,45 +327,15 @@ def create_app(
     allow_list: AllowList | None = None,
     worker: OutboxWorker | None = None,
 ) -> ReceiverApp:
-    """The complete WSGI application. Components not given are created from ``settings`` (the allow-list and
-    the outbox worker's ``PEM111_DELIVERY_WORKERS`` threads started); :meth:`ReceiverApp.close` stops and
-    closes only those. A ``worker`` that is given is only woken when a message is stored: its owner starts it;
-    its deliveries are counted in this application's metrics from now on (:meth:`OutboxWorker.report_to`)."""
-    on_close: list[Callable[[], object]] = []
-    if store is None:
-        store = MessageStore.from_settings(settings)
-        store.open_if_available()
-        on_close.append(store.close)
-    if forwarder is None:
-        forwarder = forwarder_from_settings(settings)
-        on_close.append(forwarder.close)
-    if allow_list is None:
-        allow_list = AllowList(settings)
-        allow_list.start()
-        on_close.append(allow_list.stop)
-    metrics = Metrics(forwarder.target)
-    metrics.watch_store(store)
-    if worker is None:
-        worker = OutboxWorker(settings, store, forwarder, metrics=metrics)
-        worker.start()
-        on_close.append(worker.stop)  # first on close: deliveries in flight finish before anything closes
-    else:
-        worker.report_to(metrics)
-    receiver = ReceiverService(settings, store, forwarder, allow_list, wake=worker.wake, metrics=metrics)
-    readiness = Readiness(store, forwarder, allow_list)
-    site = _create_site(settings, ServiceDocuments(wsdl_dir(settings)), readiness, metrics)
-    install_console(site, settings, store=store, wake=worker.wake)
-    keep_store = store  # for the closure: mypy does not narrow captured variables
-
-    def record_fault(fault: ItkFault, error_id: str) -> None:
-        note_rejection(keep_store, fault, error_id)
-
-    return ReceiverApp(
-        settings,
-        build_soap_app(settings, receiver),
-        site,
-        on_close=on_close,
-        on_fault=record_fault,
-        metrics=metrics,
-        requests=worker.requests,
-    )
+    """The complete WSGI application with its components (:func:`adaptor.composition.build`). Components not
+    given are created from ``settings`` (the allow-list and the outbox worker's ``PEM111_DELIVERY_WORKERS``
+    threads started); :meth:`ReceiverApp.close` stops and closes only those. A ``worker`` that is given is only
+    woken when a message is stored: its owner starts it; its deliveries are counted in this application's
+    metrics from now on (:meth:`OutboxWorker.report_to`)."""
+    components = composition.build(settings, store=store, forwarder=forwarder, allow_list=allow_list, worker=worker)
+    try:
+        components.start_delivery()
+        return build_app(components)
+    except BaseException:
+        components.close()
+        raise

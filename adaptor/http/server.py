@@ -1,5 +1,6 @@
-"""``nhs111 serve`` and ``nhs111 worker``: logging, the long-lived components, the HTTP(S) server around them,
-and the outbox worker threads beside it (or, for ``nhs111 worker``, on their own).
+"""``nhs111 serve`` and ``nhs111 worker``: logging, the long-lived components (built and closed by
+:mod:`adaptor.composition`), the HTTP(S) server around them, and the outbox worker threads beside it (or, for
+``nhs111 worker``, on their own).
 
 The server is cheroot (CherryPy's WSGI server): a thread pool of ``PEM111_SERVER_THREADS`` request threads
 behind one selector thread that accepts connections and watches idle keep-alive ones. It serves plain HTTP, or
@@ -26,7 +27,7 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from types import FrameType
 from typing import Any
 
@@ -35,16 +36,13 @@ from cheroot import wsgi as cheroot_wsgi
 from cheroot.makefile import MakeFile
 from cheroot.ssl import Adapter
 
+from adaptor import composition
 from adaptor.config import ConfigError, Settings
-from adaptor.delivery.forwarders import Forwarder, forwarder_from_settings
-from adaptor.delivery.outbox import OutboxWorker
-from adaptor.http.app import create_app
+from adaptor.http.app import build_app
 from adaptor.http.tls import REFUSAL_TEXT, ServerTls, check_combination, format_subject
-from adaptor.itk.allowlist import AllowList
 from adaptor.itk.schemas import warm_up
 from adaptor.ops.logs import QueryStringRedactor as QueryStringRedactor  # re-exported: tests import it from here
 from adaptor.ops.logs import configure_logging
-from adaptor.store import MessageStore
 
 log = logging.getLogger("adaptor.server")
 tls_log = logging.getLogger("adaptor.tls")
@@ -80,23 +78,22 @@ CLIENT_ALLOWED = "nhs111.tls_client_allowed"
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-def _forwarder(settings: Settings) -> Forwarder:
+@contextlib.contextmanager
+def _exit_on_config_error() -> Iterator[None]:
+    """A :class:`ConfigError` (a TLS setting, the forward target) ends the command with one line naming the
+    problem and exit status 2, as every CLI error."""
     try:
-        return forwarder_from_settings(settings)
-    except ConfigError as exc:
-        log.error("%s", exc)
-        raise SystemExit(2) from None  # one line naming the problem, as every CLI error
-
-
-def _server_tls(settings: Settings) -> ServerTls | None:
-    try:
-        if not settings.tls_enabled:
-            check_combination(settings)  # refuses client-certificate settings without a server certificate
-            return None
-        return ServerTls(settings)
+        yield
     except ConfigError as exc:
         log.error("%s", exc)
         raise SystemExit(2) from None
+
+
+def _server_tls(settings: Settings) -> ServerTls | None:
+    if not settings.tls_enabled:
+        check_combination(settings)  # refuses client-certificate settings without a server certificate
+        return None
+    return ServerTls(settings)
 
 
 # -- the HTTP server ---------------------------------------------------------------------------------------------
@@ -317,33 +314,25 @@ def serve(settings: Settings) -> None:
     and so does a change to their files, noticed within ``PEM111_TLS_RELOAD_SECONDS``.
     """
     configure_logging(settings)
-    tls = _server_tls(settings)  # first: a bad TLS setting stops start-up before anything is opened
-
-    forwarder = _forwarder(settings)
-    store = MessageStore.from_settings(settings)
-    store.open_if_available()
-    allow_list = AllowList(settings)
-    if not allow_list.configured:
+    with _exit_on_config_error():
+        tls = _server_tls(settings)  # first: a bad TLS setting stops start-up before anything is opened
+        components = composition.build(settings)
+    if not components.allow_list.configured:
         log.warning(
             "no addressing allow-list is configured: every address is accepted; in production set "
             "PEM111_ITK_ODS_CODE_LIST, PEM111_ITK_DOS_ID_LIST or PEM111_ITK_EXTERNAL_CONFIGURATION_URL"
         )
-    allow_list.start()
     # Before the first request: libxml2 fails when request threads compile the same schema at once, which a
     # burst of requests right after a (re)start would otherwise make them do.
     warm_up(settings)
-    worker = OutboxWorker(settings, store, forwarder)
-    app = create_app(settings, store=store, forwarder=forwarder, allow_list=allow_list, worker=worker)
+    app = build_app(components)
 
     server = _http_server(settings, app, tls)
     try:
         server.prepare()  # binds and listens, and starts the request threads
     except OSError as exc:  # e.g. the port is taken
         log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc.strerror or exc)
-        allow_list.stop()
-        app.close()
-        forwarder.close()
-        store.close()
+        components.close()
         raise SystemExit(2) from None
 
     stopping = threading.Event()
@@ -369,16 +358,16 @@ def serve(settings: Settings) -> None:
         url_host,
         port,
         settings.report_paths[0],
-        store.url,
-        forwarder.target,
+        components.store.url,
+        components.forwarder.target,
         settings.delivery_mode,
-        worker.thread_count,
+        components.worker.thread_count,
     )
     if tls is not None:
         log.info("TLS: %s", tls.describe())
         if not tls.client_certificates_required:
             log.warning("TLS without client certificates: set PEM111_TLS_CLIENT_CA to authenticate senders")
-    worker.start()
+    components.start_delivery()
     serving = threading.Thread(target=server.serve, name="http-server")
     serving.start()
     try:
@@ -397,11 +386,7 @@ def serve(settings: Settings) -> None:
     finally:
         server.stop()  # stops accepting; requests in progress get SHUTDOWN_GRACE_SECONDS
         serving.join()
-        worker.stop()
-        allow_list.stop()
-        app.close()
-        forwarder.close()
-        store.close()
+        components.close()  # the outbox threads first (deliveries in flight finish), the store last
         log.info("stopped")
 
 
@@ -412,10 +397,8 @@ def run_worker(settings: Settings) -> None:
     workers (and servers' own threads) may share one store: each message is claimed by one of them at a time.
     """
     configure_logging(settings)
-    forwarder = _forwarder(settings)
-    store = MessageStore.from_settings(settings)
-    store.open_if_available()
-    worker = OutboxWorker(settings, store, forwarder, threads=max(1, settings.delivery_workers))
+    with _exit_on_config_error():
+        components = composition.build_delivery(settings)
     stopping = threading.Event()
 
     def stop(signum: int, _frame: FrameType | None) -> None:
@@ -425,14 +408,15 @@ def run_worker(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     log.info(
-        "delivering from message store %s to %s with %d thread(s)", store.url, forwarder.target, worker.thread_count
+        "delivering from message store %s to %s with %d thread(s)",
+        components.store.url,
+        components.forwarder.target,
+        components.worker.thread_count,
     )
-    worker.start()
+    components.start_delivery()
     try:
         while not stopping.wait(1.0):  # a timed wait: signal handlers run in the main thread between waits
             pass
     finally:
-        worker.stop()
-        forwarder.close()
-        store.close()
+        components.close()  # the outbox threads first (deliveries in flight finish), the store last
         log.info("stopped")

@@ -8,14 +8,15 @@ while this project owns every byte on the wire:
   spyne's serialisation with :func:`adaptor.responses.success_response` /
   :func:`adaptor.responses.fault_response`.
 * The one service method hands the validated :class:`~adaptor.message.ItkMessage` to
-  :meth:`adaptor.service.ReceiverService.accept` and answers ``OK``.
+  :meth:`adaptor.accept.ReceiverService.accept` and answers ``OK``.
 * Any :class:`~adaptor.faults.ItkFault` becomes that fault (HTTP 500); any other exception becomes fault 2200
   with an error id that is logged (rule E2), never a traceback on the wire.
-* Every fault is logged (:func:`log_fault`) and kept in the store's ``rejections`` table
-  (:func:`note_rejection`): the rule, the codes and texts sent, and the request's identifiers; never its body.
+* Every fault is logged and kept in the store's ``rejections`` table (:func:`adaptor.http.facts.answer_fault`).
 * What the request turned out to be (its identifiers, the fault answered) is written into the
-  :class:`RequestFacts` that :mod:`adaptor.web` leaves in the WSGI environ, for the request's summary log line
-  and its metrics.
+  :class:`~adaptor.http.facts.RequestFacts` that :mod:`adaptor.http.app` leaves in the WSGI environ, for the
+  request's summary log line and its metrics.
+* Requests are validated against the allow-list and refusals recorded in the store that
+  :func:`build_soap_app` is given; accepted messages go to the :class:`~adaptor.accept.ReceiverService`.
 
 spyne's own loggers are switched off: on errors it logs whole request documents, which carry patient data.
 """
@@ -42,12 +43,14 @@ from spyne.server.wsgi import WsgiApplication  # noqa: E402
 
 from adaptor.accept import ReceiverService  # noqa: E402
 from adaptor.config import Settings  # noqa: E402
+from adaptor.http.facts import RequestFacts, answer_fault, request_facts, sender_ods  # noqa: E402
 from adaptor.itk import faults, responses  # noqa: E402
 from adaptor.itk import rules as itk  # noqa: E402
+from adaptor.itk.allowlist import AllowList  # noqa: E402
 from adaptor.itk.faults import ItkFault  # noqa: E402
 from adaptor.itk.message import ItkMessage  # noqa: E402
 from adaptor.itk.xmlsafe import ITK, SOAP11, xpath_values  # noqa: E402
-from adaptor.store import MessageStore, Rejection, StoreError  # noqa: E402
+from adaptor.store import MessageStore  # noqa: E402
 
 log = logging.getLogger("adaptor.soap")  # pinned: the JSON log format names it
 
@@ -58,62 +61,6 @@ SIMPLE_MESSAGE_RESPONSE = f"{{{ITK}}}SimpleMessageResponse"
 _BODY_DISTRIBUTION_ENVELOPE = f"{{{SOAP11}}}Body/{DISTRIBUTION_ENVELOPE}"
 _TRACKING_ID = xpath_values("soap:Body/itk:DistributionEnvelope/itk:header/@trackingid")
 _AUDIT_IDENTITIES = xpath_values("soap:Body/itk:DistributionEnvelope/itk:header/itk:auditIdentity/itk:id/@uri")
-_ODS_IDENTITY_PREFIX = "urn:nhs-uk:identity:ods:"
-
-#: The WSGI environ key under which :mod:`adaptor.web` hands this endpoint a :class:`RequestFacts` to fill in.
-REQUEST_FACTS = "adaptor.request_facts"
-
-
-@dataclass
-class RequestFacts:
-    """What one ITK request turned out to be, as far as it was read: for its summary log line and its metrics.
-
-    Identifiers only (never content): filled in by the SOAP endpoint once the message validated or when it
-    answered a fault, and by :mod:`adaptor.web` for the faults it answers itself.
-    """
-
-    message_id: str | None = None
-    tracking_id: str | None = None
-    interaction: str | None = None
-    ods_code: str | None = None
-    sender_ods: str | None = None
-    fault: ItkFault | None = None
-    error_id: str | None = None
-
-    def note_message(self, message: ItkMessage) -> None:
-        self.message_id = message.message_id
-        self.tracking_id = message.tracking_id
-        self.interaction = message.interaction
-        self.ods_code = ",".join(message.ods_codes) or None
-        self.sender_ods = sender_ods(message.sender)
-
-    def note_fault(
-        self, fault: ItkFault, error_id: str, *, tracking_id: str | None = None, sender: str | None = None
-    ) -> None:
-        self.fault, self.error_id = fault, error_id
-        self.message_id = self.message_id or fault.relates_to
-        self.tracking_id = self.tracking_id or tracking_id
-        self.sender_ods = self.sender_ods or sender
-
-    def log_fields(self) -> dict[str, object]:
-        """The log fields (:mod:`adaptor.logs`) of what is known; unknown ones are ``None``."""
-        fault = self.fault
-        return {
-            "message_id": self.message_id,
-            "tracking_id": self.tracking_id,
-            "interaction": self.interaction,
-            "ods_code": self.ods_code,
-            "sender_ods": self.sender_ods,
-            "error_code": fault.error_code if fault is not None else None,
-            "rule": (fault.rule or None) if fault is not None else None,
-            "error_id": self.error_id,
-        }
-
-
-def request_facts(environ: dict[str, Any]) -> RequestFacts:
-    """The :class:`RequestFacts` of this request (a throwaway one when the endpoint runs without adaptor.web)."""
-    facts = environ.get(REQUEST_FACTS)
-    return facts if isinstance(facts, RequestFacts) else RequestFacts()
 
 
 @dataclass
@@ -207,10 +154,10 @@ class ItkSoap11(Soap11):
 
     mime_type = "text/xml; charset=utf-8"
 
-    def __init__(self, settings: Settings, receiver: ReceiverService) -> None:
+    def __init__(self, endpoint: _Endpoint) -> None:
         super().__init__()
-        self.settings = settings
-        self.receiver = receiver
+        self.settings = endpoint.settings
+        self.endpoint = endpoint
 
     # -- in --------------------------------------------------------------------------------------------------
 
@@ -222,11 +169,11 @@ class ItkSoap11(Soap11):
             exchange.raw = b"".join(ctx.in_string)
             root = exchange.root = itk.parse_request(exchange.raw, self.settings)
             # Answers every rule with its fault, and any unexpected error with 2200 itself.
-            exchange.message = itk.validate_request(root, self.settings, self.receiver.allow_list)
+            exchange.message = itk.validate_request(root, self.settings, self.endpoint.allow_list)
         except ItkFault as fault:
             raise _CarriedFault(fault) from None
         except RequestTooLongError:
-            # Only reachable without adaptor.web in front (it checks the size first).
+            # Only reachable without adaptor.http.app in front (it checks the size first).
             raise _CarriedFault(itk.too_large(self.settings)) from None
         except Exception as exc:
             raise _internal_fault(exc, None, "while reading a request") from None
@@ -276,12 +223,8 @@ class ItkSoap11(Soap11):
             # A fault raised by spyne itself (it should never get the chance): 2200, never spyne's text.
             relates_to = exchange.message_id if exchange else None
             fault = _internal_fault(error, relates_to, f"in spyne ({error.faultcode})").itk_fault
-        body, error_id = responses.fault_response(fault)
         tracking_id, sender = exchange.identifiers() if exchange is not None else (None, None)
-        log_fault(fault, error_id, tracking_id=tracking_id, sender=sender)
-        facts.note_fault(fault, error_id, tracking_id=tracking_id, sender=sender)
-        note_rejection(self.receiver.store, fault, error_id, tracking_id=tracking_id, sender=sender)
-        return body
+        return answer_fault(fault, self.endpoint.store, facts, tracking_id=tracking_id, sender=sender)
 
     @staticmethod
     def _log_soap_action(ctx: Any, message: ItkMessage) -> None:
@@ -294,92 +237,34 @@ class ItkSoap11(Soap11):
             )
 
 
-def log_fault(
-    fault: ItkFault, error_id: str, *, tracking_id: str | None = None, sender: str | None = None
-) -> None:
-    """One line per fault; client faults at INFO (the sender's problem), server faults at ERROR.
-
-    The ErrorText is logged (fixed phrases, never patient data); the diagnostic text can quote validator
-    messages about document content, so it is logged at DEBUG only, under the same error id.
-    """
-    level = logging.ERROR if fault.error_code in (2100, 2200) else logging.INFO
-    log.log(
-        level,
-        "fault answered",
-        extra={
-            "error_code": fault.error_code,
-            "rule": fault.rule or None,
-            "faultcode": fault.faultcode.value,
-            "error_id": error_id,
-            "error_text": fault.text,
-            "message_id": fault.relates_to,
-            "tracking_id": tracking_id,
-            "sender_ods": sender,
-        },
-    )
-    if fault.diagnostic:
-        log.debug("fault diagnostic", extra={"error_id": error_id, "diagnostic": fault.diagnostic})
-
-
-def sender_ods(identity_uri: str) -> str | None:
-    """The ODS code of an ``urn:nhs-uk:identity:ods:<ODS>[:<suffix>]`` audit identity, else ``None``."""
-    if not identity_uri.lower().startswith(_ODS_IDENTITY_PREFIX):
-        return None
-    return identity_uri[len(_ODS_IDENTITY_PREFIX) :].split(":", 1)[0].strip() or None
-
-
-def note_rejection(
-    store: MessageStore,
-    fault: ItkFault,
-    error_id: str,
-    *,
-    tracking_id: str | None = None,
-    sender: str | None = None,
-) -> None:
-    """Keep the refusal in the store's ``rejections`` table, for the console's counters and list.
-
-    Never raises: the sender's answer is already decided, and a store that cannot record the refusal (the same
-    outage that caused a 2100, say) must not change it. The diagnostic text is not kept (it can quote document
-    content), nor anything else of the request.
-    """
-    rejection = Rejection(
-        rule=fault.rule,
-        error_code=fault.error_code,
-        error_text=fault.text,
-        error_id=error_id,
-        message_id=fault.relates_to,
-        tracking_id=tracking_id,
-        sender_ods=sender,
-    )
-    try:
-        store.record_rejection(rejection)
-    except StoreError as exc:  # its text names the database problem, never the statement's values
-        log.warning("could not record the rejection", extra={"error_id": error_id, "error": str(exc)})
-    except Exception as exc:
-        log.warning("could not record the rejection", extra={"error_id": error_id, "error": type(exc).__name__})
-
-
 @dataclass(frozen=True)
 class _Endpoint:
-    """What the service method needs, reachable as ``ctx.app.config``."""
+    """What the protocol and the service method need (the method reaches it as ``ctx.app.config``)."""
 
     settings: Settings
     receiver: ReceiverService
+    allow_list: AllowList
+    store: MessageStore
 
 
-def build_soap_app(settings: Settings, receiver: ReceiverService) -> WsgiApplication:
-    """The WSGI application that answers SOAP POSTs (only POSTs: :mod:`adaptor.web` routes everything else).
+def build_soap_app(
+    settings: Settings, receiver: ReceiverService, *, allow_list: AllowList, store: MessageStore
+) -> WsgiApplication:
+    """The WSGI application that answers SOAP POSTs (only POSTs: :mod:`adaptor.http.app` routes everything else).
 
-    ``adaptor.web`` checks the body size before calling it; the limits given to spyne here are a second line.
+    Requests are validated against ``allow_list``, accepted by ``receiver``, and refused ones recorded in
+    ``store``. :mod:`adaptor.http.app` checks the body size before calling it; the limits given to spyne here
+    are a second line.
     """
+    endpoint = _Endpoint(settings, receiver, allow_list, store)
     application = Application(
         [SendNHS111Report],
         tns=ITK,
         name=SERVICE_NAME,
         # spyne wants one protocol instance per direction.
-        in_protocol=ItkSoap11(settings, receiver),
-        out_protocol=ItkSoap11(settings, receiver),
-        config=_Endpoint(settings, receiver),
+        in_protocol=ItkSoap11(endpoint),
+        out_protocol=ItkSoap11(endpoint),
+        config=endpoint,
     )
     limit = settings.max_request_bytes + 1
     # block_length = the limit: spyne reads the (already size-checked) body in one read call.

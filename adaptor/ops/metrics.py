@@ -1,6 +1,6 @@
 """Prometheus metrics, served at ``GET /metrics`` by :mod:`adaptor.web`.
 
-Each application (:func:`adaptor.web.create_app`) owns one :class:`Metrics` with its own registry, never
+Each application (:func:`adaptor.http.app.create_app`) owns one :class:`Metrics` with its own registry, never
 prometheus_client's global one, so that tests and several applications in one process do not add to each
 other's counts.
 
