@@ -6,10 +6,8 @@ Erlang distribution and a private epmd), its own data/log folder, config file an
 (``rabbitmq_amqp1_0``, so AMQP 1.0 and 0-9-1 share one port), and its own Erlang cookie (``HOME`` points into
 the node's folder, so ``rabbitmqctl`` from this module talks to this node and nothing else).
 
-Use it through the fixtures. A test module imports both names, since ``rabbitmq`` depends on
-``private_rabbitmq`` (``from brokers import PrivateRabbitMQ, private_rabbitmq, rabbitmq  # noqa: F401``); one
-import in ``tests/conftest.py`` would make them available to every module instead. Either way there is one node
-per test process::
+Use it through the fixtures, which ``pytest_plugins`` in ``tests/conftest.py`` registers for every test module: a
+test names ``rabbitmq`` and imports only the type it annotates with. There is one node per test process::
 
     def test_something(rabbitmq: PrivateRabbitMQ) -> None:
         queue = rabbitmq.unique_queue()

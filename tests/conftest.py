@@ -4,6 +4,10 @@
 place and never copy it. A test that needs it calls :func:`require_shared`: when it is missing the test is
 skipped on a developer machine but FAILS when the ``CI`` environment variable is set, so CI can never pass by
 skipping.
+
+The fixtures for private brokers and databases live in their own modules, registered here as plugins so that every
+test module can name them without importing them: ``brokers`` (a private RabbitMQ node), ``postgres`` (the shared
+and the private PostgreSQL servers) and ``databases`` (a store on SQLite and on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from unavailable import unavailable
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+
+pytest_plugins = ["brokers", "postgres", "databases"]
 
 
 def require_shared(*parts: str) -> Path:

@@ -18,9 +18,9 @@ from collections.abc import Sequence
 
 from lxml import etree
 
-from adaptor.itk.xmlsafe import ANONYMOUS, HL7, ITK, NPFITLC, SOAP11, SOAP12, WSA, WSSE, WSU  # noqa: F401
+from adaptor.itk.xmlsafe import ANONYMOUS, HL7, ITK, NPFITLC, SOAP11, SOAP12, WSA, WSSE, WSU
 from adaptor.samples import cda, envelope
-from adaptor.samples.envelope import (  # noqa: F401 (re-exported for the tests)
+from adaptor.samples.envelope import (
     DOS_TYPE,
     ENDPOINT,
     INTERACTION_KEY,
@@ -30,6 +30,45 @@ from adaptor.samples.envelope import (  # noqa: F401 (re-exported for the tests)
     to_bytes,
     xs_datetime,
 )
+
+#: What tests import from here: this module's own builders and constants, and the namespaces and envelope names of
+#: ``adaptor.itk.xmlsafe`` and ``adaptor.samples.envelope`` re-exported, so that a test needs one import.
+__all__ = [
+    # re-exported
+    "ANONYMOUS",
+    "DOS_TYPE",
+    "ENDPOINT",
+    "HL7",
+    "INTERACTION_KEY",
+    "ITK",
+    "NPFITLC",
+    "PROFILE",
+    "SERVICE",
+    "SOAP11",
+    "SOAP12",
+    "WSA",
+    "WSSE",
+    "WSU",
+    "new_id",
+    "to_bytes",
+    "xs_datetime",
+    # defined here
+    "INTERACTION",
+    "NHS_NUMBER",
+    "NS",
+    "PATHWAYS",
+    "RECIPIENT_DOS",
+    "RECIPIENT_ODS",
+    "SENDER_ODS",
+    "USERNAME",
+    "XSI",
+    "build_request",
+    "clinical_document",
+    "find",
+    "pathways_case",
+    "remove",
+    "spec",
+]
 
 XSI = cda.XSI
 PATHWAYS = "http://nhspathways.org/webservices/pathways/pathwaysCase"

@@ -20,10 +20,10 @@ the ``postgres`` user when the tests run as root (PostgreSQL refuses to run as r
         other = private_postgres.new_database()              # a fresh database on the private server
 
 ``private_postgres`` is one server per test session (started on first use, about 2 s); ``running_postgres`` is
-the same server, guaranteed running when the test starts and started again after a test that stopped it. A
-test module imports the fixtures it uses (``from postgres import postgres_database  # noqa: F401``), as with
-``tests/brokers.py``. When no database can be had the tests are skipped on a developer machine but FAIL when
-the ``CI`` environment variable is set.
+the same server, guaranteed running when the test starts and started again after a test that stopped it. The
+fixtures are registered for every test module by ``pytest_plugins`` in ``tests/conftest.py``: a test names them
+and imports only the types it annotates with (``PrivatePostgres``). When no database can be had the tests are
+skipped on a developer machine but FAIL when the ``CI`` environment variable is set.
 """
 
 from __future__ import annotations
@@ -394,8 +394,7 @@ _private_failure: str | None = None
 def shared_postgres() -> Iterator[SharedPostgres]:
     """The shared server, checked once per session; the databases made through it are dropped at the end.
 
-    One per test process even when several modules import the fixture (each import registers its own copy,
-    so the object itself is kept at module level).
+    One per test process (kept at module level, so that it is one even if the fixture were registered twice).
     """
     global _shared, _shared_failure
     if _shared_failure is not None:

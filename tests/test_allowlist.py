@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from waiting import wait_until
 
 from adaptor.config import Settings
 from adaptor.itk.allowlist import AllowList, AllowListDocumentError, dos_id, ods_code, parse_document
@@ -292,15 +293,6 @@ def test_only_http_urls_are_fetched() -> None:
     assert not allow_list.ready
 
 
-def _wait_until(condition: object, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return True
-        time.sleep(0.02)
-    return False
-
-
 def test_polling_thread_fetches_at_start_and_then_every_interval(served: tuple[_Served, str]) -> None:
     state, url = served
     good = state.body
@@ -308,16 +300,16 @@ def test_polling_thread_fetches_at_start_and_then_every_interval(served: tuple[_
     allow_list = AllowList(Settings(itk_external_configuration_url=url), interval_seconds=0.05)
     allow_list.start()
     try:
-        assert _wait_until(lambda: state.requests >= 1)
+        wait_until(lambda: state.requests >= 1, "the first fetch", 5.0)
         assert not allow_list.ready
         _serve(state, 200, good)
-        assert _wait_until(lambda: allow_list.ready)
+        wait_until(lambda: allow_list.ready, "the list to be ready", 5.0)
         allow_list.check([ods("EM396")])
         _serve(state, 200, b'{"odsCodes":["RSHSO14A"],"dosIds":[]}')
-        assert _wait_until(lambda: allow_list.ods_codes == {"rshso14a"})
+        wait_until(lambda: allow_list.ods_codes == {"rshso14a"}, "the new list", 5.0)
         _serve(state, 500, b"down")
         polls = state.requests
-        assert _wait_until(lambda: state.requests >= polls + 2)
+        wait_until(lambda: state.requests >= polls + 2, "two failed polls", 5.0)
         assert allow_list.ods_codes == {"rshso14a"}  # failed polls keep the last good lists
     finally:
         allow_list.stop()

@@ -27,10 +27,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from brokers import PrivateRabbitMQ, private_rabbitmq, rabbitmq  # noqa: F401 (fixtures)
+from brokers import PrivateRabbitMQ
 from itk_factory import RECIPIENT_DOS, RECIPIENT_ODS, build_request, to_bytes
 from lxml import etree
 from server_fixture import RunningServer, free_port, start_server
+from waiting import wait_until
 
 from adaptor.config import Settings
 from adaptor.delivery.forwarders import forwarder_from_settings
@@ -119,14 +120,6 @@ class Stream:
             return False
         text = etree.fromstring(response.content).findtext("s:Body/itk:SimpleMessageResponse", namespaces=NS)
         return text == "OK"
-
-
-def wait_until(condition, what: str, timeout: float) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def kill_repeatedly(folder: Path, stream: Stream, port: int, **settings: str) -> RunningServer:
@@ -229,7 +222,7 @@ def test_sigkill_loses_no_message_answered_ok_folder_target(tmp_path: Path) -> N
 @pytest.mark.parametrize("protocol", ["1.0", "0-9-1"])
 def test_sigkill_loses_no_message_answered_ok_broker_target(
     tmp_path: Path,
-    rabbitmq: PrivateRabbitMQ,  # noqa: F811
+    rabbitmq: PrivateRabbitMQ,
     protocol: str,
 ) -> None:
     queue = rabbitmq.unique_queue("crash")
@@ -270,7 +263,7 @@ def test_sigkill_loses_no_message_answered_ok_broker_target(
 @pytest.mark.parametrize("protocol", ["1.0", "0-9-1"])
 def test_a_send_that_outlasts_its_lease_is_a_copy_the_store_accounts_for(
     tmp_path: Path,
-    rabbitmq: PrivateRabbitMQ,  # noqa: F811
+    rabbitmq: PrivateRabbitMQ,
     protocol: str,
 ) -> None:
     """Worker A sends while the broker is held still, so the send outlasts A's 1 s lease; worker B takes the

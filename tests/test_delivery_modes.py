@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from brokers import PrivateRabbitMQ, Received, private_rabbitmq, rabbitmq  # noqa: F401 (fixtures)
+from brokers import PrivateRabbitMQ, Received
 from fhir_server import FhirServer
 from itk_factory import RECIPIENT_DOS, RECIPIENT_ODS, build_request, to_bytes
 from lxml import etree
@@ -185,7 +185,7 @@ def message_ids(received: list[Received]) -> Counter[str]:
 @pytest.mark.parametrize("protocol", ["1.0", "0-9-1"])
 def test_async_broker_outage_accepts_and_delivers_after_the_restart(
     tmp_path: Path,
-    rabbitmq: PrivateRabbitMQ,  # noqa: F811
+    rabbitmq: PrivateRabbitMQ,
     protocol: str,
 ) -> None:
     queue = rabbitmq.unique_queue()
@@ -214,7 +214,7 @@ def test_async_broker_outage_accepts_and_delivers_after_the_restart(
 
 def test_sync_broker_outage_answers_2100_and_puts_nothing_on_the_queue(
     tmp_path: Path,
-    rabbitmq: PrivateRabbitMQ,  # noqa: F811
+    rabbitmq: PrivateRabbitMQ,
 ) -> None:
     queue = rabbitmq.unique_queue()
     server = start_server(tmp_path, PEM111_DELIVERY_MODE="sync", **broker_settings(rabbitmq, queue))

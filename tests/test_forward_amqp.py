@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from brokers import PrivateRabbitMQ, Received, private_rabbitmq, rabbitmq  # noqa: F401 (fixtures)
+from brokers import PrivateRabbitMQ, Received
 from conftest import require_shared
 from lxml import etree
 from proton import Condition
@@ -138,7 +138,7 @@ def make(made: list[AnyForwarder], config: Settings, **kwargs: float) -> Amqp10F
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_corpus_bundles_arrive_with_the_reference_properties(
-    rabbitmq: PrivateRabbitMQ,  # noqa: F811
+    rabbitmq: PrivateRabbitMQ,
     forwarders: list[AnyForwarder],
     protocol: str,
 ) -> None:
@@ -179,7 +179,7 @@ def test_amqp10_message_shape_without_a_broker() -> None:
 
 
 def test_amqp091_keeps_an_over_long_message_id_in_the_header(
-    rabbitmq: PrivateRabbitMQ,  # noqa: F811
+    rabbitmq: PrivateRabbitMQ,
     forwarders: list[AnyForwarder],
 ) -> None:
     # message_id is an AMQP 0-9-1 short string (255 bytes at most); the messageId header has no such limit.
@@ -192,7 +192,7 @@ def test_amqp091_keeps_an_over_long_message_id_in_the_header(
 
 
 def test_concurrent_sends_on_one_forwarder_all_arrive(
-    rabbitmq: PrivateRabbitMQ,  # noqa: F811
+    rabbitmq: PrivateRabbitMQ,
     forwarders: list[AnyForwarder],
 ) -> None:
     threads_per_protocol, each = 4, 5
@@ -226,7 +226,7 @@ def test_concurrent_sends_on_one_forwarder_all_arrive(
 
 
 def test_amqp10_address_forms_on_rabbitmq(
-    rabbitmq: PrivateRabbitMQ,  # noqa: F811
+    rabbitmq: PrivateRabbitMQ,
     forwarders: list[AnyForwarder],
 ) -> None:
     # A plain name (the reference's form, and ActiveMQ's) and /queue/NAME both create the queue, durable.
@@ -251,7 +251,7 @@ def test_amqp10_address_forms_on_rabbitmq(
 
 
 def test_amqp091_uses_an_existing_queue_as_it_is(
-    rabbitmq: PrivateRabbitMQ,  # noqa: F811
+    rabbitmq: PrivateRabbitMQ,
     forwarders: list[AnyForwarder],
 ) -> None:
     quorum = rabbitmq.unique_queue()
@@ -261,7 +261,7 @@ def test_amqp091_uses_an_existing_queue_as_it_is(
 
 
 def test_amqp091_exchange_and_routing_key(
-    rabbitmq: PrivateRabbitMQ,  # noqa: F811
+    rabbitmq: PrivateRabbitMQ,
     forwarders: list[AnyForwarder],
 ) -> None:
     queue = rabbitmq.unique_queue()
@@ -286,7 +286,7 @@ def test_amqp091_exchange_and_routing_key(
 
 
 def test_amqp091_negative_confirm_is_transient(
-    rabbitmq: PrivateRabbitMQ,  # noqa: F811
+    rabbitmq: PrivateRabbitMQ,
     forwarders: list[AnyForwarder],
 ) -> None:
     queue = rabbitmq.unique_queue()
@@ -305,7 +305,7 @@ def test_amqp091_negative_confirm_is_transient(
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_wrong_credentials_are_a_transient_error(
-    rabbitmq: PrivateRabbitMQ,  # noqa: F811
+    rabbitmq: PrivateRabbitMQ,
     forwarders: list[AnyForwarder],
     protocol: str,
 ) -> None:
@@ -322,7 +322,7 @@ def test_wrong_credentials_are_a_transient_error(
 
 
 def test_broker_down_then_back_same_forwarders_deliver_and_nothing_is_lost(
-    rabbitmq: PrivateRabbitMQ,  # noqa: F811
+    rabbitmq: PrivateRabbitMQ,
     forwarders: list[AnyForwarder],
 ) -> None:
     queues = {protocol: rabbitmq.unique_queue() for protocol in PROTOCOLS}
@@ -376,7 +376,7 @@ class TransferCounter:
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_a_connection_the_broker_closed_is_replaced_before_sending(
-    rabbitmq: PrivateRabbitMQ,  # noqa: F811
+    rabbitmq: PrivateRabbitMQ,
     forwarders: list[AnyForwarder],
     monkeypatch: pytest.MonkeyPatch,
     protocol: str,
@@ -396,7 +396,7 @@ def test_a_connection_the_broker_closed_is_replaced_before_sending(
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_a_send_that_fails_is_not_sent_again_inside_the_same_send(
-    rabbitmq: PrivateRabbitMQ,  # noqa: F811
+    rabbitmq: PrivateRabbitMQ,
     forwarders: list[AnyForwarder],
     monkeypatch: pytest.MonkeyPatch,
     protocol: str,
@@ -428,7 +428,7 @@ def test_a_send_that_fails_is_not_sent_again_inside_the_same_send(
 
 
 def test_accepted_messages_survive_a_broker_crash(
-    rabbitmq: PrivateRabbitMQ,  # noqa: F811
+    rabbitmq: PrivateRabbitMQ,
     forwarders: list[AnyForwarder],
 ) -> None:
     # A send returns only once the broker has accepted (1.0) / confirmed (0-9-1) the message, which RabbitMQ
@@ -445,7 +445,7 @@ def test_accepted_messages_survive_a_broker_crash(
 
 
 def test_hung_broker_fails_within_bounded_time(
-    rabbitmq: PrivateRabbitMQ,  # noqa: F811
+    rabbitmq: PrivateRabbitMQ,
     forwarders: list[AnyForwarder],
 ) -> None:
     queue = rabbitmq.unique_queue()
@@ -480,7 +480,7 @@ def test_hung_broker_fails_within_bounded_time(
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_tls_verifies_the_broker(
-    rabbitmq: PrivateRabbitMQ,  # noqa: F811
+    rabbitmq: PrivateRabbitMQ,
     forwarders: list[AnyForwarder],
     monkeypatch: pytest.MonkeyPatch,
     protocol: str,

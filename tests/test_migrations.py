@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from postgres import postgres_database, shared_postgres  # noqa: F401 (fixtures)
 from server_fixture import REPO, nhs111_command
 from sqlalchemy import Engine, create_engine, inspect, select, text
 from test_store import make_message
@@ -22,14 +21,6 @@ from test_store import make_message
 from adaptor.store import MessageStore, SchemaVersionError, metadata, migrations, sqlalchemy_url
 
 # -- fixtures -------------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """An empty database: a SQLite file that does not exist yet, or a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'data' / 'messages.db'}"
-    return str(request.getfixturevalue("postgres_database"))
 
 
 @pytest.fixture
@@ -412,7 +403,7 @@ def test_db_commands_fail_in_one_line_when_the_database_is_unreachable(tmp_path:
         assert failed.stderr.startswith("Error: cannot ") and len(failed.stderr.strip().splitlines()) == 1
 
 
-def test_db_upgrade_on_postgresql(tmp_path: Path, postgres_database: str) -> None:  # noqa: F811
+def test_db_upgrade_on_postgresql(tmp_path: Path, postgres_database: str) -> None:
     upgraded = nhs111(tmp_path, "db", "upgrade", database_url=postgres_database)
     assert upgraded.returncode == 0, upgraded.stderr
     assert "postgresql+psycopg://" in upgraded.stdout and "now at schema version 1" in upgraded.stdout

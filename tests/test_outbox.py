@@ -12,8 +12,7 @@ import os
 import signal
 import subprocess
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from conftest import REPO
 from fhir_server import FhirServer
 from itk_factory import RECIPIENT_DOS, RECIPIENT_ODS, build_request, to_bytes
 from server_fixture import nhs111_command
+from waiting import wait_until
 
 from adaptor.accept import ReceiverService
 from adaptor.config import Settings
@@ -31,16 +31,6 @@ from adaptor.itk import rules as itk
 from adaptor.itk.allowlist import AllowList
 from adaptor.itk.message import ItkMessage
 from adaptor.store import AttemptOutcome, MessageStore, Status, StoredMessage
-
-WAIT_SECONDS = 20.0
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT_SECONDS) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def fast_settings(tmp_path: Path, **changes: object) -> Settings:

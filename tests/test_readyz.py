@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 import requests
-from brokers import PrivateRabbitMQ, private_rabbitmq, rabbitmq  # noqa: F401 (fixtures)
+from brokers import PrivateRabbitMQ
 from itk_factory import RECIPIENT_DOS, RECIPIENT_ODS
-from postgres import PrivatePostgres, private_postgres, running_postgres  # noqa: F401 (fixtures)
+from postgres import PrivatePostgres
 from server_fixture import RunningServer, free_port, start_server
 
 from adaptor.config import Settings
@@ -208,7 +208,7 @@ def test_an_allow_list_that_was_never_fetched_is_not_ready(tmp_path: Path) -> No
 
 @pytest.mark.parametrize("protocol", ["1.0", "0-9-1"])
 def test_readyz_follows_the_broker(
-    rabbitmq: PrivateRabbitMQ,  # noqa: F811
+    rabbitmq: PrivateRabbitMQ,
     tmp_path: Path,
     protocol: str,
 ) -> None:
@@ -231,7 +231,7 @@ def test_readyz_follows_the_broker(
 
 
 def test_readyz_follows_the_postgresql_store(
-    running_postgres: PrivatePostgres,  # noqa: F811
+    running_postgres: PrivatePostgres,
     tmp_path: Path,
 ) -> None:
     server = serve(tmp_path, PEM111_DATABASE_URL=running_postgres.new_database())

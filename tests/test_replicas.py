@@ -22,10 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
-from brokers import PrivateRabbitMQ, private_rabbitmq, rabbitmq  # noqa: F401 (fixtures)
+from brokers import PrivateRabbitMQ
 from itk_factory import RECIPIENT_DOS, RECIPIENT_ODS, build_request, to_bytes
 from lxml import etree
-from postgres import postgres_database, shared_postgres  # noqa: F401 (fixtures)
 from server_fixture import RunningServer, start_server
 from sqlalchemy import select
 
@@ -73,8 +72,8 @@ def send(url: str, raw: bytes, session: requests.Session) -> str:
 
 def test_two_replicas_on_one_postgresql_database_deliver_each_message_exactly_once(
     tmp_path: Path,
-    postgres_database: str,  # noqa: F811
-    rabbitmq: PrivateRabbitMQ,  # noqa: F811
+    postgres_database: str,
+    rabbitmq: PrivateRabbitMQ,
 ) -> None:
     queue = rabbitmq.unique_queue("replicas")
     rabbitmq.declare_queue(queue)

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 from itk_factory import build_request, to_bytes
-from test_outbox import Harness, fast_settings, wait_until
+from test_outbox import Harness, fast_settings
+from waiting import wait_until
 
 from adaptor.delivery.activity import QUIET_SECONDS, RequestActivity
 from adaptor.http.app import create_app

@@ -1,5 +1,6 @@
-"""The message store on a real SQLite file: idempotent accept, concurrent writers, durability, and the outbox:
-claims under a lease, attempts and their history, holds for synchronous senders, replays."""
+"""The message store on a real SQLite file and on a fresh PostgreSQL database (the ``store`` and ``database_url``
+fixtures of ``tests/databases.py``): idempotent accept, concurrent writers, durability, and the outbox: claims under
+a lease, attempts and their history, holds for synchronous senders, replays."""
 
 from __future__ import annotations
 
@@ -44,19 +45,6 @@ def make_message(*, message_id: str | None = None, tracking_id: str | None = Non
         documents=(document,),
         selected=document,
     )
-
-
-@pytest.fixture
-def database_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'data' / 'messages.db'}"
-
-
-@pytest.fixture
-def store(database_url: str):
-    store = MessageStore(database_url)
-    store.open()
-    yield store
-    store.close()
 
 
 def test_accept_stores_the_message_and_request_bytes(store: MessageStore) -> None:
@@ -385,6 +373,7 @@ def test_committed_records_survive_reopening(database_url: str) -> None:
         reopened.close()
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_sqlite_runs_in_wal_mode(store: MessageStore) -> None:
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"

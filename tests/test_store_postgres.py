@@ -1,9 +1,9 @@
-"""The message store on PostgreSQL: every store test of ``tests/test_store.py`` again, on a fresh database of the
-shared server, and what only PostgreSQL has: claims with ``FOR UPDATE SKIP LOCKED``, a pool sized from the
-settings, ``bytea`` and ``timestamptz`` columns, and a server that refuses NUL characters.
+"""The message store on PostgreSQL: what only PostgreSQL has: claims with ``FOR UPDATE SKIP LOCKED``, a pool sized
+from the settings, ``bytea`` and ``timestamptz`` columns, and a server that refuses NUL characters.
 
-The SQLite-only tests (WAL mode, a file that cannot be created) stay in ``test_store.py``; their PostgreSQL
-counterparts are here.
+Every store test of ``tests/test_store.py`` runs on PostgreSQL too, through the ``database_url`` fixture of
+``tests/databases.py``. The SQLite-only tests (WAL mode, a file that cannot be created) stay in ``test_store.py``;
+their PostgreSQL counterparts are here.
 """
 
 from __future__ import annotations
@@ -17,31 +17,9 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from postgres import postgres_database, shared_postgres  # noqa: F401 (fixtures)
 from sqlalchemy import event, text
 from sqlalchemy.exc import IntegrityError
-from test_store import (  # noqa: F401 (the store tests and their fixture, collected again here)
-    LEASE,
-    deliver,
-    make_message,
-    store,
-    test_a_live_lease_is_respected,
-    test_a_synchronous_claim_is_never_delivered_by_a_worker,
-    test_accept_stores_the_message_and_request_bytes,
-    test_an_attempt_that_ends_before_sending_is_logged_finished,
-    test_an_expired_lease_is_taken_over_and_the_unfinished_attempt_counted,
-    test_claim_attempt_retry_and_delivery_history,
-    test_claiming_an_unknown_record_is_an_error,
-    test_committed_records_survive_reopening,
-    test_every_message_is_claimed_by_exactly_one_of_many_workers,
-    test_identical_resend_returns_the_first_record,
-    test_list_messages_newest_first_without_content,
-    test_many_threads_accepting_at_once,
-    test_messages_are_claimed_oldest_due_first,
-    test_record_ids_and_counts_by_status,
-    test_replay_requeues_from_the_raw_request_and_keeps_the_history,
-    test_reused_message_id_with_other_content_is_a_new_message,
-)
+from test_store import LEASE, deliver, make_message
 
 from adaptor.config import Settings
 from adaptor.store import (
@@ -57,8 +35,8 @@ from adaptor.store import (
 
 
 @pytest.fixture
-def database_url(postgres_database: str) -> str:  # noqa: F811 (the fixture of the same name)
-    """Overrides ``test_store.database_url``: the imported tests run on a fresh PostgreSQL database."""
+def database_url(postgres_database: str) -> str:
+    """Overrides ``databases.database_url``: the tests here run on a fresh PostgreSQL database only."""
     return postgres_database
 
 
@@ -73,7 +51,7 @@ def second_store(database_url: str) -> Iterator[MessageStore]:
 # -- the claim ------------------------------------------------------------------------------------------------
 
 
-def test_the_worker_claim_locks_with_skip_locked(store: MessageStore) -> None:  # noqa: F811
+def test_the_worker_claim_locks_with_skip_locked(store: MessageStore) -> None:
     statements: list[str] = []
     event.listen(store.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
     store.accept(make_message(), b"x")
@@ -85,7 +63,7 @@ def test_the_worker_claim_locks_with_skip_locked(store: MessageStore) -> None:  
 
 
 def test_a_row_locked_by_another_worker_is_passed_over_without_waiting(
-    store: MessageStore,  # noqa: F811
+    store: MessageStore,
     second_store: MessageStore,
 ) -> None:
     """While one worker's claim transaction holds the oldest due message, another takes the next one at once
@@ -174,7 +152,7 @@ def test_eight_workers_on_one_outbox_claim_each_message_once(database_url: str) 
 # -- types and values -------------------------------------------------------------------------------------------
 
 
-def test_columns_are_bytea_and_timestamptz(store: MessageStore) -> None:  # noqa: F811
+def test_columns_are_bytea_and_timestamptz(store: MessageStore) -> None:
     with store.engine.connect() as conn:
         types = dict(
             conn.execute(
@@ -190,7 +168,7 @@ def test_columns_are_bytea_and_timestamptz(store: MessageStore) -> None:  # noqa
         assert types[column] == "timestamp with time zone"
 
 
-def test_a_large_binary_request_comes_back_byte_for_byte(store: MessageStore) -> None:  # noqa: F811
+def test_a_large_binary_request_comes_back_byte_for_byte(store: MessageStore) -> None:
     raw = bytes(range(256)) * 40_000  # 10 MB, every byte value, NUL included
     record_id, _ = store.accept(make_message(), raw)
     assert store.get(record_id).raw == raw
@@ -211,7 +189,7 @@ def test_times_are_utc_whatever_the_session_time_zone(database_url: str) -> None
         tokyo.close()
 
 
-def test_nul_characters_in_texts_are_dropped_not_fatal(store: MessageStore) -> None:  # noqa: F811
+def test_nul_characters_in_texts_are_dropped_not_fatal(store: MessageStore) -> None:
     """PostgreSQL text cannot hold NUL: an error quoting a target's reply, or an identifier read from a refused
     request, must still be recorded rather than fail the write (and redeliver the message)."""
     record_id, _ = store.accept(make_message(), b"x")
@@ -233,7 +211,7 @@ def test_nul_characters_in_texts_are_dropped_not_fatal(store: MessageStore) -> N
 
 
 def test_a_duplicate_is_found_through_the_unique_constraint(
-    store: MessageStore,  # noqa: F811
+    store: MessageStore,
     second_store: MessageStore,
 ) -> None:
     """Two replicas storing the same resend at once: one record, and both callers get its id."""

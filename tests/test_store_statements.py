@@ -10,7 +10,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from postgres import postgres_database, shared_postgres  # noqa: F401 (fixtures)
 from sqlalchemy import Executable, event, select, update
 from test_store import LEASE, make_message
 
@@ -27,16 +26,10 @@ from adaptor.store import (
 )
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MessageStore]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'data' / 'messages.db'}"
-    else:
-        url = request.getfixturevalue("postgres_database")
-    store = MessageStore(url)
-    store.open()
-    yield store
-    store.close()
+@pytest.fixture
+def any_store(store: MessageStore) -> MessageStore:
+    """The store on SQLite and on PostgreSQL (``tests/databases.py``)."""
+    return store
 
 
 @pytest.fixture
