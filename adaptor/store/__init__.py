@@ -43,7 +43,9 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -459,19 +461,46 @@ def _message_conditions(query: MessageQuery) -> list[ColumnElement[bool]]:
 
 
 def _configure_sqlite(engine: Engine) -> None:
-    """WAL (readers never block the writer), a busy timeout (writers queue instead of failing) and
-    ``synchronous=FULL`` (a commit is on disk before it returns: the sender is told OK only after that)."""
+    """A busy timeout (writers queue instead of failing), WAL (readers never block the writer) and
+    ``synchronous=FULL`` (a commit is on disk before it returns: the sender is told OK only after that).
+
+    The busy timeout comes first, so that everything after it waits for other connections' locks."""
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            _use_wal(cursor)
+            cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute("PRAGMA foreign_keys=ON")
         finally:
             cursor.close()
+
+
+def _use_wal(cursor: Any) -> None:
+    """Put the database in WAL mode unless it already is (the mode is kept in the file, so this changes
+    something only on the first connection to a new or pre-WAL file).
+
+    Changing the journal mode needs the file to itself, and SQLite answers "database is locked" at once, without
+    its busy handler, while any other connection holds a lock: which is exactly when processes or replicas start
+    together on a new file. So the change is retried, with growing pauses, for up to the busy timeout. (An
+    in-memory database answers ``memory`` to the change, and stays so.)
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    pause = 0.001
+    while True:
+        try:
+            mode = cursor.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() == "wal":
+                return
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
 
 
 def sqlalchemy_url(database_url: str) -> URL:
