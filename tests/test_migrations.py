@@ -18,7 +18,7 @@ from server_fixture import REPO, nhs111_command
 from sqlalchemy import Engine, create_engine, inspect, select, text
 from test_store import make_message
 
-from adaptor.store import MessageStore, SchemaVersionError, metadata, migrations, sqlalchemy_url
+from adaptor.store import MessageStore, SchemaVersionError, metadata, migrations, sqlalchemy_url, utc_now
 
 # -- fixtures -------------------------------------------------------------------------------------------------------
 
@@ -415,7 +415,7 @@ def test_db_upgrade_on_postgresql(tmp_path: Path, postgres_database: str) -> Non
 
 
 def _now():  # type: ignore[no-untyped-def]
-    return migrations._utc_now()
+    return utc_now()
 
 
 def _twin_engine(database_url: str, engine: Engine) -> Engine:

@@ -13,17 +13,17 @@ import pytest
 from sqlalchemy import Executable, event, select, update
 from test_store import LEASE, make_message
 
-from adaptor import store as store_module
 from adaptor.store import (
     CLAIM_CANDIDATES,
     AttemptOutcome,
     Claim,
     MessageStore,
     Status,
-    _due,
     outbox,
     utc_now,
 )
+from adaptor.store import statements as store_module
+from adaptor.store.statements import _due
 
 
 @pytest.fixture

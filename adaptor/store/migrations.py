@@ -25,7 +25,7 @@ Adding a step: append a :class:`Step` with the next version number and a functio
 through the connection it is given (Core DDL, or ``ALTER TABLE ... ADD COLUMN`` text that both databases
 accept; SQLite alters little else, so bigger changes create a new table, copy, drop and rename). Never edit an
 applied step: it describes what deployed databases already are. Then change the tables in
-:mod:`adaptor.store` to match; ``tests/test_migrations.py`` checks that the steps build exactly those tables.
+:mod:`adaptor.store.schema` to match; ``tests/test_migrations.py`` checks that the steps build exactly those tables.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import (
     Column,
@@ -55,6 +55,8 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Connection
+
+from adaptor.store.records import as_utc, utc_now
 
 log = logging.getLogger("adaptor.migrations")  # pinned: the JSON log format names it
 
@@ -133,7 +135,7 @@ class UpgradeResult:
 def version_1_tables() -> MetaData:
     """The four tables as version 1 made them: the layout adaptor 0.1 created without versioning.
 
-    A frozen copy, deliberately not :data:`adaptor.store.metadata`: the store's tables follow the latest
+    A frozen copy, deliberately not :data:`adaptor.store.schema.metadata`: the store's tables follow the latest
     version, while this must go on describing what deployed version-1 databases are.
     """
     tables = MetaData()
@@ -239,7 +241,7 @@ def read_state(conn: Connection) -> SchemaState:
     history: tuple[AppliedStep, ...] = ()
     if schema_version.name in names:
         rows = conn.execute(select(schema_version).order_by(schema_version.c.version)).all()
-        history = tuple(AppliedStep(row.version, row.description, _as_utc(row.applied_at)) for row in rows)
+        history = tuple(AppliedStep(row.version, row.description, as_utc(row.applied_at)) for row in rows)
     version = max((step.version for step in history), default=None)
     return SchemaState(version=version, tables=frozenset(names & STORE_TABLES), history=history)
 
@@ -311,9 +313,7 @@ def _apply_pending(conn: Connection, state: SchemaState) -> tuple[Step, ...]:
         description = step.description
         if step.version == 1 and state.unversioned:
             description += " (adopted the tables of a database from before schema versioning)"
-        conn.execute(
-            insert(schema_version).values(version=step.version, description=description, applied_at=_utc_now())
-        )
+        conn.execute(insert(schema_version).values(version=step.version, description=description, applied_at=utc_now()))
     return pending
 
 
@@ -344,11 +344,3 @@ def create_if_empty(engine: Engine) -> SchemaState:
             log.info("schema: created the message store tables at version %d", head_version())
             state = read_state(conn)
     return state
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _as_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)

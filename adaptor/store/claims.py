@@ -1,0 +1,271 @@
+"""The outbox's side: claiming due messages (and resent ones for their waiting sender), recording each delivery
+attempt, releasing a claim into its next state, and the operators' replay.
+
+Claims are conditional ``UPDATE``\\s checked by row count, so two workers (threads, processes, or replicas sharing a
+database) can never both own a message; a lease with an owner and an expiry lets another worker take over the
+message of a worker that died.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import Connection
+
+from adaptor.store.engine import StoreEngine
+from adaptor.store.records import AttemptOutcome, Claim, ReplayResult, Status, StoreError, optional_without_nul, utc_now
+from adaptor.store.schema import messages, outbox
+from adaptor.store.statements import (
+    _CLAIM_DUE,
+    _CLAIM_FOR_SENDER,
+    _CLOSE_INTERRUPTED,
+    _FINISH_ATTEMPT,
+    _HOLD_ABANDONED_SYNC,
+    _INSERT_ATTEMPT,
+    _KEEP_BUNDLE,
+    _LOAD_CLAIM,
+    _LOCK_NEXT_DUE,
+    _RELEASE,
+    _RENEW_LEASE,
+    _SELECT_CLAIM_CANDIDATES,
+    _STATE_OF,
+    _WITH_OUTBOX,
+    CLAIM_CANDIDATES,
+    CLAIM_ROUNDS,
+    _claim_params,
+    _not_being_delivered,
+    _queue_values,
+)
+
+log = logging.getLogger("adaptor.store")  # pinned: the JSON log format names it
+
+
+class Claims(StoreEngine):
+    """Claims, attempts and replays (see :class:`~adaptor.store.MessageStore`)."""
+
+    def claim_for_sender(self, record_id: str, owner: str, lease_seconds: float) -> Claim | Status:
+        """Sync mode, a resend of a stored message: claim it for this request unless it is delivered or being
+        delivered. Returns the :class:`Claim`, or the state that prevented it (``delivered`` or
+        ``delivering``)."""
+        now = utc_now()
+        with self._transaction() as conn:
+            result = conn.execute(_CLAIM_FOR_SENDER, _claim_params(record_id, owner, now, lease_seconds))
+            if result.rowcount == 1:
+                return self._load_claim(conn, record_id, owner, now)
+            state = conn.execute(_STATE_OF, {"b_record_id": record_id}).scalar_one_or_none()
+        if state is None:
+            raise StoreError(f"no stored message with id {record_id}")
+        return Status(state)
+
+    # -- the outbox worker -----------------------------------------------------------------------------------
+
+    def claim_due(self, owner: str, lease_seconds: float) -> Claim | None:
+        """Claim the message that has been due longest, for ``owner``, for ``lease_seconds``; ``None`` when
+        nothing is due.
+
+        A synchronous delivery whose lease expired (its process died while the sender waited) is marked
+        ``held`` on the way instead of being claimed: the sender never got OK and will resend.
+        """
+        if self.is_postgresql:
+            return self._claim_due_skip_locked(owner, lease_seconds)
+        return self._claim_due_by_row_count(owner, lease_seconds)
+
+    def _claim_due_skip_locked(self, owner: str, lease_seconds: float) -> Claim | None:
+        """PostgreSQL: lock the oldest due row that no other transaction has locked, and claim it, in one
+        transaction.
+
+        ``SELECT ... FOR UPDATE SKIP LOCKED`` passes over rows other workers are claiming at this moment instead
+        of waiting for them, and re-checks the row it locks against the WHERE clause (a row claimed and committed
+        meanwhile is no longer due), so workers never take the same message and never queue behind each other.
+        The UPDATE keeps the conditions of the portable claim as a second guard.
+        """
+        for _ in range(CLAIM_CANDIDATES):  # each round claims a message or holds an abandoned synchronous one
+            now = utc_now()
+            with self._transaction() as conn:
+                candidate = conn.execute(_LOCK_NEXT_DUE, {"b_now": now}).first()
+                if candidate is None:
+                    return None
+                record_id = candidate.record_id
+                if candidate.state == Status.DELIVERING.value and candidate.synchronous:
+                    self._hold_abandoned_sync_in(conn, record_id, now)
+                    continue
+                claimed = conn.execute(_CLAIM_DUE, _claim_params(record_id, owner, now, lease_seconds))
+                if claimed.rowcount == 1:
+                    return self._load_claim(conn, record_id, owner, now)
+        return None
+
+    def _claim_due_by_row_count(self, owner: str, lease_seconds: float) -> Claim | None:
+        """Any database (SQLite): candidates first, outside any transaction; then a conditional UPDATE per
+        candidate, checked by row count, decides the race with other workers (SQLite evaluates the WHERE again
+        under its write lock, which serialises writers)."""
+        for _ in range(CLAIM_ROUNDS):
+            now = utc_now()
+            with self._reading() as conn:
+                candidates = conn.execute(_SELECT_CLAIM_CANDIDATES, {"b_now": now}).all()
+            if not candidates:
+                return None
+            for record_id, state, synchronous in candidates:
+                if state == Status.DELIVERING.value and synchronous:
+                    self._hold_abandoned_sync(record_id, now)
+                    continue
+                with self._transaction() as conn:
+                    claimed = conn.execute(_CLAIM_DUE, _claim_params(record_id, owner, now, lease_seconds))
+                    if claimed.rowcount == 1:
+                        return self._load_claim(conn, record_id, owner, now)
+            # Every candidate went to other workers (or was held): there may be more due behind them.
+        return None
+
+    def _hold_abandoned_sync(self, record_id: str, now: datetime) -> None:
+        with self._transaction() as conn:
+            self._hold_abandoned_sync_in(conn, record_id, now)
+
+    def _hold_abandoned_sync_in(self, conn: Connection, record_id: str, now: datetime) -> None:
+        held = conn.execute(_HOLD_ABANDONED_SYNC, {"b_record_id": record_id, "b_now": now})
+        if held.rowcount == 1:
+            self._close_interrupted(conn, record_id, now)
+            log.warning("record=%s: synchronous delivery was interrupted; held for the sender's resend", record_id)
+
+    def start_attempt(self, claim: Claim, target: str, lease_seconds: float, bundle_json: str | None) -> int | None:
+        """Just before handing the Bundle to ``target``: renew the lease, keep a newly converted
+        ``bundle_json`` (``None``: the claim's bundle is sent again) and log the attempt as started.
+
+        Returns the attempt id, or ``None`` when the claim is no longer ours (the lease expired and another
+        worker took the message): then nothing must be sent.
+        """
+        now = utc_now()
+        with self._transaction() as conn:
+            renewed = conn.execute(_RENEW_LEASE, _claim_params(claim.record_id, claim.owner, now, lease_seconds))
+            if renewed.rowcount != 1:
+                return None
+            if bundle_json is not None:
+                conn.execute(_KEEP_BUNDLE, {"b_record_id": claim.record_id, "b_bundle": bundle_json, "b_now": now})
+            attempt = conn.execute(_INSERT_ATTEMPT, _attempt_row(claim, target, now))
+            attempt_id = attempt.inserted_primary_key
+            assert attempt_id is not None
+            return int(attempt_id[0])
+
+    def finish(
+        self,
+        claim: Claim,
+        *,
+        state: Status,
+        outcome: AttemptOutcome,
+        target: str,
+        attempt_id: int | None = None,
+        error: str | None = None,
+        next_attempt_at: datetime | None = None,
+    ) -> bool:
+        """Record how the claimed attempt ended and release the claim into ``state``.
+
+        ``attempt_id`` is the id :meth:`start_attempt` returned; ``None`` logs an attempt that ended before
+        anything was sent (a conversion failure). ``next_attempt_at`` is when a ``retrying`` message is due.
+        The attempt is always recorded; the state only while the claim is still ``claim.owner``'s. Returns
+        whether it was (``False``: the lease had expired and another worker owns the message now).
+        """
+        now = utc_now()
+        error = optional_without_nul(error)
+        # The outbox row first, then the attempt's: the order a claim taking over the message locks them in
+        # (outbox, then its unfinished attempts), so the two can wait for each other but never deadlock.
+        release: dict[str, Any] = {
+            "b_record_id": claim.record_id,
+            "b_owner": claim.owner,
+            "b_state": state.value,
+            "b_error": error,
+            "b_now": now,
+        }
+        if next_attempt_at is not None:
+            release["b_next_attempt_at"] = next_attempt_at
+        with self._transaction() as conn:
+            released = conn.execute(_RELEASE[state is Status.DELIVERED, next_attempt_at is not None], release)
+            if attempt_id is None:
+                conn.execute(_INSERT_ATTEMPT, _attempt_row(claim, target, now, finished=(outcome, error)))
+            else:
+                conn.execute(
+                    _FINISH_ATTEMPT,
+                    {"b_attempt_id": attempt_id, "b_outcome": outcome.value, "b_error": error, "b_now": now},
+                )
+            return released.rowcount == 1
+
+    def retry_waiting_now(self) -> int:
+        """Make every ``retrying`` message due now (the target is back); returns how many."""
+        now = utc_now()
+        with self._transaction() as conn:
+            result = conn.execute(
+                update(outbox)
+                .where(outbox.c.state == Status.RETRYING.value, outbox.c.next_attempt_at > now)
+                .values(next_attempt_at=now, updated_at=now)
+            )
+        return int(result.rowcount)
+
+    def _load_claim(self, conn: Connection, record_id: str, owner: str, now: datetime) -> Claim:
+        """Inside the claiming transaction: close the attempts the previous owner never finished, then read
+        what delivering needs."""
+        interrupted = self._close_interrupted(conn, record_id, now)
+        row = conn.execute(_LOAD_CLAIM, {"b_record_id": record_id}).one()
+        return Claim(
+            record_id=record_id,
+            message_id=row.message_id,
+            tracking_id=row.tracking_id,
+            interaction=row.interaction,
+            ods_codes=tuple(json.loads(row.ods_codes)),
+            dos_ids=tuple(json.loads(row.dos_ids)),
+            raw=row.raw,
+            bundle=row.bundle,
+            owner=owner,
+            attempt=row.attempts,
+            synchronous=bool(row.synchronous),
+            interrupted=interrupted,
+        )
+
+    @staticmethod
+    def _close_interrupted(conn: Connection, record_id: str, now: datetime) -> int:
+        result = conn.execute(_CLOSE_INTERRUPTED, {"b_record_id": record_id, "b_now": now})
+        return int(result.rowcount)
+
+    # -- operators -------------------------------------------------------------------------------------------
+
+    def replay(self, record_ids: Iterable[str]) -> list[ReplayResult]:
+        """Queue each record for delivery again, from the start: attempts reset, the stored Bundle dropped so it
+        is converted again from ``raw`` (a mapping fix reaches old messages); the history is kept. A message
+        being delivered right now (live lease) is left alone. Unknown ids are skipped."""
+        results: list[ReplayResult] = []
+        for record_id in record_ids:
+            now = utc_now()
+            with self._transaction() as conn:
+                found = conn.execute(
+                    select(messages.c.message_id, outbox.c.state)
+                    .select_from(_WITH_OUTBOX)
+                    .where(messages.c.id == record_id)
+                ).first()
+                if found is None:
+                    continue
+                requeued = conn.execute(
+                    update(outbox)
+                    .where(outbox.c.record_id == record_id, _not_being_delivered(now))
+                    .values(**_queue_values(now), last_error=None, replays=outbox.c.replays + 1)
+                )
+                if requeued.rowcount == 1:
+                    conn.execute(update(messages).where(messages.c.id == record_id).values(bundle=None, updated_at=now))
+                results.append(ReplayResult(record_id, found.message_id, Status(found.state), requeued.rowcount == 1))
+        return results
+
+
+def _attempt_row(
+    claim: Claim, target: str, now: datetime, finished: tuple[AttemptOutcome, str | None] | None = None
+) -> dict[str, Any]:
+    """A ``delivery_attempts`` row started ``now``: in progress, or ``finished`` at once with (outcome, error)."""
+    outcome, error = finished if finished is not None else (None, None)
+    return {
+        "message_record_id": claim.record_id,
+        "owner": claim.owner,
+        "target": target,
+        "started_at": now,
+        "finished_at": None if finished is None else now,
+        "outcome": None if outcome is None else outcome.value,
+        "error": error,
+    }

@@ -1,0 +1,194 @@
+"""What the store hands out and takes in: the delivery states, the errors, the records as plain dataclasses, and
+the few value rules every store module applies (times in UTC, no NUL characters)."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from adaptor.itk.message import ItkMessage
+
+
+class Status(enum.StrEnum):
+    """The delivery state of a stored message (``outbox.state``)."""
+
+    #: Stored and waiting for a worker: newly accepted (async mode), re-queued by a replay or by a resend.
+    PENDING = "pending"
+    #: Claimed by a worker or a synchronous request, which holds a lease (``lease_owner``, ``lease_expires_at``).
+    DELIVERING = "delivering"
+    #: The last attempt failed transiently; a worker tries again at ``next_attempt_at`` (exponential backoff).
+    RETRYING = "retrying"
+    #: Sync mode only: delivery failed (or was interrupted) while the sender waited, so the sender was told to
+    #: retry (2100). Workers leave it alone; the sender's resend (or ``nhs111 replay``) delivers it.
+    HELD = "held"
+    #: The target accepted the Bundle. Final (only ``nhs111 replay MESSAGE_ID`` delivers it again).
+    DELIVERED = "delivered"
+    #: Given up: conversion failed, the target refused the Bundle for good, or every attempt failed.
+    #: ``last_error`` says why. Final until ``nhs111 replay``.
+    DEAD_LETTER = "dead_letter"
+
+
+class AttemptOutcome(enum.StrEnum):
+    """How one delivery attempt ended (``delivery_attempts.outcome``; ``NULL`` while it is in progress)."""
+
+    DELIVERED = "delivered"
+    FAILED = "failed"  # a transient failure: retried
+    REJECTED = "rejected"  # the target refused the Bundle for good
+    CONVERSION_FAILED = "conversion_failed"
+    #: Started and never finished: the process stopped between handing the Bundle over and recording the result.
+    INTERRUPTED = "interrupted"
+
+
+class StoreError(RuntimeError):
+    """The store could not read or write; the message was not (or may not have been) recorded."""
+
+
+class SchemaVersionError(StoreError):
+    """The database's schema is not one this adaptor can use: it needs ``nhs111 db upgrade`` (older), another
+    adaptor version (newer and incompatible), or another database (not ours). Waiting does not fix it."""
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """One message with its delivery state. ``raw`` and ``bundle`` are ``None`` in listings (not loaded)."""
+
+    id: str
+    message_id: str
+    tracking_id: str
+    digest: str
+    service: str
+    interaction: str
+    ods_codes: tuple[str, ...]
+    dos_ids: tuple[str, ...]
+    sender: str
+    received_at: datetime
+    status: Status
+    status_reason: str | None  # the outbox's last_error
+    attempts: int
+    next_attempt_at: datetime
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    delivered_at: datetime | None
+    replays: int
+    updated_at: datetime  # the later of the message's and its outbox row's updates
+    raw: bytes | None = None
+    bundle: str | None = None
+
+
+@dataclass(frozen=True)
+class DeliveryAttempt:
+    owner: str
+    target: str
+    started_at: datetime
+    finished_at: datetime | None
+    outcome: AttemptOutcome | None  # None: in progress (or the process died and nobody has claimed it since)
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A refused request: the fault it was answered with and what identified it. No body, no patient data."""
+
+    rule: str
+    error_code: int
+    error_text: str
+    error_id: str
+    message_id: str | None = None
+    tracking_id: str | None = None
+    sender_ods: str | None = None
+    rejected_at: datetime | None = None  # set by the store
+
+
+@dataclass(frozen=True)
+class MessageQuery:
+    """Which messages a listing or count selects; every field narrows it, and the empty query selects all.
+
+    ``search`` matches a MessageID, a trackingid or a record id exactly (as given, or upper or lower case, so
+    that the indexes are used), or the ODS code of a recipient or of the sender (any case).
+    """
+
+    statuses: Sequence[Status] = ()
+    since: datetime | None = None  # received at or after
+    tracking_id: str | None = None
+    search: str | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A message claimed by ``owner`` (until its lease expires), with what delivering it needs."""
+
+    record_id: str
+    message_id: str
+    tracking_id: str
+    interaction: str
+    ods_codes: tuple[str, ...]
+    dos_ids: tuple[str, ...]
+    raw: bytes
+    bundle: str | None  # the Bundle converted by an earlier attempt (sent again as is); None: convert ``raw``
+    owner: str
+    attempt: int  # the number of this attempt since acceptance or the last replay (1 = first)
+    synchronous: bool  # claimed by a synchronous request: failures hold the message for the sender's resend
+    #: Earlier attempts found unfinished by this claim, closed as interrupted: each may have reached the target,
+    #: so delivering now may deliver the message a second time (same MessageID, so consumers can drop it).
+    interrupted: int
+
+    @classmethod
+    def for_new_message(cls, record_id: str, message: ItkMessage, raw: bytes, owner: str) -> Claim:
+        """The claim :meth:`MessageStore.accept` stored with ``claim_for=owner``, built from what the caller
+        already holds instead of being read back."""
+        return cls(
+            record_id=record_id,
+            message_id=message.message_id,
+            tracking_id=message.tracking_id,
+            interaction=message.interaction,
+            ods_codes=message.ods_codes,
+            dos_ids=message.dos_ids,
+            raw=raw,
+            bundle=None,
+            owner=owner,
+            attempt=1,
+            synchronous=True,
+            interrupted=0,
+        )
+
+
+@dataclass(frozen=True)
+class Redelivery:
+    """A delivered message that had interrupted attempts: it may have reached the target more than once."""
+
+    record_id: str
+    message_id: str
+    interrupted_attempts: int
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    record_id: str
+    message_id: str
+    previous: Status
+    requeued: bool  # False: it was being delivered right now (a live lease), so it was left alone
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    # SQLite has no time zone type: values come back naive, but they were written as UTC. PostgreSQL's come back
+    # in the session's time zone (set to UTC, but a URL may override it): the same instant, shown as UTC.
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def optional_utc(value: datetime | None) -> datetime | None:
+    return None if value is None else as_utc(value)
+
+
+def without_nul(value: str) -> str:
+    """PostgreSQL text cannot hold NUL characters (SQLite can): an error text quoting a target's reply might."""
+    return value.replace("\x00", "")
+
+
+def optional_without_nul(value: str | None) -> str | None:
+    return None if value is None else without_nul(value)

@@ -1,0 +1,282 @@
+"""The store's SQL, built once at import: the joins and columns the reads share, the conditions that make a
+message due, and the statements the request path and the outbox workers run on every call.
+
+The statements are executed with named parameters that each call binds (``conn.execute(statement, {"b_now": now,
+...})``); ``tests/test_store_statements.py`` checks that the worker and resend paths run nothing else.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    DateTime,
+    Integer,
+    String,
+    Text,
+    and_,
+    bindparam,
+    insert,
+    or_,
+    select,
+    union_all,
+    update,
+)
+from sqlalchemy.sql.elements import BindParameter
+
+from adaptor.store.records import AttemptOutcome, Status
+from adaptor.store.schema import delivery_attempts, messages, outbox
+
+#: How many due messages one claim looks at (another worker may take some of them first), and how many times it
+#: looks again when other workers took them all.
+CLAIM_CANDIDATES = 8
+CLAIM_ROUNDS = 3
+
+#: A listing returns every column except the two potentially large documents.
+_SUMMARY_COLUMNS = [c for c in messages.c if c.name not in ("raw", "bundle")]
+_OUTBOX_COLUMNS = [
+    outbox.c.state,
+    outbox.c.attempts,
+    outbox.c.next_attempt_at,
+    outbox.c.lease_owner,
+    outbox.c.lease_expires_at,
+    outbox.c.last_error,
+    outbox.c.delivered_at,
+    outbox.c.replays,
+    outbox.c.updated_at.label("outbox_updated_at"),
+]
+_WITH_OUTBOX = messages.join(outbox, outbox.c.record_id == messages.c.id)
+_INSERT_MESSAGE = insert(messages)
+_INSERT_OUTBOX = insert(outbox)
+
+_INTERRUPTED_ERROR = (
+    "never finished within its lease: the process stopped or the attempt outlasted its lease (possible redelivery)"
+)
+
+
+def _due_by_state(now: datetime | BindParameter[datetime]) -> tuple[ColumnElement[bool], ...]:
+    """Messages a worker may claim at ``now``, one condition per state: pending or retrying and due, or delivering
+    under an expired lease."""
+    return (
+        and_(outbox.c.state == Status.PENDING.value, outbox.c.next_attempt_at <= now),
+        and_(outbox.c.state == Status.RETRYING.value, outbox.c.next_attempt_at <= now),
+        and_(outbox.c.state == Status.DELIVERING.value, outbox.c.lease_expires_at <= now),
+    )
+
+
+def _due(now: datetime | BindParameter[datetime]) -> ColumnElement[bool]:
+    """Messages a worker may claim at ``now`` (:func:`_due_by_state`, any state)."""
+    return or_(*_due_by_state(now))
+
+
+def _not_being_delivered(now: datetime | BindParameter[datetime]) -> ColumnElement[bool]:
+    """Anything but a live claim: a message whose lease has not expired belongs to its owner."""
+    return or_(outbox.c.state != Status.DELIVERING.value, outbox.c.lease_expires_at <= now)
+
+
+# -- the hot statements, built once ------------------------------------------------------------------------------
+#
+# Building a statement per call (coercing ``.values(**dict)``, a ``.where(...)`` tree with the time as a literal,
+# then its cache key) cost more CPU than SQLite executing it. These are built once, with named parameters that
+# each call binds (``conn.execute(statement, {"b_now": now, ...})``): SQLAlchemy memoises their cache keys and
+# compiles each once. The parameter names are not column names, which UPDATE reserves for its SET clause.
+
+_B_NOW: BindParameter[datetime] = bindparam("b_now", type_=DateTime(timezone=True))
+_B_LEASE_EXPIRES_AT: BindParameter[datetime] = bindparam("b_lease_expires_at", type_=DateTime(timezone=True))
+_B_NEXT_ATTEMPT_AT: BindParameter[datetime] = bindparam("b_next_attempt_at", type_=DateTime(timezone=True))
+_B_RECORD_ID: BindParameter[str] = bindparam("b_record_id", type_=String(36))
+_B_OWNER: BindParameter[str] = bindparam("b_owner", type_=Text())
+
+_DUE = _due(_B_NOW)
+
+#: SQLite's candidates for a claim: the :data:`CLAIM_CANDIDATES` due longest. The same rows as
+#: ``SELECT ... WHERE _due(now) ORDER BY next_attempt_at LIMIT n``, but written as one ordered index range per
+#: state (``ix_outbox_due`` is (state, next_attempt_at)), each stopping after n rows: the OR form made SQLite
+#: read and sort every due row on every claim (about 1 ms of CPU with a backlog of 6000 messages).
+_DUE_BY_STATE = union_all(
+    *(
+        select(outbox.c.record_id, outbox.c.state, outbox.c.synchronous, outbox.c.next_attempt_at)
+        .where(condition)
+        .order_by(outbox.c.next_attempt_at)
+        .limit(CLAIM_CANDIDATES)
+        .subquery()
+        .select()
+        for condition in _due_by_state(_B_NOW)
+    )
+).subquery("due")
+_SELECT_CLAIM_CANDIDATES = (
+    select(_DUE_BY_STATE.c.record_id, _DUE_BY_STATE.c.state, _DUE_BY_STATE.c.synchronous)
+    .order_by(_DUE_BY_STATE.c.next_attempt_at)
+    .limit(CLAIM_CANDIDATES)
+)
+
+#: PostgreSQL: lock the row due longest that no other transaction has locked (see ``_claim_due_skip_locked``).
+_LOCK_NEXT_DUE = (
+    select(outbox.c.record_id, outbox.c.state, outbox.c.synchronous)
+    .where(_DUE)
+    .order_by(outbox.c.next_attempt_at)
+    .limit(1)
+    .with_for_update(skip_locked=True)
+)
+
+
+def _claim_values(*, synchronous: bool) -> dict[str, Any]:
+    return {
+        "state": Status.DELIVERING.value,
+        "attempts": outbox.c.attempts + 1,
+        "lease_owner": _B_OWNER,
+        "lease_expires_at": _B_LEASE_EXPIRES_AT,
+        "synchronous": 1 if synchronous else 0,
+        "updated_at": _B_NOW,
+    }
+
+
+def _claim_params(record_id: str, owner: str, now: datetime, lease_seconds: float) -> dict[str, Any]:
+    return {
+        "b_record_id": record_id,
+        "b_owner": owner,
+        "b_lease_expires_at": now + timedelta(seconds=lease_seconds),
+        "b_now": now,
+    }
+
+
+#: A worker claims a due message (never one a synchronous request owns). Parameters: b_record_id, b_owner,
+#: b_lease_expires_at, b_now.
+_CLAIM_DUE = (
+    update(outbox)
+    .where(outbox.c.record_id == _B_RECORD_ID, outbox.c.synchronous == 0, _DUE)
+    .values(**_claim_values(synchronous=False))
+)
+#: A synchronous request claims a resent message that is not delivered nor being delivered. Same parameters.
+_CLAIM_FOR_SENDER = (
+    update(outbox)
+    .where(
+        outbox.c.record_id == _B_RECORD_ID,
+        outbox.c.state != Status.DELIVERED.value,
+        _not_being_delivered(_B_NOW),
+    )
+    .values(**_claim_values(synchronous=True))
+)
+_STATE_OF = select(outbox.c.state).where(outbox.c.record_id == _B_RECORD_ID)
+
+#: What delivering a claimed message needs. Parameter: b_record_id.
+_LOAD_CLAIM = (
+    select(
+        messages.c.message_id,
+        messages.c.tracking_id,
+        messages.c.interaction,
+        messages.c.ods_codes,
+        messages.c.dos_ids,
+        messages.c.raw,
+        messages.c.bundle,
+        outbox.c.attempts,
+        outbox.c.synchronous,
+    )
+    .select_from(_WITH_OUTBOX)
+    .where(messages.c.id == _B_RECORD_ID)
+)
+
+#: Close the attempts a previous owner never finished. Parameters: b_record_id, b_now.
+_CLOSE_INTERRUPTED = (
+    update(delivery_attempts)
+    .where(delivery_attempts.c.message_record_id == _B_RECORD_ID, delivery_attempts.c.finished_at.is_(None))
+    .values(finished_at=_B_NOW, outcome=AttemptOutcome.INTERRUPTED.value, error=_INTERRUPTED_ERROR)
+)
+
+#: A synchronous delivery whose lease expired (its process died while the sender waited) waits for the resend.
+#: Parameters: b_record_id, b_now.
+_HOLD_ABANDONED_SYNC = (
+    update(outbox)
+    .where(
+        outbox.c.record_id == _B_RECORD_ID,
+        outbox.c.state == Status.DELIVERING.value,
+        outbox.c.synchronous == 1,
+        outbox.c.lease_expires_at <= _B_NOW,
+    )
+    .values(
+        state=Status.HELD.value,
+        lease_owner=None,
+        lease_expires_at=None,
+        last_error="synchronous delivery interrupted (the process stopped); waiting for the resend",
+        updated_at=_B_NOW,
+    )
+)
+
+#: The outbox row of a claim still held by its owner. Parameters: b_record_id, b_owner.
+_STILL_CLAIMED = (
+    outbox.c.record_id == _B_RECORD_ID,
+    outbox.c.state == Status.DELIVERING.value,
+    outbox.c.lease_owner == _B_OWNER,
+)
+#: Parameters: those of _STILL_CLAIMED, b_lease_expires_at, b_now.
+_RENEW_LEASE = update(outbox).where(*_STILL_CLAIMED).values(lease_expires_at=_B_LEASE_EXPIRES_AT, updated_at=_B_NOW)
+#: Parameters: b_record_id, b_bundle, b_now.
+_KEEP_BUNDLE = (
+    update(messages)
+    .where(messages.c.id == _B_RECORD_ID)
+    .values(bundle=bindparam("b_bundle", type_=Text()), updated_at=_B_NOW)
+)
+#: Executed with a value for every column but ``id``.
+_INSERT_ATTEMPT = insert(delivery_attempts)
+
+
+def _release_statement(*, delivered: bool, rescheduled: bool) -> Any:
+    values: dict[str, Any] = {
+        "state": bindparam("b_state", type_=String(16)),
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "synchronous": 0,
+        "last_error": bindparam("b_error", type_=Text()),
+        "updated_at": _B_NOW,
+    }
+    if delivered:
+        values["delivered_at"] = _B_NOW
+    if rescheduled:
+        values["next_attempt_at"] = _B_NEXT_ATTEMPT_AT
+    return update(outbox).where(*_STILL_CLAIMED).values(**values)
+
+
+#: Release a claim into a state, by (delivered, rescheduled): ``delivered_at`` and ``next_attempt_at`` are set
+#: only then. Parameters: those of _STILL_CLAIMED, b_state, b_error, b_now, and b_next_attempt_at when rescheduled.
+_RELEASE = {
+    (delivered, rescheduled): _release_statement(delivered=delivered, rescheduled=rescheduled)
+    for delivered in (False, True)
+    for rescheduled in (False, True)
+}
+#: Parameters: b_attempt_id, b_outcome, b_error, b_now.
+_FINISH_ATTEMPT = (
+    update(delivery_attempts)
+    # An attempt a takeover already closed as interrupted (it outlasted its lease) stays interrupted: it may have
+    # reached the target as well as the new owner's, and possible_redeliveries must count it.
+    .where(
+        delivery_attempts.c.id == bindparam("b_attempt_id", type_=Integer()),
+        delivery_attempts.c.finished_at.is_(None),
+    )
+    .values(
+        finished_at=_B_NOW,
+        outcome=bindparam("b_outcome", type_=String(32)),
+        error=bindparam("b_error", type_=Text()),
+    )
+)
+
+#: A stored message by identity (an identical resend). Parameters: b_message_id, b_tracking_id, b_digest.
+_FIND_IDENTITY = select(messages.c.id).where(
+    messages.c.message_id == bindparam("b_message_id", type_=Text()),
+    messages.c.tracking_id == bindparam("b_tracking_id", type_=Text()),
+    messages.c.digest == bindparam("b_digest", type_=String(64)),
+)
+
+
+def _queue_values(now: datetime) -> dict[str, Any]:
+    """A fresh start in the outbox: due now, a full budget of attempts."""
+    return {
+        "state": Status.PENDING.value,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "synchronous": 0,
+        "updated_at": now,
+    }
