@@ -1,6 +1,6 @@
 """The accept pipeline for a validated message: store it durably; deliver it now (sync) or from the outbox (async).
 
-Independent of SOAP and HTTP: :mod:`adaptor.soap` calls :meth:`ReceiverService.accept` once a request passed
+Independent of SOAP and HTTP: :mod:`adaptor.http.soap` calls :meth:`ReceiverService.accept` once a request passed
 validation and answers ``OK`` when it returns; an :class:`~adaptor.faults.ItkFault` it raises is the answer
 instead.
 

@@ -190,7 +190,7 @@ class Queries(StoreEngine):
 
     def record_rejection(self, rejection: Rejection) -> None:
         """Keep one refused request (see :class:`Rejection`). Raises :class:`StoreError`; callers on the
-        request path must not let that change the answer (:func:`adaptor.soap.note_rejection`)."""
+        request path must not let that change the answer (:func:`adaptor.http.facts.note_rejection`)."""
         with self._transaction() as conn:
             conn.execute(
                 insert(rejections).values(
