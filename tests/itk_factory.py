@@ -18,15 +18,15 @@ from collections.abc import Sequence
 
 from lxml import etree
 
+from adaptor.itk.wire import DOS_ADDRESS_TYPE as DOS_TYPE  # noqa: F401 (re-exported for the tests)
+from adaptor.itk.wire import INTERACTION_KEY  # noqa: F401
+from adaptor.itk.wire import new_upper_uuid as new_id  # noqa: F401
 from adaptor.itk.xmlsafe import ANONYMOUS, HL7, ITK, NPFITLC, SOAP11, SOAP12, WSA, WSSE, WSU  # noqa: F401
 from adaptor.samples import cda, envelope
 from adaptor.samples.envelope import (  # noqa: F401 (re-exported for the tests)
-    DOS_TYPE,
     ENDPOINT,
-    INTERACTION_KEY,
     PROFILE,
     SERVICE,
-    new_id,
     to_bytes,
     xs_datetime,
 )
