@@ -18,15 +18,15 @@ from collections.abc import Sequence
 
 from lxml import etree
 
+from adaptor.itk.wire import DOS_ADDRESS_TYPE as DOS_TYPE
+from adaptor.itk.wire import INTERACTION_KEY
+from adaptor.itk.wire import new_upper_uuid as new_id
 from adaptor.itk.xmlsafe import ANONYMOUS, HL7, ITK, NPFITLC, SOAP11, SOAP12, WSA, WSSE, WSU
 from adaptor.samples import cda, envelope
 from adaptor.samples.envelope import (
-    DOS_TYPE,
     ENDPOINT,
-    INTERACTION_KEY,
     PROFILE,
     SERVICE,
-    new_id,
     to_bytes,
     xs_datetime,
 )

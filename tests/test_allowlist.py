@@ -14,7 +14,8 @@ from waiting import wait_until
 from adaptor.config import Settings
 from adaptor.itk.allowlist import AllowList, AllowListDocumentError, dos_id, ods_code, parse_document
 from adaptor.itk.faults import FaultCode, ItkFault
-from adaptor.itk.message import DOS_ADDRESS_TYPE, ITK_ADDRESS_TYPE, Address
+from adaptor.itk.message import Address
+from adaptor.itk.wire import DOS_ADDRESS_TYPE, ITK_ADDRESS_TYPE
 
 ODS = "urn:nhs-uk:addressing:ods:"
 

@@ -17,11 +17,11 @@ from datetime import UTC, datetime, timedelta
 import click
 
 from adaptor.cli.support import configured_store, fail
+from adaptor.itk.wire import as_utc, interaction_name
 from adaptor.store import DeliveryAttempt, MessageQuery, Status, StoredMessage
 
 _DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-_INTERACTION_PREFIX = "urn:nhs-itk:interaction:"
 
 
 def parse_since(text: str, now: datetime | None = None) -> datetime:
@@ -37,7 +37,7 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
         raise ValueError(
             f"--since {text!r}: give an age such as 30m, 2h, 7d or a date/time such as 2024-05-01T09:30Z"
         ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return as_utc(moment)
 
 
 def _when(moment: datetime | None) -> str:
@@ -87,7 +87,7 @@ def list_messages(statuses: tuple[str, ...], since: str | None, tracking_id: str
                     str(row.attempts),
                     row.message_id,
                     row.tracking_id,
-                    row.interaction.removeprefix(_INTERACTION_PREFIX),
+                    interaction_name(row.interaction),
                     row.id,
                 ]
             )

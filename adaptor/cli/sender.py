@@ -36,8 +36,9 @@ from typing import TYPE_CHECKING, Any
 from lxml import etree
 
 from adaptor.itk import schemas
+from adaptor.itk.wire import new_upper_uuid
 from adaptor.itk.xmlsafe import ITK, SOAP11, WSA, WSSE, WSU, XmlRejected, parse_xml
-from adaptor.samples.envelope import TIMESTAMP_TTL, new_id, xs_datetime
+from adaptor.samples.envelope import TIMESTAMP_TTL, xs_datetime
 
 if TYPE_CHECKING:
     import requests
@@ -316,11 +317,11 @@ def refresh_ids(root: etree._Element, now: datetime | None = None) -> None:
     if message_id is None:
         message_id = etree.Element(_MESSAGE_ID)
         header.insert(0, message_id)
-    message_id.text = new_id()
+    message_id.text = new_upper_uuid()
 
     de_header = root.find(_DE_HEADER)
     if de_header is not None:
-        de_header.set("trackingid", new_id())
+        de_header.set("trackingid", new_upper_uuid())
 
     timestamp = header.find(_TIMESTAMP)
     if timestamp is not None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +23,8 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from adaptor.console.auth import Identity, bearer_token, csrf_matches, new_csrf_token, same_origin
 from adaptor.console.state import console_state
+from adaptor.itk.faults import log_internal_error
+from adaptor.itk.wire import interaction_name
 from adaptor.store import Status, StoreError
 
 log = logging.getLogger("adaptor.console")
@@ -47,8 +48,6 @@ STATUS_LABELS = {
     Status.DELIVERED: "Delivered",
     Status.DEAD_LETTER: "Dead letter",
 }
-
-INTERACTION_PREFIX = "urn:nhs-itk:interaction:"
 
 _LOGIN_ERROR = "The user name or password is not right."
 #: What :func:`signed_in_user` says when nobody is signed in.
@@ -154,10 +153,7 @@ def failed(error: Exception) -> Response:
     if isinstance(error, StoreError):
         log.error("console: message store unavailable: %s", error)
         return _error_page(503, "Message store unavailable", "The message store cannot be read. Try again.")
-    error_id = str(uuid.uuid4()).upper()
-    # The exception text may quote message content: the type here, the traceback only at DEBUG.
-    log.error("console: internal error error_id=%s: %s", error_id, type(error).__name__)
-    log.debug("console internal error error_id=%s", error_id, exc_info=error)
+    error_id = log_internal_error(log, "console: internal error", error)
     return _error_page(500, "Something went wrong", f"The error was logged with id {error_id}.")
 
 
@@ -189,9 +185,7 @@ def when(value: datetime | None) -> str:
     return "" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-@blueprint.app_template_filter("interaction_name")
-def interaction_name(value: str) -> str:
-    return value.removeprefix(INTERACTION_PREFIX)
+blueprint.add_app_template_filter(interaction_name)
 
 
 # -- signing in and out ----------------------------------------------------------------------------------------

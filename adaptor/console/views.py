@@ -113,11 +113,13 @@ def replay_message(record_id: str) -> BaseResponse:
     [result] = results
     if result.requeued:
         log.info(
-            "console: %s replayed record=%s message_id=%s (was %s)",
-            signed_in_user(),
-            record_id,
-            result.message_id,
-            result.previous.value,
+            "console: message replayed",
+            extra={
+                "user": signed_in_user(),
+                "record_id": record_id,
+                "message_id": result.message_id,
+                "previous_status": result.previous.value,
+            },
         )
         console.wake()
         flash(f"Queued for delivery again (it was {STATUS_LABELS[result.previous].lower()}).", "success")
@@ -131,7 +133,7 @@ def replay_dead_letters() -> BaseResponse:
     console = console_state()
     results = console.store.replay(console.store.record_ids(Status.DEAD_LETTER))
     queued = sum(1 for result in results if result.requeued)
-    log.info("console: %s replayed %d dead-lettered message(s)", signed_in_user(), queued)
+    log.info("console: dead-lettered messages replayed", extra={"user": signed_in_user(), "count": queued})
     if queued:
         console.wake()
     flash(f"{queued} dead-lettered message(s) queued for delivery again.", "success" if queued else "info")

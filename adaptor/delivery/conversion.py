@@ -9,7 +9,6 @@ anything is converted.
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,9 +16,9 @@ from lxml import etree
 
 from adaptor.config import Settings
 from adaptor.itk.payloads import CLINICAL_DOCUMENT, DocumentTimeError, PayloadError, clinical_documents, select_document
+from adaptor.itk.wire import INTERACTION_KEY, INTERACTION_PREFIX, event_of, new_upper_uuid
 from adaptor.itk.xmlsafe import ITK, SOAP11, SOAP12, WSA, XmlRejected, parse_xml, xpath, xpath_values
 from mappings import EnvelopeFields, MappingConfig, MappingContext, MappingError, encounter_report
-from mappings.context import INTERACTION_KEY, INTERACTION_PREFIX
 
 #: The interaction assumed for a bare ClinicalDocument, which carries none: a referral for action
 #: (``primary``), so MessageHeader.event is ``referral-1``.
@@ -41,10 +40,6 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _new_message_id() -> str:
-    return str(uuid.uuid4()).upper()
-
-
 def _message_id(envelope: etree._Element) -> str:
     """``soap:Header/wsa:MessageID``, verbatim; a new upper-case UUID when the header has none."""
     for header in envelope:
@@ -52,7 +47,7 @@ def _message_id(envelope: etree._Element) -> str:
             for child in header:
                 if child.tag == _MESSAGE_ID and (child.text or "").strip():
                     return (child.text or "").strip()
-    return _new_message_id()
+    return new_upper_uuid()
 
 
 def _interaction(distribution_envelope: etree._Element) -> str:
@@ -60,8 +55,7 @@ def _interaction(distribution_envelope: etree._Element) -> str:
     interaction = str(values[0]).strip() if values else ""
     if not interaction:
         raise ConversionError(f"itk:handlingSpecification: no itk:spec with key {INTERACTION_KEY}")
-    name = interaction.removeprefix(INTERACTION_PREFIX)
-    if not name.lower().startswith(("primary", "copy")):
+    if event_of(interaction) is None:
         raise ConversionError(f"itk:spec {INTERACTION_KEY}: unsupported interaction {interaction}")
     return interaction
 
@@ -92,10 +86,10 @@ def read_request(request: bytes) -> tuple[etree._Element, EnvelopeFields]:
 
     if root.tag == CLINICAL_DOCUMENT:
         document = _select([root])
-        return document, EnvelopeFields(message_id=_new_message_id(), interaction=BARE_DOCUMENT_INTERACTION)
+        return document, EnvelopeFields(message_id=new_upper_uuid(), interaction=BARE_DOCUMENT_INTERACTION)
 
     if root.tag == _DISTRIBUTION_ENVELOPE:
-        distribution_envelope, message_id = root, _new_message_id()
+        distribution_envelope, message_id = root, new_upper_uuid()
     elif root.tag in _SOAP_ENVELOPES:
         found = next(root.iter(_DISTRIBUTION_ENVELOPE), None)
         if found is None:

@@ -41,8 +41,10 @@ from adaptor.config import Settings
 from adaptor.delivery.activity import RequestActivity
 from adaptor.delivery.conversion import ConversionError, convert
 from adaptor.delivery.forwarders import Delivery, Forwarder, PermanentDeliveryError, log_summary
+from adaptor.itk.faults import log_internal_error
+from adaptor.itk.wire import utc_now
 from adaptor.ops.metrics import Metrics
-from adaptor.store import AttemptOutcome, Claim, MessageStore, Status, StoreError, utc_now
+from adaptor.store import AttemptOutcome, Claim, MessageStore, Status, StoreError
 
 log = logging.getLogger("adaptor.outbox")  # pinned: the JSON log format names it
 
@@ -205,12 +207,9 @@ class Deliverer:
             self.metrics.dead_lettered("conversion_failed")
             error = _clip(f"conversion failed: {exc}")
             return self._finish(claim, Status.DEAD_LETTER, AttemptOutcome.CONVERSION_FAILED, target, None, error)
-        except Exception:
+        except Exception as exc:
             self.metrics.conversion_took(time.perf_counter() - started)
-            error_id = str(uuid.uuid4()).upper()
-            log.error("conversion crashed, message dead-lettered", extra={**_fields(claim), "error_id": error_id})
-            # The traceback may quote document content: keep it out of logs above DEBUG.
-            log.debug("conversion crash traceback", extra={"error_id": error_id}, exc_info=True)
+            error_id = log_internal_error(log, "conversion crashed, message dead-lettered", exc, **_fields(claim))
             self.metrics.dead_lettered("conversion_failed")
             error = f"conversion failed: internal conversion error {error_id}"
             outcome = self._finish(claim, Status.DEAD_LETTER, AttemptOutcome.CONVERSION_FAILED, target, None, error)
@@ -428,9 +427,7 @@ class OutboxWorker:
                 outcome = None
             except Exception as exc:
                 # A defect: keep the thread alive; the claimed message's lease expires and it is retried.
-                error_id = str(uuid.uuid4()).upper()
-                log.error("outbox: unexpected error", extra={"error_id": error_id, "error": type(exc).__name__})
-                log.debug("outbox error traceback", extra={"error_id": error_id}, exc_info=True)
+                log_internal_error(log, "outbox: unexpected error", exc)
                 outcome = None
             if outcome is None:
                 wakeup.wait(self.settings.delivery_poll_seconds)

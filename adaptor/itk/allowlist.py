@@ -22,11 +22,11 @@ from dataclasses import dataclass
 
 from adaptor.config import Settings
 from adaptor.itk.faults import ItkFault, invalid, retryable
-from adaptor.itk.message import DOS_ADDRESS_TYPE, ITK_ADDRESS_TYPE, Address
+from adaptor.itk.message import Address
+from adaptor.itk.wire import DOS_ADDRESS_TYPE, ITK_ADDRESS_TYPE, ODS_ADDRESS_PREFIX
 
 log = logging.getLogger("adaptor.allowlist")
 
-ODS_ADDRESS_PREFIX = "urn:nhs-uk:addressing:ods:"
 #: The remote document is a few kilobytes; anything much larger is not an allow-list.
 MAX_DOCUMENT_BYTES = 5 * 1024 * 1024
 FETCH_TIMEOUT_SECONDS = 10.0
@@ -227,7 +227,7 @@ class AllowList:
         if addresses is None and self._require_addresslist:
             raise self._rejected((), relates_to)
         if not self.configured:
-            log.warning("no allow-list configured: any recipient accepted (message_id=%s)", relates_to)
+            log.warning("no allow-list configured: any recipient accepted", extra={"message_id": relates_to})
             return
         if addresses is None:
             return  # the endpoint was resolved through DoS already (IUC DMS): nothing to check

@@ -1,11 +1,16 @@
 """The ITK fault as a Python exception: what went wrong, in the terms of wire-contract.md section 5.2.
 
 Raised anywhere on the request path; turned into the SOAP 1.1 fault envelope by :mod:`adaptor.responses`.
+:func:`log_internal_error` is the one way an unexpected exception is logged, on the request path (fault 2200)
+and off it (the outbox, the console).
 """
 
 from __future__ import annotations
 
 import enum
+import logging
+
+from adaptor.itk.wire import new_upper_uuid
 
 ERROR_CODE_SYSTEM = "2.16.840.1.113883.2.1.3.2.4.17.268"
 SOAP_VALIDATION_FAILED = "Soap validation failed"
@@ -65,7 +70,8 @@ def retryable(text_or_cause: str, *, relates_to: str | None = None) -> ItkFault:
 
 
 def internal(error_id: str, *, relates_to: str | None = None) -> ItkFault:
-    """A 2200 fault: an unexpected internal error (rule E2). The cause is logged, never sent."""
+    """A 2200 fault: an unexpected internal error (rule E2). The cause is logged (:func:`log_internal_error`),
+    never sent."""
     return ItkFault(
         2200,
         "Internal Error. Please contact your system Administrator",
@@ -73,3 +79,16 @@ def internal(error_id: str, *, relates_to: str | None = None) -> ItkFault:
         relates_to=relates_to,
         rule="E2",
     )
+
+
+def log_internal_error(log: logging.Logger, event: str, cause: BaseException, **fields: object) -> str:
+    """Log an unexpected exception under a new error id, and return the id (the ErrorID of fault 2200).
+
+    The ERROR line is ``event`` with the given identifiers (``message_id``, ``record_id``...), the ``error_id``
+    and the exception's type as fields. The exception's text and traceback can quote request content, so they
+    go only to the DEBUG line ``internal error traceback`` under the same ``error_id``.
+    """
+    error_id = new_upper_uuid()
+    log.error(event, extra={**fields, "error_id": error_id, "error": type(cause).__name__})
+    log.debug("internal error traceback", extra={"error_id": error_id}, exc_info=cause)
+    return error_id

@@ -6,14 +6,11 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
-INTERACTION_KEY = "urn:nhs-itk:ns:201005:interaction"
-DOS_ADDRESS_TYPE = "2.16.840.1.113883.2.1.3.2.4.18.44"
-ITK_ADDRESS_TYPE = "2.16.840.1.113883.2.1.3.2.4.18.22"
-
 
 @dataclass(frozen=True)
 class Address:
-    """One ``itk:address``: ``type`` is ``None`` when the attribute is absent (an ITK address by default)."""
+    """One ``itk:address``: ``type`` is ``None`` when the attribute is absent (an ITK address by default; the
+    types are in :mod:`adaptor.itk.wire`)."""
 
     uri: str
     type: str | None = None

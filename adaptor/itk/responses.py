@@ -8,11 +8,11 @@ not allow are removed first, since lxml refuses them.
 from __future__ import annotations
 
 import re
-import uuid
 
 from lxml import etree
 
 from adaptor.itk.faults import ERROR_CODE_SYSTEM, FaultCode, ItkFault
+from adaptor.itk.wire import new_upper_uuid
 from adaptor.itk.xmlsafe import ITK, SOAP11, WSA
 
 SOAP_FAULT_ACTION = "http://www.w3.org/2005/08/addressing/soap/fault"
@@ -45,11 +45,6 @@ _NOT_XML_10 = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]
 _INTERNAL_ERROR_ID = re.compile(r"^Internal Error ([0-9A-F]{8}(?:-[0-9A-F]{4}){3}-[0-9A-F]{12})$")
 
 
-def new_message_id() -> str:
-    """A new upper-case UUID."""
-    return str(uuid.uuid4()).upper()
-
-
 def xml_text(text: str, limit: int = MAX_TEXT) -> str:
     """``text`` without the characters XML 1.0 forbids, cut to ``limit`` characters."""
     return _NOT_XML_10.sub("", text)[:limit]
@@ -61,7 +56,7 @@ def _envelope(
     """A SOAP 1.1 Envelope with its WS-Addressing header filled in; returns (Envelope, Body)."""
     envelope = etree.Element(f"{{{SOAP11}}}Envelope", nsmap=nsmap)
     header = etree.SubElement(envelope, f"{{{SOAP11}}}Header")
-    etree.SubElement(header, f"{{{WSA}}}MessageID").text = new_message_id()
+    etree.SubElement(header, f"{{{WSA}}}MessageID").text = new_upper_uuid()
     etree.SubElement(header, f"{{{WSA}}}Action").text = xml_text(action)
     if relates_to and xml_text(relates_to).strip():
         etree.SubElement(header, f"{{{WSA}}}RelatesTo").text = xml_text(relates_to).strip()
@@ -92,7 +87,7 @@ def fault_response(fault: ItkFault, *, error_id: str | None = None) -> tuple[byt
     """
     if error_id is None:
         match = _INTERNAL_ERROR_ID.match(fault.diagnostic or "")
-        error_id = match.group(1) if match else new_message_id()
+        error_id = match.group(1) if match else new_upper_uuid()
     envelope, body = _envelope(FAULT_ACTIONS[fault.faultcode], fault.relates_to, _FAULT_NSMAP)
     soap_fault = etree.SubElement(body, f"{{{SOAP11}}}Fault")
     # faultcode, faultstring and detail are unqualified (SOAP 1.1 section 4.4); faultactor is omitted.

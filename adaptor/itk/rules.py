@@ -18,7 +18,6 @@ import hashlib
 import logging
 import re
 import time
-import uuid
 from base64 import b64decode
 from binascii import Error as Base64Error
 from dataclasses import dataclass
@@ -30,17 +29,16 @@ from lxml import etree
 from adaptor.config import Settings
 from adaptor.itk import schemas
 from adaptor.itk.allowlist import AllowList, dos_id, ods_code
-from adaptor.itk.faults import SOAP_VALIDATION_FAILED, FaultCode, ItkFault, internal, invalid
-from adaptor.itk.message import INTERACTION_KEY, Address, ItkMessage
+from adaptor.itk.faults import SOAP_VALIDATION_FAILED, FaultCode, ItkFault, internal, invalid, log_internal_error
+from adaptor.itk.message import Address, ItkMessage
 from adaptor.itk.payloads import DocumentTimeError, PayloadError, clinical_documents, select_document
+from adaptor.itk.wire import INTERACTION_KEY, event_of, interaction_name, sender_ods
 from adaptor.itk.xmlsafe import ANONYMOUS, SOAP11, WSA, WSSE, ElementQuery, XmlRejected, first, parse_xml, xpath
 
 log = logging.getLogger("adaptor.itk")
 
 ACK_REQUESTED_KEY = "urn:nhs-itk:ns:201005:ackrequested"
 INF_ACK_REQUESTED_KEY = "urn:nhs-itk:ns:201005:infackrequested"
-AUDIT_IDENTITY_PREFIX = "urn:nhs-uk:identity:ods:"
-INTERACTION_PREFIX = "urn:nhs-itk:interaction:"
 
 #: Offending values quoted in ErrorText (``<v>`` in the rule table) are cut to this length.
 MAX_QUOTED_VALUE = 200
@@ -63,11 +61,6 @@ def _quote(value: str) -> str:
 def _is_true(value: str | None) -> bool:
     """xs:boolean true (``true`` / ``1``); case-insensitive because senders write ``True``."""
     return (value or "").strip().lower() in ("true", "1")
-
-
-def new_uuid() -> str:
-    """A new upper-case UUID, as ITK writes them."""
-    return str(uuid.uuid4()).upper()
 
 
 # == A1-A2: the raw request ==================================================================================
@@ -195,7 +188,7 @@ def _check_addressing(soap: _Soap, settings: Settings) -> tuple[str, str]:
         # at once that such a message can never be accepted, not get a retryable fault on every resend.
         raise invalid("B1", "Invalid MessageId: longer than 255 characters")
     if not _UUID.match(message_id):
-        log.info("wsa:MessageID %r is not a UUID (accepted)", _quote(message_id))
+        log.info("wsa:MessageID is not a UUID (accepted)", extra={"message_id": _quote(message_id)})
     action = _text(_header_child(soap, _ACTION))
     if not action:
         raise invalid("B2", "Action node missing")
@@ -455,29 +448,17 @@ def _check_audit_identity(de: etree._Element, settings: Settings) -> str:
     if not ids:
         raise invalid("C12", "Audit Identity missing", "itk:auditIdentity/itk:id is required")
     uris = [(i.get("uri") or "").strip() for i in ids]
-    ods_identities = [uri for uri in uris if _sender_ods(uri)]
-    if not ods_identities:
+    senders = [(uri, code) for uri in uris if (code := sender_ods(uri))]
+    if not senders:
         raise invalid("C13", f"Invalid Audit Identity value: {_quote(', '.join(uris))}")
     if settings.sender_ods_list:
         allowed = {code.strip().lower() for code in settings.sender_ods_list}
-        if not any(_sender_ods(uri).lower() in allowed for uri in ods_identities):
-            raise invalid("C14", f"Invalid Audit Identity value: {_quote(', '.join(ods_identities))}")
-    return ods_identities[0]
-
-
-def _sender_ods(identity_uri: str) -> str:
-    """The ODS code of ``urn:nhs-uk:identity:ods:<ODS>[:<suffix>]`` (prefix case-insensitive), else ``""``."""
-    if not identity_uri.lower().startswith(AUDIT_IDENTITY_PREFIX):
-        return ""
-    return identity_uri[len(AUDIT_IDENTITY_PREFIX) :].split(":", 1)[0].strip()
+        if not any(code.lower() in allowed for _, code in senders):
+            raise invalid("C14", f"Invalid Audit Identity value: {_quote(', '.join(uri for uri, _ in senders))}")
+    return senders[0][0]
 
 
 # -- interactions (section 3) --------------------------------------------------------------------------------
-
-REFERRAL = "referral-1"
-DISCHARGE_DETAILS = "discharge-details-1"
-EVENT_SYSTEM = "https://fhir.nhs.uk/STU3/CodeSystem/EventType-1"
-EVENT_DISPLAY = {REFERRAL: "Referral", DISCHARGE_DETAILS: "Discharge Details"}
 
 #: The interactions of the published table (without the ``urn:nhs-itk:interaction:`` prefix).
 KNOWN_INTERACTIONS = (
@@ -515,19 +496,12 @@ def classify_interaction(value: str) -> Interaction | None:
     ``RequestforAmbulance``, ``RepeatCallerSyncQuery`` or ``nullify``, or ending in ``Response-vN-N``, are
     unsupported; otherwise ``primary*`` is a referral and ``copy*`` discharge details.
     """
-    name = value.strip()
-    if name.lower().startswith(INTERACTION_PREFIX):
-        name = name[len(INTERACTION_PREFIX) :]
+    name = interaction_name(value.strip())
     folded = name.lower()
     if any(part in folded for part in _EXCLUDED_PARTS) or _RESPONSE_SUFFIX.search(folded):
         return None
-    if folded.startswith("primary"):
-        event = REFERRAL
-    elif folded.startswith("copy"):
-        event = DISCHARGE_DETAILS
-    else:
-        return None
-    return Interaction(name, event, folded in _KNOWN)
+    event = event_of(name)
+    return Interaction(name, event, folded in _KNOWN) if event is not None else None
 
 
 # == D1-D6: the clinical documents ===========================================================================
@@ -555,10 +529,8 @@ def _check_documents(de: etree._Element, interaction: str) -> tuple[list[etree._
         raise invalid("D3", "Invalid ClinicalDocument effectiveTime", str(exc)) from None
     if len(documents) > 1 and "repeatcaller" not in interaction.lower():
         log.info(
-            "%d ClinicalDocuments for interaction %s: the newest (payload %d) is mapped",
-            len(documents),
-            interaction,
-            selection.index + 1,
+            "several ClinicalDocuments: the newest is mapped",
+            extra={"interaction": interaction, "documents": len(documents), "payload": selection.index + 1},
         )
     return documents, selection.index
 
@@ -650,17 +622,19 @@ def validate_request(
     except ItkFault as fault:
         if fault.relates_to is None:
             fault.relates_to = message_id
-        log.debug("rejected by %s message_id=%s in %.1f ms", fault.rule, message_id, _ms(started))
+        log.debug(
+            "request rejected", extra={"rule": fault.rule, "message_id": message_id, "duration_ms": _ms(started)}
+        )
         raise
     except Exception as exc:
-        error_id = new_uuid()
-        cause = type(exc).__name__  # the message and traceback may quote request content: DEBUG only
-        log.error("validation crashed error_id=%s message_id=%s: %s", error_id, message_id, cause)
-        log.debug("validation crash error_id=%s", error_id, exc_info=True)
+        error_id = log_internal_error(log, "validation crashed", exc, message_id=message_id)
         raise internal(error_id, relates_to=message_id) from None
     for warning in message.warnings:
-        log.warning("message_id=%s tracking_id=%s: %s", message.message_id, message.tracking_id, warning)
-    log.debug("validated message_id=%s in %.1f ms", message.message_id, _ms(started))
+        log.warning(
+            "validation warning",
+            extra={"message_id": message.message_id, "tracking_id": message.tracking_id, "warning": warning},
+        )
+    log.debug("message validated", extra={"message_id": message.message_id, "duration_ms": _ms(started)})
     return message
 
 

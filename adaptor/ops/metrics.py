@@ -44,7 +44,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -53,7 +53,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from adaptor.itk.faults import ItkFault
-from adaptor.store import MessageStore, Status, StoreError, messages, outbox, utc_now
+from adaptor.itk.wire import as_utc, utc_now
+from adaptor.store import MessageStore, Status, StoreError, messages, outbox
 
 log = logging.getLogger("adaptor.metrics")  # pinned: the JSON log format names it
 
@@ -269,15 +270,11 @@ def outbox_snapshot(store: MessageStore) -> tuple[dict[Status, int], datetime | 
             oldest = conn.execute(oldest_query).scalar_one_or_none()
     except SQLAlchemyError as exc:
         raise StoreError(f"cannot read the outbox: {type(exc).__name__}") from exc
-    return {state: found.get(state, 0) for state in counted}, _as_utc(oldest)
+    return {state: found.get(state, 0) for state in counted}, _timestamp(oldest)
 
 
-def _as_utc(value: object) -> datetime | None:
-    """A timestamp as aware UTC: SQLite gives back naive datetimes (or, through ``min()``, text)."""
-    if value is None:
-        return None
+def _timestamp(value: object) -> datetime | None:
+    """A queried timestamp as aware UTC: SQLite gives back naive datetimes (or, through ``min()``, text)."""
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
-    if not isinstance(value, datetime):
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return as_utc(value) if isinstance(value, datetime) else None

@@ -22,11 +22,10 @@ from pathlib import Path
 
 from lxml import etree
 
+from adaptor.itk.wire import ODS_ADDRESS_PREFIX, ODS_IDENTITY_PREFIX
 from adaptor.samples import cda
 from adaptor.samples.catalogue import SCENARIOS
 from adaptor.samples.envelope import (
-    ODS_ADDRESS_PREFIX,
-    ODS_IDENTITY_PREFIX,
     TIMESTAMP_TTL,
     build_envelope,
     dos_address,

@@ -21,9 +21,9 @@ from datetime import date, datetime, timedelta
 
 from lxml import etree
 
+from adaptor.itk.wire import new_upper_uuid
 from adaptor.itk.xmlsafe import HL7, NPFITLC
 from adaptor.samples import hl7, pathways
-from adaptor.samples.envelope import new_id
 from adaptor.samples.hl7 import ODS_CODE, XSI
 from adaptor.samples.model import (
     SNOMED,
@@ -224,7 +224,7 @@ def _participant(cd: etree._Element, participant: Participant, call: Call) -> No
 def _related_document(cd: etree._Element) -> None:
     related = hl7.el(cd, "relatedDocument", typeCode="RPLC")
     parent = hl7.el(related, "parentDocument", classCode="DOCCLIN", moodCode="EVN")
-    hl7.el(parent, "id", root=new_id())
+    hl7.el(parent, "id", root=new_upper_uuid())
 
 
 def _authorization(cd: etree._Element) -> None:
@@ -232,7 +232,7 @@ def _authorization(cd: etree._Element) -> None:
     hl7.content_id(authorization, "COCD_TP146226GB02#Consent")
     consent = hl7.el(authorization, "consent", classCode="CONS", moodCode="EVN")
     hl7.template_id(consent, "COCD_TP146226GB02#Consent")
-    hl7.el(consent, "id", root=new_id())
+    hl7.el(consent, "id", root=new_upper_uuid())
     hl7.coded(consent, "code", CONSENT_CODE, SNOMED)
     hl7.el(consent, "statusCode", code="completed")
 
@@ -291,7 +291,7 @@ def _observation_media(section: etree._Element, encoded: str) -> etree._Element:
     entry = _entry(section, "COCD_TP146002GB01#ObservationMedia")
     media = hl7.el(entry, "observationMedia", classCode="OBS", moodCode="EVN")
     hl7.template_id(media, "COCD_TP146002GB01#ObservationMedia")
-    hl7.el(media, "id", root=new_id())
+    hl7.el(media, "id", root=new_upper_uuid())
     hl7.typed(hl7.el(media, "value", encoded, representation="B64", mediaType="text/xml"), "ED")
     return media
 
@@ -334,7 +334,7 @@ def _appointment_entry(section: etree._Element, report: Report, call: Call) -> N
     entry = _entry(section, "COCD_TP146093GB01#AppointmentReference")
     encounter = hl7.el(entry, "encounter", classCode="ENC", moodCode="APT")
     hl7.template_id(encounter, "COCD_TP146093GB01#AppointmentReference")
-    hl7.el(encounter, "id", root="2.16.840.1.113883.2.1.3.2.4.17.541", extension=new_id().lower())
+    hl7.el(encounter, "id", root="2.16.840.1.113883.2.1.3.2.4.17.541", extension=new_upper_uuid().lower())
     hl7.coded(encounter, "code", appointment.reason, "2.16.840.1.113883.2.1.3.2.4.17.542")
     hl7.el(encounter, "effectiveTime", value=call.ts(call.document_time + timedelta(minutes=appointment.in_minutes)))
     participant = hl7.el(encounter, "participant", typeCode="LOC", contextControlCode="OP")
@@ -374,7 +374,7 @@ def _section(parent: etree._Element, spec: Section, level: int = 1) -> None:
         hl7.template_id(component, f"COCD_TP146246GB01#component{level - 1}")
     section = hl7.el(component, "section", classCode="DOCSECT", moodCode="EVN")
     hl7.template_id(section, "COCD_TP146246GB01#Section1" if level == 1 else f"COCD_TP146246GB01#section{level}")
-    hl7.el(section, "id", root=new_id())
+    hl7.el(section, "id", root=new_upper_uuid())
     if spec.code is not None:
         hl7.coded(section, "code", spec.code, SNOMED)
     hl7.el(section, "title", spec.title)
@@ -445,7 +445,7 @@ def _top_section(cd: etree._Element) -> etree._Element:
     top = hl7.el(hl7.el(body, "component", typeCode="COMP", contextConductionInd="true"), "section")
     top.set("classCode", "DOCSECT")
     top.set("moodCode", "EVN")
-    hl7.el(top, "id", root=new_id())
+    hl7.el(top, "id", root=new_upper_uuid())
     return top
 
 
@@ -483,7 +483,7 @@ def _document_root(
     etree.SubElement(
         cd, f"{{{NPFITLC}}}messageType", root="2.16.840.1.113883.2.1.3.2.4.18.17", extension="POCD_MT200001GB02"
     )
-    hl7.el(cd, "id", root=new_id())
+    hl7.el(cd, "id", root=new_upper_uuid())
     hl7.coded(cd, "code", code, SNOMED)
     hl7.el(cd, "title", title)
     time_element = hl7.el(cd, "effectiveTime")
@@ -499,7 +499,7 @@ def report_document(report: Report, now: datetime) -> etree._Element:
     today = now.astimezone(LONDON).date()
     code = IUC_REPORT_CODE if report.iuc_v3 else REPORT_CODE
     cd = _document_root(code[1], code, call.ts(call.document_time), report.confidentiality)
-    hl7.el(cd, "setId", root=new_id())
+    hl7.el(cd, "setId", root=new_upper_uuid())
     hl7.el(cd, "versionNumber", value=str(report.version))
     _record_target(cd, report.patient, today)
     for author in report.authors:
@@ -548,7 +548,7 @@ def minimal_document(
     ObservationMedia entry that carries a Pathways case.
     """
     cd = _document_root(f"Synthetic NHS 111 {title}", REPORT_CODE, effective_time, "N")
-    hl7.el(cd, "setId", root=new_id())
+    hl7.el(cd, "setId", root=new_upper_uuid())
     hl7.el(cd, "versionNumber", value="1")
     patient = MINIMAL_PATIENT
     record_target = hl7.el(cd, "recordTarget", typeCode="RCT", contextControlCode="OP")

@@ -11,33 +11,23 @@ from __future__ import annotations
 
 import base64
 import gzip
-import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from lxml import etree
 
+from adaptor.itk.wire import DOS_ADDRESS_TYPE, INTERACTION_KEY, ODS_ADDRESS_PREFIX, new_upper_uuid
 from adaptor.itk.xmlsafe import ANONYMOUS, ITK, SOAP11, WSA, WSSE, WSU
 
 SERVICE = "urn:nhs-itk:services:201005:SendNHS111Report-v2-0"
-INTERACTION_KEY = "urn:nhs-itk:ns:201005:interaction"
-INTERACTION_PREFIX = "urn:nhs-itk:interaction:"
 PROFILE = "urn:nhs-en:profile:nhs111CDADocument-v2-0"
-DOS_TYPE = "2.16.840.1.113883.2.1.3.2.4.18.44"
-ODS_ADDRESS_PREFIX = "urn:nhs-uk:addressing:ods:"
-ODS_IDENTITY_PREFIX = "urn:nhs-uk:identity:ods:"
 #: The adaptor's default endpoint (``PEM111_SOAP_SEND_TO``): what a sender configured for it writes in wsa:To.
 ENDPOINT = "http://localhost:8080/report"
 #: Lifetime of the WS-Security Timestamp: live senders use 5-15 minutes.
 TIMESTAMP_TTL = timedelta(minutes=10)
 
 Encoding = Literal["base64", "gzip"]
-
-
-def new_id() -> str:
-    """A new upper-case UUID, as ITK writes MessageIDs, trackingids and document ids."""
-    return str(uuid.uuid4()).upper()
 
 
 def xs_datetime(moment: datetime) -> str:
@@ -53,7 +43,7 @@ def ods_address(code: str) -> tuple[str, str | None]:
 
 def dos_address(service_id: str) -> tuple[str, str | None]:
     """An ``itk:address`` (uri, type) for a Directory of Services id."""
-    return (service_id, DOS_TYPE)
+    return (service_id, DOS_ADDRESS_TYPE)
 
 
 def _sub(parent: etree._Element, ns: str, name: str, text: str | None = None, **attrib: str) -> etree._Element:
@@ -91,7 +81,7 @@ def build_envelope(
     """
     envelope = etree.Element(f"{{{SOAP11}}}Envelope", nsmap={"soap": SOAP11, "wsa": WSA})
     header = _sub(envelope, SOAP11, "Header")
-    _sub(header, WSA, "MessageID", message_id if message_id is not None else new_id())
+    _sub(header, WSA, "MessageID", message_id if message_id is not None else new_upper_uuid())
     _sub(header, WSA, "Action", action).set(f"{{{SOAP11}}}mustUnderstand", "1")
     if to is not None:
         _sub(header, WSA, "To", to).set(f"{{{SOAP11}}}mustUnderstand", "1")
@@ -103,7 +93,7 @@ def build_envelope(
     body = _sub(envelope, SOAP11, "Body")
     distribution_envelope = etree.SubElement(body, f"{{{ITK}}}DistributionEnvelope", nsmap={"itk": ITK})
     itk_header = _sub(
-        distribution_envelope, ITK, "header", service=service or action, trackingid=tracking_id or new_id()
+        distribution_envelope, ITK, "header", service=service or action, trackingid=tracking_id or new_upper_uuid()
     )
     if addresses is not None:
         address_list = _sub(itk_header, ITK, "addresslist")
@@ -115,7 +105,7 @@ def build_envelope(
         audit = _sub(itk_header, ITK, "auditIdentity")
         for uri in audit_ids:
             _sub(audit, ITK, "id", uri=uri)
-    payload_ids = ["uuid_" + new_id() for _ in documents]
+    payload_ids = ["uuid_" + new_upper_uuid() for _ in documents]
     manifest = _sub(itk_header, ITK, "manifest", count=str(len(documents)))
     for payload_id in payload_ids:
         item = _sub(manifest, ITK, "manifestitem", id=payload_id, mimetype="text/xml")
@@ -156,7 +146,7 @@ def _security(
         else:
             created, expires = timestamp
         stamp = _sub(security, WSU, "Timestamp")
-        stamp.set(f"{{{WSU}}}Id", "uuid_" + new_id())
+        stamp.set(f"{{{WSU}}}Id", "uuid_" + new_upper_uuid())
         _sub(stamp, WSU, "Created", xs_datetime(created))
         _sub(stamp, WSU, "Expires", xs_datetime(expires))
     if username is not None:

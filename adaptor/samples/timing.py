@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from adaptor.samples.envelope import new_id
+from adaptor.itk.wire import new_upper_uuid
 
 LONDON = ZoneInfo("Europe/London")
 
@@ -73,8 +73,8 @@ def call_for(now: datetime, *, minutes_ago: int, call_minutes: int, time_style: 
         document_time=document_time,
         start=start,
         end=document_time - timedelta(minutes=1),
-        case_guid=new_id(),
+        case_guid=new_upper_uuid(),
         # A case reference as 111 systems print them: eight digits, unique enough for a sample.
-        case_reference=str(int(new_id()[:8], 16) % 90_000_000 + 10_000_000),
+        case_reference=str(int(new_upper_uuid()[:8], 16) % 90_000_000 + 10_000_000),
         time_style=time_style,
     )

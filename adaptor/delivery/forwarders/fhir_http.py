@@ -194,11 +194,13 @@ class FhirHttpForwarder:
         finally:
             response.release_conn()
         log.debug(
-            "POST %s message_id=%s: HTTP %s in %.0f ms",
-            self.target,
-            delivery.message_id,
-            status,
-            (time.monotonic() - started) * 1000,
+            "FHIR POST answered",
+            extra={
+                "target": self.target,
+                "message_id": delivery.message_id,
+                "status": status,
+                "duration_ms": round((time.monotonic() - started) * 1000, 1),
+            },
         )
         if 200 <= status < 300:
             return

@@ -4,16 +4,17 @@ organisations (senders and recipients) and the 111 staff with their Pathways log
 
 from __future__ import annotations
 
+from adaptor.itk.wire import INTERACTION_PREFIX
 from adaptor.samples.model import Address, Clinician, Name, Organisation, PathwaysUser, Telecom
 
 # == interactions and profiles (wire-contract.md §3) ==========================================================
 
-GP = "urn:nhs-itk:interaction:primaryGeneralPractitionerRecipientNHS111CDADocument-v2-0"
-ED = "urn:nhs-itk:interaction:primaryEmergencyDepartmentRecipientNHS111CDADocument-v2-0"
-OOH = "urn:nhs-itk:interaction:primaryOutofHourRecipientNHS111CDADocument-v2-0"
-COPY = "urn:nhs-itk:interaction:copyRecipientNHS111CDADocument-v2-0"
-REPEAT_CALLER_SET = "urn:nhs-itk:interaction:primaryNHS111RepeatCallerDocumentSet-v1-0"
-GP_IUC = "urn:nhs-itk:interaction:primaryGeneralPractitionerRecipientIntegratedUrgentCareCDADocument-v3-0"
+GP = f"{INTERACTION_PREFIX}primaryGeneralPractitionerRecipientNHS111CDADocument-v2-0"
+ED = f"{INTERACTION_PREFIX}primaryEmergencyDepartmentRecipientNHS111CDADocument-v2-0"
+OOH = f"{INTERACTION_PREFIX}primaryOutofHourRecipientNHS111CDADocument-v2-0"
+COPY = f"{INTERACTION_PREFIX}copyRecipientNHS111CDADocument-v2-0"
+REPEAT_CALLER_SET = f"{INTERACTION_PREFIX}primaryNHS111RepeatCallerDocumentSet-v1-0"
+GP_IUC = f"{INTERACTION_PREFIX}primaryGeneralPractitionerRecipientIntegratedUrgentCareCDADocument-v3-0"
 IUC_PROFILE = "urn:nhs-en:profile:IntegratedUrgentCareCDADocument-v3-1"
 
 # == organisations ============================================================================================
