@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from collections.abc import Callable
 
 from adaptor.config import Settings
@@ -32,6 +31,7 @@ from adaptor.delivery.forwarders import Forwarder
 from adaptor.delivery.outbox import Deliverer, process_owner_prefix
 from adaptor.itk import faults
 from adaptor.itk.message import ItkMessage
+from adaptor.itk.wire import new_upper_uuid
 from adaptor.ops.metrics import Metrics
 from adaptor.store import Claim, MessageStore, Status, StoreError
 
@@ -153,7 +153,7 @@ class ReceiverService:
             return  # even if recording it failed: the target has it, which is what OK means here
         if outcome.status is Status.DEAD_LETTER:
             # Retrying cannot help; the cause is on the record and, under this error id, in the log.
-            error_id = outcome.error_id or str(uuid.uuid4()).upper()
+            error_id = outcome.error_id or new_upper_uuid()
             log.error(
                 "dead-lettered message answered 2200",
                 extra={"record_id": record_id, "message_id": message.message_id, "error_id": error_id},

@@ -30,7 +30,6 @@ import functools
 import io
 import logging
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -263,12 +262,7 @@ class ReceiverApp:
             return self.soap_app(environ, start_response)
         except Exception as exc:
             # adaptor.http.soap answers every error itself; this is the last line (rule E2).
-            error_id = str(uuid.uuid4()).upper()
-            log.error(
-                "internal error",
-                extra={"where": "in the SOAP endpoint", "error_id": error_id, "error": type(exc).__name__},
-            )
-            log.debug("internal error traceback", extra={"error_id": error_id}, exc_info=exc)
+            error_id = faults.log_internal_error(log, "internal error", exc, where="in the SOAP endpoint")
             return self._fault(environ, start_response, faults.internal(error_id))
 
     def _fault(self, environ: dict[str, Any], start_response: StartResponse, fault: ItkFault) -> list[bytes]:

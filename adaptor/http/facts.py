@@ -18,12 +18,11 @@ from typing import Any
 from adaptor.itk import responses
 from adaptor.itk.faults import ItkFault
 from adaptor.itk.message import ItkMessage
+from adaptor.itk.wire import sender_ods
 from adaptor.store import MessageStore, Rejection, StoreError
 
 # Pinned: the JSON log format names it; fault lines were always the SOAP endpoint's.
 log = logging.getLogger("adaptor.soap")
-
-_ODS_IDENTITY_PREFIX = "urn:nhs-uk:identity:ods:"
 
 #: The WSGI environ key under which the dispatcher hands the SOAP endpoint a :class:`RequestFacts` to fill in.
 REQUEST_FACTS = "adaptor.request_facts"
@@ -79,13 +78,6 @@ def request_facts(environ: dict[str, Any]) -> RequestFacts:
     """The :class:`RequestFacts` of this request (a throwaway one when the dispatcher left none)."""
     facts = environ.get(REQUEST_FACTS)
     return facts if isinstance(facts, RequestFacts) else RequestFacts()
-
-
-def sender_ods(identity_uri: str) -> str | None:
-    """The ODS code of an ``urn:nhs-uk:identity:ods:<ODS>[:<suffix>]`` audit identity, else ``None``."""
-    if not identity_uri.lower().startswith(_ODS_IDENTITY_PREFIX):
-        return None
-    return identity_uri[len(_ODS_IDENTITY_PREFIX) :].split(":", 1)[0].strip() or None
 
 
 def answer_fault(

@@ -24,7 +24,6 @@ spyne's own loggers are switched off: on errors it logs whole request documents,
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,12 +42,13 @@ from spyne.server.wsgi import WsgiApplication  # noqa: E402
 
 from adaptor.accept import ReceiverService  # noqa: E402
 from adaptor.config import Settings  # noqa: E402
-from adaptor.http.facts import RequestFacts, answer_fault, request_facts, sender_ods  # noqa: E402
+from adaptor.http.facts import RequestFacts, answer_fault, request_facts  # noqa: E402
 from adaptor.itk import faults, responses  # noqa: E402
 from adaptor.itk import rules as itk  # noqa: E402
 from adaptor.itk.allowlist import AllowList  # noqa: E402
 from adaptor.itk.faults import ItkFault  # noqa: E402
 from adaptor.itk.message import ItkMessage  # noqa: E402
+from adaptor.itk.wire import sender_ods  # noqa: E402
 from adaptor.itk.xmlsafe import ITK, SOAP11, xpath_values  # noqa: E402
 from adaptor.store import MessageStore  # noqa: E402
 
@@ -100,13 +100,7 @@ class _CarriedFault(SpyneFault):
 
 def _internal_fault(cause: BaseException, relates_to: str | None, where: str) -> _CarriedFault:
     """Fault 2200 (rule E2) for an unexpected exception; the cause is logged under a new error id."""
-    error_id = str(uuid.uuid4()).upper()
-    log.error(
-        "internal error",
-        extra={"where": where, "error_id": error_id, "message_id": relates_to, "error": type(cause).__name__},
-    )
-    # The exception text and traceback can quote request content: only at DEBUG.
-    log.debug("internal error traceback", extra={"error_id": error_id}, exc_info=cause)
+    error_id = faults.log_internal_error(log, "internal error", cause, where=where, message_id=relates_to)
     return _CarriedFault(faults.internal(error_id, relates_to=relates_to))
 
 

@@ -47,6 +47,7 @@ claims, attempts, replays) and :mod:`~adaptor.store.queries` (reads and rejectio
 
 from __future__ import annotations
 
+from adaptor.itk.wire import utc_now
 from adaptor.store import migrations
 from adaptor.store.accepting import Accepting
 from adaptor.store.claims import Claims
@@ -70,7 +71,6 @@ from adaptor.store.records import (
     Status,
     StoredMessage,
     StoreError,
-    utc_now,
 )
 from adaptor.store.schema import delivery_attempts, messages, metadata, outbox, rejections
 from adaptor.store.statements import CLAIM_CANDIDATES, CLAIM_ROUNDS

@@ -12,8 +12,9 @@ from sqlalchemy import and_, or_, update
 from sqlalchemy.exc import IntegrityError
 
 from adaptor.itk.message import ItkMessage
+from adaptor.itk.wire import utc_now
 from adaptor.store.engine import StoreEngine
-from adaptor.store.records import Status, StoreError, utc_now
+from adaptor.store.records import Status, StoreError
 from adaptor.store.schema import outbox
 from adaptor.store.statements import _FIND_IDENTITY, _INSERT_MESSAGE, _INSERT_OUTBOX, _queue_values
 

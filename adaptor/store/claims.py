@@ -17,8 +17,9 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
+from adaptor.itk.wire import utc_now
 from adaptor.store.engine import StoreEngine
-from adaptor.store.records import AttemptOutcome, Claim, ReplayResult, Status, StoreError, optional_without_nul, utc_now
+from adaptor.store.records import AttemptOutcome, Claim, ReplayResult, Status, StoreError, optional_without_nul
 from adaptor.store.schema import messages, outbox
 from adaptor.store.statements import (
     _CLAIM_DUE,
@@ -128,7 +129,9 @@ class Claims(StoreEngine):
         held = conn.execute(_HOLD_ABANDONED_SYNC, {"b_record_id": record_id, "b_now": now})
         if held.rowcount == 1:
             self._close_interrupted(conn, record_id, now)
-            log.warning("record=%s: synchronous delivery was interrupted; held for the sender's resend", record_id)
+            log.warning(
+                "synchronous delivery was interrupted; held for the sender's resend", extra={"record_id": record_id}
+            )
 
     def start_attempt(self, claim: Claim, target: str, lease_seconds: float, bundle_json: str | None) -> int | None:
         """Just before handing the Bundle to ``target``: renew the lease, keep a newly converted

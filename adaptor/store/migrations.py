@@ -56,7 +56,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-from adaptor.store.records import as_utc, utc_now
+from adaptor.itk.wire import as_utc, utc_now
 
 log = logging.getLogger("adaptor.migrations")  # pinned: the JSON log format names it
 

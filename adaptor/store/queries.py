@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, func, insert, or_, select
 
+from adaptor.itk.wire import ODS_IDENTITY_PREFIX, as_utc, utc_now
 from adaptor.store.engine import StoreEngine
 from adaptor.store.records import (
     AttemptOutcome,
@@ -18,15 +19,11 @@ from adaptor.store.records import (
     Rejection,
     Status,
     StoredMessage,
-    as_utc,
     optional_utc,
-    utc_now,
     without_nul,
 )
 from adaptor.store.schema import delivery_attempts, messages, outbox, rejections
 from adaptor.store.statements import _OUTBOX_COLUMNS, _SUMMARY_COLUMNS, _WITH_OUTBOX
-
-_SENDER_PREFIX = "urn:nhs-uk:identity:ods:"
 
 #: Identifiers read from a refused request are cut to this length before they are kept (they are free text).
 MAX_REJECTION_FIELD = 200
@@ -90,8 +87,8 @@ def _message_conditions(query: MessageQuery) -> list[ColumnElement[bool]]:
                 # ods_codes is a JSON array written by json.dumps: '"CODE"' matches one whole element.
                 func.lower(messages.c.ods_codes).contains(json.dumps(search.lower()), autoescape=True),
                 # The sender's ODS code: urn:nhs-uk:identity:ods:CODE, possibly followed by :suffix.
-                func.lower(messages.c.sender) == f"{_SENDER_PREFIX}{search.lower()}",
-                func.lower(messages.c.sender).startswith(f"{_SENDER_PREFIX}{search.lower()}:", autoescape=True),
+                func.lower(messages.c.sender) == f"{ODS_IDENTITY_PREFIX}{search.lower()}",
+                func.lower(messages.c.sender).startswith(f"{ODS_IDENTITY_PREFIX}{search.lower()}:", autoescape=True),
             )
         )
     return conditions

@@ -6,9 +6,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from adaptor.itk.message import ItkMessage
+from adaptor.itk.wire import as_utc  # re-exported: the store's readers take their times from here
 
 
 class Status(enum.StrEnum):
@@ -169,16 +170,6 @@ class ReplayResult:
     message_id: str
     previous: Status
     requeued: bool  # False: it was being delivered right now (a live lease), so it was left alone
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def as_utc(value: datetime) -> datetime:
-    # SQLite has no time zone type: values come back naive, but they were written as UTC. PostgreSQL's come back
-    # in the session's time zone (set to UTC, but a URL may override it): the same instant, shown as UTC.
-    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def optional_utc(value: datetime | None) -> datetime | None:
