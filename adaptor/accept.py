@@ -1,12 +1,12 @@
 """The accept pipeline for a validated message: store it durably; deliver it now (sync) or from the outbox (async).
 
 Independent of SOAP and HTTP: :mod:`adaptor.http.soap` calls :meth:`ReceiverService.accept` once a request passed
-validation and answers ``OK`` when it returns; an :class:`~adaptor.faults.ItkFault` it raises is the answer
+validation and answers ``OK`` when it returns; an :class:`~adaptor.itk.faults.ItkFault` it raises is the answer
 instead.
 
 ``PEM111_DELIVERY_MODE=async`` (default)
     ``OK`` once the message is committed to the store: one short transaction on the request path. The outbox
-    workers (:mod:`adaptor.outbox`) convert and deliver it, retrying while the target is down; the service only
+    workers (:mod:`adaptor.delivery.outbox`) convert and deliver it, retrying while the target is down; the service only
     wakes them. Only a store failure is a fault (2100, the sender retries).
 ``PEM111_DELIVERY_MODE=sync``
     The reference's behaviour: ``OK`` only after the target accepted the Bundle. The message is stored already
@@ -42,9 +42,9 @@ class ReceiverService:
     """Accepts validated ITK messages. Thread-safe: share one instance between request threads.
 
     ``wake`` is called after a message is queued for the outbox (the in-process workers'
-    :meth:`~adaptor.outbox.OutboxWorker.wake`); without it the workers find the message at their next poll.
+    :meth:`~adaptor.delivery.outbox.OutboxWorker.wake`); without it the workers find the message at their next poll.
     ``metrics`` counts accepted messages and resends (and, in sync mode, the deliveries made here); without it
-    they are counted in a :class:`~adaptor.metrics.Metrics` nobody reads.
+    they are counted in a :class:`~adaptor.ops.metrics.Metrics` nobody reads.
     """
 
     def __init__(
@@ -68,7 +68,7 @@ class ReceiverService:
     def accept(self, message: ItkMessage, raw: bytes) -> None:
         """Store ``message`` (``raw`` = the request bytes), and in sync mode deliver it, before returning.
 
-        Raises a 2100 :class:`~adaptor.faults.ItkFault` when the message could not be stored (or, in sync mode,
+        Raises a 2100 :class:`~adaptor.itk.faults.ItkFault` when the message could not be stored (or, in sync mode,
         delivered yet) and a 2200 one when, in sync mode, it can never be delivered as it is.
         """
         if self.synchronous:
@@ -172,7 +172,7 @@ class ReceiverService:
 
 
 def _fields(message: ItkMessage, record_id: str) -> dict[str, object]:
-    """The log fields (:mod:`adaptor.logs`) that identify a stored message: identifiers, never content."""
+    """The log fields (:mod:`adaptor.ops.logs`) that identify a stored message: identifiers, never content."""
     return {
         "record_id": record_id,
         "message_id": message.message_id,

@@ -1,7 +1,7 @@
 """Every corpus Bundle is a valid FHIR STU3 message Bundle whose references all resolve (mapping.md
 sections 0, 1 and 3.21).
 
-Validation is fhir.resources' STU3 model (via :func:`adaptor.convert.validate_bundle`); reference resolution
+Validation is fhir.resources' STU3 model (via :func:`adaptor.delivery.conversion.validate_bundle`); reference resolution
 and the Bundle-shell rules are checked here directly, independently of that helper.
 """
 

@@ -1,4 +1,4 @@
-"""Delivery threads in ``nhs111 serve`` let the requests being answered go first (adaptor.activity).
+"""Delivery threads in ``nhs111 serve`` let the requests being answered go first (adaptor.delivery.activity).
 
 A delivery waits for a moment with no request in flight, for at most ``PEM111_DELIVERY_DEFER_SECONDS``, and then
 delivers anyway: a busy server still delivers, and a quiet one delivers at once.

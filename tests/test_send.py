@@ -1,7 +1,7 @@
 """``nhs111 send``: the zeep client against a real ``nhs111 serve`` process (tests/server_fixture.py).
 
 The acceptance runs are real processes (``nhs111 send samples/ --url ...``); the other cases call the click
-command in-process. Until ``adaptor.cli`` has the command, the processes run ``python -m adaptor.operator_cli``.
+command in-process. Until ``adaptor.cli`` has the command, the processes run ``python -m adaptor.cli.operator``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``nhs111 db upgrade`` and ``nhs111 db current``: the message store's schema (see :mod:`adaptor.migrations`).
+"""``nhs111 db upgrade`` and ``nhs111 db current``: the message store's schema (see :mod:`adaptor.store.migrations`).
 
 Both act on the store named by ``PEM111_DATABASE_URL`` / ``PEM111_DATA_DIR``, the one the servers and workers
 use. Errors are one line with exit status 2, never a traceback.

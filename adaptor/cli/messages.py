@@ -213,4 +213,4 @@ _standalone.add_command(messages)
 _standalone.add_command(console)
 
 if __name__ == "__main__":
-    _standalone(prog_name="python -m adaptor.messages_cli")
+    _standalone(prog_name="python -m adaptor.cli.messages")

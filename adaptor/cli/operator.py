@@ -2,7 +2,7 @@
 requests to an ITK endpoint and report each answer).
 
 Both are standalone :class:`click.Command` objects; :mod:`adaptor.cli` adds them to the ``nhs111`` group.
-Before that, or without installing the script, run them as ``python -m adaptor.operator_cli samples|send ...``.
+Before that, or without installing the script, run them as ``python -m adaptor.cli.operator samples|send ...``.
 """
 
 from __future__ import annotations
@@ -129,4 +129,4 @@ _operator.add_command(samples)
 _operator.add_command(send)
 
 if __name__ == "__main__":
-    _operator(prog_name="python -m adaptor.operator_cli")
+    _operator(prog_name="python -m adaptor.cli.operator")

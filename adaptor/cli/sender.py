@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 # command (notably `convert`, run once per file by tooling) would otherwise pay at start-up.
 
 OPERATION = "SendNHS111Report-v2-0"
-#: The adaptor's own WSDL in ``schemas.wsdl_dir()`` (the file :mod:`adaptor.web` serves at ``?wsdl``).
+#: The adaptor's own WSDL in ``schemas.wsdl_dir()`` (the file :mod:`adaptor.http.app` serves at ``?wsdl``).
 WSDL_FILE = "SendNHS111Report-v2-0.wsdl"
 DEFAULT_TIMEOUT_SECONDS = 30.0
 #: Longest fault or error text kept on a result line.

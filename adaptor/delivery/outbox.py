@@ -8,7 +8,7 @@ happens here, so a target that is down for an hour costs retries, never a lost m
   forwarder, and records the outcome. It decides what a failure means: a conversion failure or a permanent
   refusal dead-letters the message at once; a transient failure is retried after an exponential backoff with
   jitter, until ``PEM111_DELIVERY_MAX_ATTEMPTS``, then dead-lettered with the last error. Sync mode uses it in
-  the request thread (:mod:`adaptor.service`); a failure there holds the message for the sender's resend.
+  the request thread (:mod:`adaptor.accept`); a failure there holds the message for the sender's resend.
 * :class:`OutboxWorker` runs deliverers in threads (``nhs111 serve``, or ``nhs111 worker`` on its own). Each
   thread claims the message that has been due longest, under a lease; :meth:`OutboxWorker.wake` makes idle
   threads look at once (the service calls it after storing a message), otherwise they poll every
@@ -96,7 +96,7 @@ class Outcome:
 
 
 def _fields(claim: Claim) -> dict[str, object]:
-    """The log fields (:mod:`adaptor.logs`) that identify a claimed message: identifiers, never content."""
+    """The log fields (:mod:`adaptor.ops.logs`) that identify a claimed message: identifiers, never content."""
     return {
         "record_id": claim.record_id,
         "message_id": claim.message_id,
@@ -114,7 +114,7 @@ def _ms(seconds: float) -> float:
 class Deliverer:
     """Delivers claimed messages: convert → record the start → forward → record the outcome. Thread-safe.
 
-    ``metrics`` counts deliveries, retries, dead letters and conversion times (:mod:`adaptor.metrics`).
+    ``metrics`` counts deliveries, retries, dead letters and conversion times (:mod:`adaptor.ops.metrics`).
     """
 
     def __init__(
@@ -308,7 +308,7 @@ class OutboxWorker:
         self.store = store
         self.deliverer = Deliverer(settings, store, forwarder, metrics=metrics)
         self.thread_count = settings.delivery_workers if threads is None else threads
-        #: The requests this process is answering: the threads let them go first (:mod:`adaptor.activity`).
+        #: The requests this process is answering: the threads let them go first (:mod:`adaptor.delivery.activity`).
         self.requests = RequestActivity()
         self.owner_prefix = process_owner_prefix()
         self._stopping = threading.Event()

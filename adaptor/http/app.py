@@ -9,7 +9,7 @@ A small dispatcher in front decides by path and method (wire-contract.md section
   ``settings.max_request_bytes`` gets fault 1000 (rule A1) without being read.
 * Everything else is a small Flask application: ``GET <report path>?wsdl`` (the WSDL, addressed to the URL the
   client used), ``GET <report path>?xsd=<file>`` (the schemas it includes), ``GET /healthz`` (liveness),
-  ``GET /readyz`` (readiness, :mod:`adaptor.readiness`), ``GET /metrics`` (Prometheus, :mod:`adaptor.metrics`),
+  ``GET /readyz`` (readiness, :mod:`adaptor.ops.readiness`), ``GET /metrics`` (Prometheus, :mod:`adaptor.ops.metrics`),
   and the operator's console under ``/console`` when it is configured (:mod:`adaptor.console`); any other method
   on a report path gets 405 with ``Allow: POST``, unknown paths 404.
 
@@ -75,7 +75,7 @@ WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 class ServiceDocuments:
     """The WSDL and the XSDs it includes, loaded once, served with their addresses rewritten per request.
 
-    The files come from :func:`adaptor.schemas.wsdl_dir`; only the ``.xsd`` files in that folder are served.
+    The files come from :func:`adaptor.itk.schemas.wsdl_dir`; only the ``.xsd`` files in that folder are served.
     """
 
     def __init__(self, folder: Path) -> None:

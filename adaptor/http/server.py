@@ -4,7 +4,7 @@
 
 The server is cheroot (CherryPy's WSGI server): a thread pool of ``PEM111_SERVER_THREADS`` request threads
 behind one selector thread that accepts connections and watches idle keep-alive ones. It serves plain HTTP, or
-with ``PEM111_TLS_CERT`` HTTPS only, optionally with client certificates (mutual TLS, see :mod:`adaptor.tls`).
+with ``PEM111_TLS_CERT`` HTTPS only, optionally with client certificates (mutual TLS, see :mod:`adaptor.http.tls`).
 waitress, which served before, has no TLS, and its event loop cannot run a TLS handshake without blocking
 every other connection; gunicorn would have meant pre-forked processes, each with its own store connections,
 allow-list refresh and outbox threads.
@@ -107,7 +107,7 @@ class _Server(cheroot_wsgi.Server):
 
     def error_log(self, msg: str = "", level: int = logging.INFO, traceback: bool = False) -> None:
         # With ``traceback`` cheroot is inside an ``except``; the text of what it caught (a repr of the exception)
-        # could quote a request, so above DEBUG only the exception's type is logged (see adaptor.logs).
+        # could quote a request, so above DEBUG only the exception's type is logged (see adaptor.ops.logs).
         error = sys.exc_info()[1] if traceback else None
         if error is not None:
             cheroot_log.log(level, "HTTP server error", extra={"error": type(error).__name__})

@@ -5,11 +5,11 @@ while this project owns every byte on the wire:
 
 * :class:`ItkSoap11` replaces spyne's parsing with :func:`adaptor.itk.parse_request` (one parse of the raw
   bytes, DOCTYPEs refused, no entity resolution) and :func:`adaptor.itk.validate_request`, and replaces
-  spyne's serialisation with :func:`adaptor.responses.success_response` /
-  :func:`adaptor.responses.fault_response`.
-* The one service method hands the validated :class:`~adaptor.message.ItkMessage` to
+  spyne's serialisation with :func:`adaptor.itk.responses.success_response` /
+  :func:`adaptor.itk.responses.fault_response`.
+* The one service method hands the validated :class:`~adaptor.itk.message.ItkMessage` to
   :meth:`adaptor.accept.ReceiverService.accept` and answers ``OK``.
-* Any :class:`~adaptor.faults.ItkFault` becomes that fault (HTTP 500); any other exception becomes fault 2200
+* Any :class:`~adaptor.itk.faults.ItkFault` becomes that fault (HTTP 500); any other exception becomes fault 2200
   with an error id that is logged (rule E2), never a traceback on the wire.
 * Every fault is logged and kept in the store's ``rejections`` table (:func:`adaptor.http.facts.answer_fault`).
 * What the request turned out to be (its identifiers, the fault answered) is written into the

@@ -10,7 +10,7 @@ What is checked where:
   of these never gets an HTTP exchange.
 * **After the handshake** (:class:`SubjectAllowList`): Python's :mod:`ssl` offers no certificate verification
   callback, so the subject allow-list ``PEM111_TLS_CLIENT_SUBJECTS`` is checked once the handshake has verified
-  the certificate; :mod:`adaptor.server` then answers every request on that connection with HTTP 403
+  the certificate; :mod:`adaptor.http.server` then answers every request on that connection with HTTP 403
   ``Mutual authentication failed`` (the reference's proxy's answer) before the application sees it.
 
 ``PEM111_TLS_CLIENT_SUBJECTS`` holds entries separated by semicolons or new lines (a semicolon inside a DN is

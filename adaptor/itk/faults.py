@@ -1,6 +1,6 @@
 """The ITK fault as a Python exception: what went wrong, in the terms of wire-contract.md section 5.2.
 
-Raised anywhere on the request path; turned into the SOAP 1.1 fault envelope by :mod:`adaptor.responses`.
+Raised anywhere on the request path; turned into the SOAP 1.1 fault envelope by :mod:`adaptor.itk.responses`.
 :func:`log_internal_error` is the one way an unexpected exception is logged, on the request path (fault 2200)
 and off it (the outbox, the console).
 """

@@ -1,7 +1,7 @@
 """ClinicalDocuments out of an ``itk:DistributionEnvelope``: decode payloads and pick the one to map.
 
-Used by validation (rules D1-D3) and by :func:`adaptor.convert`, so both always agree on which document is the
-Encounter Report.
+Used by validation (rules D1-D3) and by :func:`adaptor.delivery.conversion.convert`, so both always agree on
+which document is the Encounter Report.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """ITK request validation: wire-contract.md section 4, rules A1 to D6, evaluated in table order.
 
 :func:`parse_request` applies A1 and A2 to the raw bytes; :func:`validate_request` applies A3 to D6 to the
-parsed envelope and returns the :class:`~adaptor.message.ItkMessage` that later stages work on. The first
-failing rule raises :class:`~adaptor.faults.ItkFault` with the rule's faultcode, ErrorCode and texts, and with
+parsed envelope and returns the :class:`~adaptor.itk.message.ItkMessage` that later stages work on. The first
+failing rule raises :class:`~adaptor.itk.faults.ItkFault` with the rule's faultcode, ErrorCode and texts, and with
 ``relates_to`` set to the request's wsa:MessageID whenever it could be read; no other exception escapes.
 
 Every lookup is namespace-aware and relative to the element it belongs to (``soap:Header/wsa:To``, never "the

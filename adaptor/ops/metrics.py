@@ -1,4 +1,4 @@
-"""Prometheus metrics, served at ``GET /metrics`` by :mod:`adaptor.web`.
+"""Prometheus metrics, served at ``GET /metrics`` by :mod:`adaptor.http.app`.
 
 Each application (:func:`adaptor.http.app.create_app`) owns one :class:`Metrics` with its own registry, never
 prometheus_client's global one, so that tests and several applications in one process do not add to each
@@ -94,7 +94,7 @@ def rule_label(rule: str | None) -> str:
 
 
 def target_kind(target: str) -> str:
-    """``dir``, ``amqp`` or ``http`` for a forwarder's :attr:`~adaptor.forwarders.Forwarder.target`."""
+    """``dir``, ``amqp`` or ``http`` for a forwarder's :attr:`~adaptor.delivery.forwarders.Forwarder.target`."""
     scheme = target.split(":", 1)[0].lower()
     if scheme == "dir":
         return "dir"

@@ -8,7 +8,7 @@ Three checks, each named in the answer:
     file on a read-only mount) while every ``accept`` fails; an update that matches no row needs the same
     write access as a real one and leaves nothing behind.
 ``delivery``
-    The delivery target is reachable: the forwarder's ``check()`` (:class:`adaptor.forwarders.Checkable`):
+    The delivery target is reachable: the forwarder's ``check()`` (:class:`adaptor.delivery.forwarders.Checkable`):
     the folder can take a file; the AMQP broker accepts a connection (TLS and credentials included); the FHIR
     endpoint accepts a TCP connection and TLS handshake. Left out for a forwarder without ``check()``.
 ``allow_list``

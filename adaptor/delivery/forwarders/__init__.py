@@ -91,7 +91,7 @@ CHECK_TIMEOUT_SECONDS = 5.0
 
 
 class Checkable(Protocol):
-    """A forwarder that can tell whether its target is reachable now, for ``/readyz`` (:mod:`adaptor.readiness`).
+    """A forwarder that can tell whether its target is reachable now, for ``/readyz`` (:mod:`adaptor.ops.readiness`).
 
     Optional: every forwarder here has it, a forwarder without it is simply not checked. ``check`` never sends a
     message and takes at most about :data:`CHECK_TIMEOUT_SECONDS`; the caller limits how often it runs.
