@@ -16,6 +16,7 @@ closes last. Components that are given (tests hand in their own store or worker)
 from __future__ import annotations
 
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 
 from adaptor.accept import ReceiverService
 from adaptor.config import Settings
@@ -28,6 +29,7 @@ from adaptor.ops.readiness import Readiness
 from adaptor.store import MessageStore
 
 
+@dataclass(kw_only=True, eq=False)
 class DeliveryComponents:
     """The message store, the forwarder and the outbox worker: what ``nhs111 worker`` runs.
 
@@ -35,34 +37,27 @@ class DeliveryComponents:
     them, then closes the forwarder and the store.
     """
 
-    def __init__(
-        self,
-        settings: Settings,
-        store: MessageStore,
-        forwarder: Forwarder,
-        worker: OutboxWorker,
-        *,
-        closing: ExitStack,
-        owns_worker: bool = True,
-    ) -> None:
-        self.settings = settings
-        self.store = store
-        self.forwarder = forwarder
-        self.worker = worker
-        self._closing = closing
-        self._owns_worker = owns_worker
+    settings: Settings
+    store: MessageStore
+    forwarder: Forwarder
+    worker: OutboxWorker
+    #: Closes what was built here, in the reverse order of building.
+    closing: ExitStack = field(repr=False)
+    #: False when the worker was given: its owner starts and stops it.
+    owns_worker: bool = True
 
     def start_delivery(self) -> None:
         """Start the outbox threads (``PEM111_DELIVERY_WORKERS`` of them); a worker that was given is started
         by its owner, so this leaves it alone."""
-        if self._owns_worker:
+        if self.owns_worker:
             self.worker.start()
 
     def close(self) -> None:
         """Stop and close what was built here, in the reverse order of building; again, nothing happens."""
-        self._closing.close()
+        self.closing.close()
 
 
+@dataclass(kw_only=True, eq=False)
 class Components(DeliveryComponents):
     """Everything ``nhs111 serve`` and the WSGI application run: the delivery components, and the allow-list,
     the metrics, the receiver service (:mod:`adaptor.accept`) and the readiness checks.
@@ -70,25 +65,10 @@ class Components(DeliveryComponents):
     Build with :func:`build`.
     """
 
-    def __init__(
-        self,
-        settings: Settings,
-        store: MessageStore,
-        forwarder: Forwarder,
-        worker: OutboxWorker,
-        *,
-        allow_list: AllowList,
-        metrics: Metrics,
-        receiver: ReceiverService,
-        readiness: Readiness,
-        closing: ExitStack,
-        owns_worker: bool,
-    ) -> None:
-        super().__init__(settings, store, forwarder, worker, closing=closing, owns_worker=owns_worker)
-        self.allow_list = allow_list
-        self.metrics = metrics
-        self.receiver = receiver
-        self.readiness = readiness
+    allow_list: AllowList
+    metrics: Metrics
+    receiver: ReceiverService
+    readiness: Readiness
 
     @property
     def requests(self) -> RequestActivity:
@@ -109,7 +89,7 @@ def build_delivery(settings: Settings) -> DeliveryComponents:
     except BaseException:
         closing.close()
         raise
-    return DeliveryComponents(settings, store, forwarder, worker, closing=closing)
+    return DeliveryComponents(settings=settings, store=store, forwarder=forwarder, worker=worker, closing=closing)
 
 
 def build(
@@ -149,10 +129,10 @@ def build(
         closing.close()
         raise
     return Components(
-        settings,
-        store,
-        forwarder,
-        worker,
+        settings=settings,
+        store=store,
+        forwarder=forwarder,
+        worker=worker,
         allow_list=allow_list,
         metrics=metrics,
         receiver=ReceiverService(settings, store, forwarder, wake=worker.wake, metrics=metrics),
