@@ -22,15 +22,14 @@ from itk_factory import RECIPIENT_DOS, RECIPIENT_ODS, build_request, to_bytes
 from server_fixture import nhs111_command
 from waiting import wait_until
 
-from adaptor.accept import ReceiverService
+from adaptor import composition
 from adaptor.config import Settings
-from adaptor.delivery.forwarders import Forwarder, forwarder_from_settings
+from adaptor.delivery.forwarders import Forwarder
 from adaptor.delivery.forwarders.folder import FolderForwarder
-from adaptor.delivery.outbox import JITTER, OutboxWorker, backoff_seconds
+from adaptor.delivery.outbox import JITTER, backoff_seconds
 from adaptor.itk import rules as itk
-from adaptor.itk.allowlist import AllowList
 from adaptor.itk.message import ItkMessage
-from adaptor.store import AttemptOutcome, MessageStore, Status, StoredMessage
+from adaptor.store import AttemptOutcome, Status, StoredMessage
 
 
 def fast_settings(tmp_path: Path, **changes: object) -> Settings:
@@ -53,12 +52,13 @@ class Harness:
 
     def __init__(self, settings: Settings, forwarder: Forwarder | None = None) -> None:
         self.settings = settings
-        self.store = MessageStore.from_settings(settings)
-        self.store.open()
-        self.forwarder = forwarder or forwarder_from_settings(settings)
-        self.allow_list = AllowList(settings)
-        self.worker = OutboxWorker(settings, self.store, self.forwarder)
-        self.service = ReceiverService(settings, self.store, self.forwarder, wake=self.worker.wake)
+        self.components = composition.build(settings, forwarder=forwarder)
+        self.given_forwarder = forwarder
+        self.store = self.components.store
+        self.forwarder = self.components.forwarder
+        self.allow_list = self.components.allow_list
+        self.worker = self.components.worker
+        self.service = self.components.receiver
 
     @property
     def outbox(self) -> Path:
@@ -82,9 +82,9 @@ class Harness:
         return [p for p in self.files() if message.message_id.encode() in p.read_bytes()]
 
     def close(self) -> None:
-        self.worker.stop()
-        self.forwarder.close()
-        self.store.close()
+        self.components.close()
+        if self.given_forwarder is not None:
+            self.given_forwarder.close()
 
 
 @pytest.fixture
