@@ -125,21 +125,21 @@ def build(
             closing.callback(worker.stop)  # first on close: deliveries in flight finish before anything closes
         else:
             worker.report_to(metrics)
+        return Components(
+            settings=settings,
+            store=store,
+            forwarder=forwarder,
+            worker=worker,
+            allow_list=allow_list,
+            metrics=metrics,
+            receiver=ReceiverService(settings, store, forwarder, wake=worker.wake, metrics=metrics),
+            readiness=Readiness(store, forwarder, allow_list),
+            closing=closing,
+            owns_worker=owns_worker,
+        )
     except BaseException:
         closing.close()
         raise
-    return Components(
-        settings=settings,
-        store=store,
-        forwarder=forwarder,
-        worker=worker,
-        allow_list=allow_list,
-        metrics=metrics,
-        receiver=ReceiverService(settings, store, forwarder, wake=worker.wake, metrics=metrics),
-        readiness=Readiness(store, forwarder, allow_list),
-        closing=closing,
-        owns_worker=owns_worker,
-    )
 
 
 def _store_and_forwarder(
@@ -147,17 +147,22 @@ def _store_and_forwarder(
 ) -> tuple[MessageStore, Forwarder]:
     """The store and the forwarder, those built here registered on ``closing`` so that the store closes last.
 
-    The forwarder is built before the store is opened: an unusable forward target is a configuration error,
-    reported before anything touches the database.
+    The forwarder is built first: an unusable forward target is a configuration error, reported before the
+    database URL is even read.
     """
-    if store is None:
-        store = MessageStore.from_settings(settings)  # connects to nothing yet
-        closing.callback(store.close)
-        opened_here = True
-    else:
-        opened_here = False
+    forwarder_built_here = forwarder is None
     if forwarder is None:
         forwarder = forwarder_from_settings(settings)
+    opened_here = store is None
+    try:
+        if store is None:
+            store = MessageStore.from_settings(settings)  # connects to nothing yet
+            closing.callback(store.close)  # registered first, so closed last
+    except BaseException:
+        if forwarder_built_here:
+            forwarder.close()
+        raise
+    if forwarder_built_here:
         closing.callback(forwarder.close)
     if opened_here:
         store.open_if_available()

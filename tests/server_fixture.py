@@ -97,7 +97,7 @@ def nhs111_command() -> list[str]:
     found = shutil.which("nhs111")
     if found:
         return [found]
-    return [sys.executable, "-c", "from adaptor.cli import main; main()"]
+    return [sys.executable, "-c", "from adaptor.cli.commands import main; main()"]
 
 
 @dataclass(frozen=True)

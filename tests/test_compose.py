@@ -11,7 +11,7 @@ import pytest
 import yaml
 from conftest import REPO
 
-from adaptor.cli import main
+from adaptor.cli.commands import main
 from adaptor.config import Settings
 from adaptor.delivery.forwarders import forwarder_from_settings
 from adaptor.store import sqlalchemy_url

@@ -23,7 +23,7 @@ def _command() -> list[str]:
     script = Path(sys.executable).with_name("nhs111")
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-c", "from adaptor.cli import main; main()"]  # an environment without the script
+    return [sys.executable, "-c", "from adaptor.cli.commands import main; main()"]  # an environment without the script
 
 
 def run(*args: str, stdin: bytes | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

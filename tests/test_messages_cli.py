@@ -18,7 +18,7 @@ from server_fixture import nhs111_command
 from werkzeug.security import check_password_hash
 
 from adaptor.accept import ReceiverService
-from adaptor.cli import main
+from adaptor.cli.commands import main
 from adaptor.cli.messages import parse_since
 from adaptor.config import Settings
 from adaptor.delivery.forwarders.folder import FolderForwarder

@@ -34,7 +34,7 @@ MESSAGE_ID = re.compile(r"MessageID ([0-9A-F-]{36})$")
 
 def send_command() -> list[str]:
     """``nhs111 send`` once the command is wired into the CLI; the module's own entry point until then."""
-    from adaptor.cli import main
+    from adaptor.cli.commands import main
 
     if "send" in main.commands:
         return [*nhs111_command(), "send"]

@@ -1,5 +1,5 @@
-"""The `nhs111` command line: every command, and the ITK client `nhs111 send` uses."""
+"""The `nhs111` command line: every command (:mod:`adaptor.cli.commands` is its entry point), and the ITK client
+`nhs111 send` uses.
 
-from adaptor.cli.commands import main
-
-__all__ = ["main"]
+This package module imports nothing, so that ``python -m adaptor.cli.<module>`` loads each module once.
+"""

@@ -3,8 +3,8 @@
 spyne does the SOAP plumbing (WSGI request handling, method dispatch on the body element, the fault path)
 while this project owns every byte on the wire:
 
-* :class:`ItkSoap11` replaces spyne's parsing with :func:`adaptor.itk.parse_request` (one parse of the raw
-  bytes, DOCTYPEs refused, no entity resolution) and :func:`adaptor.itk.validate_request`, and replaces
+* :class:`ItkSoap11` replaces spyne's parsing with :func:`adaptor.itk.rules.parse_request` (one parse of the raw
+  bytes, DOCTYPEs refused, no entity resolution) and :func:`adaptor.itk.rules.validate_request`, and replaces
   spyne's serialisation with :func:`adaptor.itk.responses.success_response` /
   :func:`adaptor.itk.responses.fault_response`.
 * The one service method hands the validated :class:`~adaptor.itk.message.ItkMessage` to

@@ -15,7 +15,7 @@ says:
     and the remaining keys are the structured fields the call passed with ``extra=``, in the order given;
     ``exception`` holds a traceback when one was logged.
 ``text``
-    ``2025-03-01 09:30:12,345 INFO adaptor.accept message accepted record_id=... message_id=...``
+    ``2025-03-01 09:30:12,345 INFO adaptor.service message accepted record_id=... message_id=...``
 
 Code logs events, not sentences: ``log.info("message accepted", extra={"message_id": ..., ...})``. The field
 names used across the adaptor (keep to them, so that one query finds a message everywhere):
