@@ -269,9 +269,12 @@ class StoreEngine:
     def _sqlite_file(self) -> Path | None:
         """The SQLite database's file; ``None`` for an in-memory or a server database."""
         database = self._url.database
-        if self.is_sqlite and database and database != ":memory:":
-            return Path(database)
-        return None
+        if not self.is_sqlite or not database or database == ":memory:":
+            return None
+        if self._url.query.get("uri") in ("true", "1") and database.startswith("file:"):
+            # A URI filename (``sqlite:///file:/path?mode=ro&uri=true``) names the file after ``file:``.
+            return None if self._url.query.get("mode") == "memory" else Path(database.removeprefix("file:"))
+        return Path(database)
 
     def _make_sqlite_folder(self) -> None:
         sqlite_file = self._sqlite_file()
