@@ -226,5 +226,5 @@ def test_text_format_for_developers(tmp_path: Path) -> None:
     server.stop()
     lines = server.log_text().splitlines()
     assert lines and not [line for line in lines if line.startswith("{")]
-    assert lines[-1].endswith(" INFO adaptor.http.server stopped")
+    assert lines[-1].endswith(" INFO adaptor.server stopped")
 
