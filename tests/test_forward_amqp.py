@@ -149,6 +149,8 @@ def test_corpus_bundles_arrive_with_the_reference_properties(
     for item in deliveries:
         forwarder.send(item)
 
+    # Each send returned once the broker had the message: the queue holds exactly what was sent, no copy.
+    assert rabbitmq.queue_depth(queue) == len(deliveries), "the queue does not hold what was sent"
     received = consume(rabbitmq, queue, protocol, len(deliveries))
     assert len(received) == len(deliveries)
     assert rabbitmq.queue_depth(queue) == 0, "more on the queue than was sent"
