@@ -255,6 +255,7 @@ class PrivateRabbitMQ:
             raise BrokerUnavailable("the node is not running")
         os.kill(beam, signal.SIGSTOP)
         self._paused = beam
+        _wait_until_stopped(beam)
 
     def resume(self) -> None:
         """Undo :meth:`pause` (a no-op when the node is not paused)."""
@@ -578,6 +579,26 @@ class PrivateRabbitMQ:
         finally:
             with contextlib.suppress(Exception):
                 connection.close()
+
+
+def _wait_until_stopped(pid: int, timeout: float = 10.0) -> None:
+    """Until every thread of process ``pid`` is stopped (state ``T`` in ``/proc/PID/task/*/stat``).
+
+    ``kill`` returns once SIGSTOP is queued, and each thread stops only when it next handles the signal. A test
+    that sends right after :meth:`PrivateRabbitMQ.pause` could still get an answer from a VM thread that has not
+    stopped yet (the hung-broker test saw a send succeed once in about 50 runs).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        states = []
+        for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+            with contextlib.suppress(OSError):  # a thread that ended meanwhile
+                states.append(stat.read_text().rpartition(")")[2].split()[0])
+        if states and all(state in ("T", "t") for state in states):
+            return
+        if time.monotonic() > deadline:
+            raise BrokerUnavailable(f"the node's VM (pid {pid}) did not stop: thread states {sorted(set(states))}")
+        time.sleep(0.01)
 
 
 def _port_open(port: int) -> bool:
