@@ -302,8 +302,20 @@ def test_a_send_that_outlasts_its_lease_is_a_copy_the_store_accounts_for(
         try:
             worker_a = threading.Thread(target=lambda: outcomes.append(deliverer.deliver(claim_a)))
             worker_a.start()
-            time.sleep(1.5)  # A's lease runs out while its send waits for the broker
-            claim_b = store.claim_due("worker-b", 30)
+            # A's attempt is recorded as started, so its send is under way and waits for the paused broker...
+            wait_until(
+                lambda: any(a.outcome is None for a in store.delivery_history(claim_a.record_id)),
+                "A's attempt to start",
+                timeout=30,
+            )
+            claim_b = None
+
+            def taken_over() -> bool:  # ...until its 1 s lease runs out and B can claim the message
+                nonlocal claim_b
+                claim_b = store.claim_due("worker-b", 30)
+                return claim_b is not None
+
+            wait_until(taken_over, "A's lease to run out", timeout=30)
         finally:
             rabbitmq.resume()
         worker_a.join(30)

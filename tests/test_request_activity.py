@@ -64,16 +64,31 @@ def busy_harness(tmp_path: Path) -> Iterator[Harness]:
     running.close()
 
 
-def test_delivery_waits_while_a_request_is_in_flight(busy_harness: Harness) -> None:
-    busy_harness.worker.requests.request_started()  # a request being answered for the whole test
-    busy_harness.worker.start()
-    time.sleep(0.3)  # the threads are waiting for a quiet moment
-    message = busy_harness.accept()
-    time.sleep(0.3)
-    assert busy_harness.record(message).status is Status.PENDING  # not delivered beside the request
+def test_delivery_waits_while_a_request_is_in_flight(busy_harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    activity = busy_harness.worker.requests
+    defer = busy_harness.settings.delivery_defer_seconds
+    waits: list[tuple[bool, float]] = []  # each delivery thread's wait for quiet: was it quiet, how long it took
+    wait_for_quiet = activity.wait_for_quiet
 
-    busy_harness.worker.requests.request_finished()
+    def recorded(timeout: float) -> bool:
+        started = time.monotonic()
+        quiet = wait_for_quiet(timeout)
+        waits.append((quiet, time.monotonic() - started))
+        return quiet
+
+    monkeypatch.setattr(activity, "wait_for_quiet", recorded)
+    activity.request_started()  # a request being answered until the first message is delivered
+    busy_harness.worker.start()
+    message = busy_harness.accept()
+    wait_until(lambda: busy_harness.record(message).status is Status.DELIVERED, "delivery anyway", timeout=10)
+    # Not delivered beside the request: only once a thread had waited out its whole defer, never sooner.
+    assert waits and all(not quiet and took >= 0.9 * defer for quiet, took in waits), waits
+
+    waited_in_flight = len(waits)
+    activity.request_finished()
+    message = busy_harness.accept()
     wait_until(lambda: busy_harness.record(message).status is Status.DELIVERED, "delivery once quiet", timeout=5)
+    assert any(quiet for quiet, _ in waits[waited_in_flight:]), waits
 
 
 def test_a_server_that_is_never_quiet_still_delivers(busy_harness: Harness) -> None:
