@@ -46,6 +46,11 @@ NOT_AVAILABLE = "N/A"
 _NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/=]")
 _DOCTYPE = re.compile(rb"<!(DOCTYPE|ENTITY)", re.IGNORECASE)
 
+#: Nodes (elements, comments, processing instructions) a case may hold, counted while parsing: the payload
+#: limit of ``adaptor.itk.payloads.MAX_NODES`` (mappings imports nothing from adaptor; a test keeps them equal).
+MAX_CASE_NODES = 100_000
+_FEED_CHUNK = 64 * 1024
+
 
 def read_pathways_case(document: Element) -> Element | None:
     """The ``pw:PathwaysCase`` carried by the first ObservationMedia entry; ``None`` when there is none or it
@@ -64,12 +69,25 @@ def read_pathways_case(document: Element) -> Element | None:
         return None
     if _DOCTYPE.search(data):
         return None  # the case never needs a DTD; refusing one rules out entity expansion entirely
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
+    case = _parse_bounded(data)
+    return case if case is not None and case.tag == _PATHWAYS_CASE else None
+
+
+def _parse_bounded(data: bytes) -> Element | None:
+    """The root element, or ``None`` when ``data`` is not well-formed or passes :data:`MAX_CASE_NODES`."""
+    parser = etree.XMLPullParser(
+        events=("start", "comment", "pi"), resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
+    )
+    nodes = 0
     try:
-        case = etree.fromstring(data, parser)
+        for offset in range(0, len(data), _FEED_CHUNK):
+            parser.feed(data[offset : offset + _FEED_CHUNK])
+            nodes += sum(1 for _event in parser.read_events())
+            if nodes > MAX_CASE_NODES:
+                return None
+        return parser.close()
     except (etree.XMLSyntaxError, ValueError):
         return None
-    return case if case.tag == _PATHWAYS_CASE else None
 
 
 def _base64_decode(text: str) -> bytes | None:

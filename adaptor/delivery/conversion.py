@@ -15,7 +15,14 @@ from typing import Any
 from lxml import etree
 
 from adaptor.config import Settings
-from adaptor.itk.payloads import CLINICAL_DOCUMENT, DocumentTimeError, PayloadError, clinical_documents, select_document
+from adaptor.itk.payloads import (
+    CLINICAL_DOCUMENT,
+    MAX_REQUEST_NODES,
+    DocumentTimeError,
+    PayloadError,
+    clinical_documents,
+    select_document,
+)
 from adaptor.itk.wire import INTERACTION_KEY, INTERACTION_PREFIX, event_of, new_upper_uuid
 from adaptor.itk.xmlsafe import ITK, SOAP11, SOAP12, WSA, XmlRejected, parse_xml, xpath, xpath_values
 from mappings import EnvelopeFields, MappingConfig, MappingContext, MappingError, encounter_report
@@ -80,7 +87,7 @@ def read_request(request: bytes) -> tuple[etree._Element, EnvelopeFields]:
     Raises :class:`ConversionError`.
     """
     try:
-        root = parse_xml(request)
+        root = parse_xml(request, max_nodes=MAX_REQUEST_NODES)
     except XmlRejected as exc:
         raise ConversionError(_one_line(str(exc))) from None
 

@@ -18,8 +18,6 @@ import hashlib
 import logging
 import re
 import time
-from base64 import b64decode
-from binascii import Error as Base64Error
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from urllib.parse import urlsplit
@@ -31,7 +29,15 @@ from adaptor.itk import schemas
 from adaptor.itk.allowlist import AllowList, dos_id, ods_code
 from adaptor.itk.faults import SOAP_VALIDATION_FAILED, FaultCode, ItkFault, internal, invalid, log_internal_error
 from adaptor.itk.message import Address, ItkMessage
-from adaptor.itk.payloads import DocumentTimeError, PayloadError, clinical_documents, select_document
+from adaptor.itk.payloads import (
+    MAX_REQUEST_NODES,
+    DocumentTimeError,
+    PayloadError,
+    PayloadLimitError,
+    clinical_documents,
+    decode_attachment,
+    select_document,
+)
 from adaptor.itk.wire import INTERACTION_KEY, event_of, interaction_name, sender_ods
 from adaptor.itk.xmlsafe import ANONYMOUS, SOAP11, WSA, WSSE, ElementQuery, XmlRejected, first, parse_xml, xpath
 
@@ -77,12 +83,13 @@ def too_large(settings: Settings, size: int | None = None) -> ItkFault:
 def parse_request(raw: bytes, settings: Settings) -> etree._Element:
     """Apply rules A1 (size) and A2 (well-formed XML without DOCTYPE) and return the root element.
 
-    Raises :class:`ItkFault` (1000) for an oversized, empty, malformed or DOCTYPE-carrying body.
+    Raises :class:`ItkFault` (1000) for an oversized, empty, malformed or DOCTYPE-carrying body, and for one
+    with more nodes than :data:`~adaptor.itk.payloads.MAX_REQUEST_NODES` (counted while parsing).
     """
     if len(raw) > settings.max_request_bytes:
         raise too_large(settings, len(raw))
     try:
-        return parse_xml(raw)
+        return parse_xml(raw, max_nodes=MAX_REQUEST_NODES)
     except XmlRejected as exc:
         raise invalid("A2", "This is not a valid XML message", str(exc)) from None
 
@@ -512,7 +519,6 @@ _PATHWAYS_VALUE = xpath(
     " and @extension='COCD_TP146002GB01#ObservationMedia']]"
     "/hl7:observationMedia/hl7:value"
 )
-_NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/=]")
 
 
 def _check_documents(de: etree._Element, interaction: str) -> tuple[list[etree._Element], int]:
@@ -580,9 +586,10 @@ def _pathways_problem(document: etree._Element, settings: Settings) -> str | Non
     if value is None:
         return None  # no attachment: nothing to deliver, nothing wrong
     try:
-        # Like the mapping (mapping.md 3.18): line breaks and other non-alphabet characters are ignored.
-        case = parse_xml(b64decode(_NOT_BASE64.sub("", value.text or ""), validate=True))
-    except (Base64Error, ValueError):  # XmlRejected is a ValueError
+        case = decode_attachment(value.text or "")
+    except PayloadLimitError as exc:
+        return f"Pathways attachment refused: {exc}"
+    except PayloadError:
         return "Pathways attachment could not be decoded"
     errors = schema.errors(case)
     if errors:

@@ -61,8 +61,13 @@ class XmlRejected(ValueError):
     """The bytes are not an acceptable XML document; ``str(exc)`` is safe to show the sender."""
 
 
-def _parser() -> etree.XMLParser:
-    return etree.XMLParser(
+class TooManyNodes(XmlRejected):
+    """The document has more nodes than the caller allows (see :func:`parse_xml`)."""
+
+
+def _parser(kind: type[etree.XMLParser] = etree.XMLParser, **options: Any) -> etree.XMLParser:
+    return kind(
+        **options,
         resolve_entities=False,
         no_network=True,
         load_dtd=False,
@@ -73,8 +78,12 @@ def _parser() -> etree.XMLParser:
     )
 
 
-def parse_xml(data: bytes) -> etree._Element:
+def parse_xml(data: bytes, *, max_nodes: int | None = None) -> etree._Element:
     """Parse untrusted bytes (the XML declaration or BOM decides the encoding) and return the root element.
+
+    With ``max_nodes``, elements, comments and processing instructions are counted while parsing and
+    :class:`TooManyNodes` is raised as soon as there are more, before the rest of the tree is built. Nesting is
+    limited by libxml2 itself (256 levels; ``huge_tree`` stays off).
 
     Raises :class:`XmlRejected` for an empty body, a DOCTYPE, or XML that is not well-formed.
     """
@@ -83,7 +92,9 @@ def parse_xml(data: bytes) -> etree._Element:
     if _DOCTYPE.search(data, 0, 4096) or b"<!ENTITY" in data[:4096]:
         raise XmlRejected("a document type declaration (DOCTYPE) is not allowed in a SOAP message")
     try:
-        root = etree.fromstring(data, _parser())
+        root = _parse(data, max_nodes)
+    except XmlRejected:
+        raise
     except etree.XMLSyntaxError as exc:
         raise XmlRejected(f"not well-formed XML: {exc.msg}") from None
     except ValueError as exc:  # e.g. a Unicode string with an encoding declaration
@@ -95,3 +106,22 @@ def parse_xml(data: bytes) -> etree._Element:
     if docinfo.doctype or docinfo.internalDTD is not None:
         raise XmlRejected("a document type declaration (DOCTYPE) is not allowed in a SOAP message")
     return root
+
+
+#: Bytes fed to the parser between two node counts: a bomb is stopped within one chunk of its limit.
+_FEED_CHUNK = 64 * 1024
+
+
+def _parse(data: bytes, max_nodes: int | None) -> etree._Element:
+    if max_nodes is None:
+        return etree.fromstring(data, _parser())
+    parser = _parser(etree.XMLPullParser, events=("start", "comment", "pi"))
+    nodes = 0
+    for offset in range(0, len(data), _FEED_CHUNK):
+        parser.feed(data[offset : offset + _FEED_CHUNK])
+        nodes += sum(1 for _event in parser.read_events())
+        if nodes > max_nodes:
+            raise TooManyNodes(
+                f"more than {max_nodes} XML nodes (elements, comments and processing instructions), the limit"
+            )
+    return parser.close()

@@ -1,0 +1,250 @@
+"""Payload bombs: every decoded payload and Pathways attachment is held to the limits of
+:mod:`adaptor.itk.payloads`, checked while inflating and parsing, at accept, conversion and in the console.
+
+Each hostile case runs under :func:`within`, so a regression fails instead of hanging the suite.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from typing import TypeVar
+
+import pytest
+from conftest import require_shared
+from itk_factory import build_request, clinical_document, find, to_bytes
+from lxml import etree
+
+from adaptor.config import Settings
+from adaptor.console.cda_text import readable_document
+from adaptor.delivery.conversion import ConversionError, convert
+from adaptor.itk import payloads
+from adaptor.itk.allowlist import AllowList
+from adaptor.itk.faults import ItkFault
+from adaptor.itk.message import ItkMessage
+from adaptor.itk.rules import parse_request, validate_request
+from adaptor.itk.xmlsafe import TooManyNodes, parse_xml
+from mappings import questionnaire
+
+DEFAULT = Settings()
+T = TypeVar("T")
+
+
+def within(seconds: float, work: Callable[[], T]) -> T:
+    """``work()``'s result; fails the test when it takes longer than ``seconds`` (the thread is left behind)."""
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:  # handed back to the test below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"took longer than {seconds} s"
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["value"]  # type: ignore[return-value]
+
+
+def gzip_stream(parts: list[bytes], repeat: int = 1) -> bytes:
+    """One gzip member of ``parts`` with the middle part repeated ``repeat`` times, built without holding it."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    out = [compressor.compress(parts[0])]
+    block = parts[1] * 100_000
+    for _ in range(repeat // 100_000):
+        out.append(compressor.compress(block))
+    out.append(compressor.compress(parts[1] * (repeat % 100_000)))
+    out += [compressor.compress(parts[2]), compressor.flush()]
+    return b"".join(out)
+
+
+def padded_cda(padding: bytes = b"", repeat: int = 0) -> list[bytes]:
+    """A valid ClinicalDocument split where ``padding`` (repeated) goes: before its closing tag."""
+    document = etree.tostring(clinical_document(), encoding="UTF-8")
+    end = document.rindex(b"</")
+    return [document[:end], padding, document[end:]]
+
+
+def request_with(data: bytes, encoding: str = "gzip") -> bytes:
+    """A valid request whose one payload carries ``data`` (already gzip-compressed for ``gzip``) as base64."""
+    root = build_request(encoding=encoding)
+    find(root, "itk:payloads/itk:payload").text = base64.b64encode(data).decode()
+    return to_bytes(root)
+
+
+def validate(raw: bytes) -> ItkMessage:
+    return validate_request(parse_request(raw, DEFAULT), DEFAULT, AllowList(DEFAULT))
+
+
+def refusal(raw: bytes, seconds: float = 2.0) -> str:
+    """The D1 fault's diagnostic for ``raw``, which must come within ``seconds``."""
+    with pytest.raises(ItkFault) as caught:
+        within(seconds, lambda: validate(raw))
+    fault = caught.value
+    assert (fault.rule, fault.error_code, fault.text) == ("D1", 1000, "Payload could not be decoded")
+    return str(fault.diagnostic)
+
+
+# -- bombs ----------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def element_bomb() -> bytes:
+    """The issue's 65 KB request: base64 + gzip of a CDA with 12 million empty elements."""
+    raw = request_with(gzip_stream(padded_cda(b"<a/>"), 12_000_000))
+    assert len(raw) < 80_000
+    return raw
+
+
+def test_gzip_bomb_of_empty_elements_is_refused_fast(element_bomb: bytes) -> None:
+    started = time.perf_counter()
+    diagnostic = refusal(element_bomb)
+    assert time.perf_counter() - started < 1.0
+    assert "limit of 100 times its compressed size" in diagnostic
+
+
+def test_valid_cda_padded_with_millions_of_comments_is_refused() -> None:
+    raw = request_with(gzip_stream(padded_cda(b"<!---->"), 6_000_000))
+    assert "limit" in refusal(raw)
+
+
+@pytest.mark.parametrize("padding", [b"<!---->", b"<?p?>", b"<a/>"])
+def test_nodes_are_counted_within_the_inflate_limits(padding: bytes) -> None:
+    """Under the ratio floor, a payload of comments, processing instructions or elements meets the node limit."""
+    data = gzip_stream(padded_cda(padding), payloads.MAX_NODES + 1000)
+    assert len(gzip.decompress(data)) < payloads.INFLATE_RATIO_FLOOR
+    assert f"exceeds the limit of {payloads.MAX_NODES} XML nodes" in refusal(request_with(data))
+
+
+def test_uncompressed_base64_payload_meets_the_node_limit() -> None:
+    data = b"".join(padded_cda(b"<!---->" * (payloads.MAX_NODES + 10)))
+    assert f"limit of {payloads.MAX_NODES} XML nodes" in refusal(request_with(data, "base64"))
+
+
+def test_a_payload_just_under_the_node_limit_is_accepted() -> None:
+    document_nodes = sum(1 for _ in clinical_document().iter())
+    data = gzip_stream(padded_cda(b"<!---->"), payloads.MAX_NODES - document_nodes)
+    message = within(5, lambda: validate(request_with(data)))
+    assert etree.QName(message.selected).localname == "ClinicalDocument"
+
+
+def test_depth_is_limited() -> None:
+    deep = b"<a>" * (payloads.MAX_DEPTH + 1) + b"</a>" * (payloads.MAX_DEPTH + 1)
+    assert str(payloads.MAX_DEPTH) in refusal(request_with(gzip.compress(deep)))
+
+
+# -- gzip framing ---------------------------------------------------------------------------------------------------
+
+
+def test_truncated_gzip_is_refused() -> None:
+    data = gzip.compress(b"".join(padded_cda()))
+    assert "truncated" in refusal(request_with(data[: len(data) // 2]))
+    assert "truncated" in refusal(request_with(data[:-4]))  # only the length trailer missing
+
+
+def test_a_second_gzip_member_is_refused() -> None:
+    data = gzip.compress(b"".join(padded_cda()))
+    assert "data follows the end" in refusal(request_with(data + gzip.compress(b"<x/>")))
+    assert "data follows the end" in refusal(request_with(data + b"\0"))
+
+
+# -- byte limits (small limits, so the tests stay fast) -------------------------------------------------------------
+
+
+def envelope_of(*datas: bytes, encoding: str = "gzip") -> etree._Element:
+    root = build_request(documents=[clinical_document() for _ in datas], encoding=encoding)
+    for payload, data in zip(root.iter("{urn:nhs-itk:ns:201005}payload"), datas, strict=True):
+        payload.text = base64.b64encode(data).decode()
+    return find(root, "soap:Body/itk:DistributionEnvelope")
+
+
+def test_ratio_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(payloads, "INFLATE_RATIO_FLOOR", 10_000)
+    document = b"".join(padded_cda(b"<!--" + b"x" * 20_000 + b"-->"))
+    data = gzip.compress(document)
+    monkeypatch.setattr(payloads, "MAX_INFLATE_RATIO", len(document) // len(data) + 1)
+    assert payloads.clinical_documents(envelope_of(data))  # just under
+    monkeypatch.setattr(payloads, "MAX_INFLATE_RATIO", len(document) // len(data) - 1)
+    with pytest.raises(payloads.PayloadLimitError, match="times its compressed size"):
+        payloads.clinical_documents(envelope_of(data))
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_decoded_size_limit(monkeypatch: pytest.MonkeyPatch, compress: bool) -> None:
+    document = b"".join(padded_cda())
+    monkeypatch.setattr(payloads, "MAX_DECODED_BYTES", len(document))
+    data, encoding = (gzip.compress(document), "gzip") if compress else (document, "base64")
+    assert payloads.clinical_documents(envelope_of(data, encoding=encoding))  # exactly at the limit
+    monkeypatch.setattr(payloads, "MAX_DECODED_BYTES", len(document) - 1)
+    with pytest.raises(payloads.PayloadLimitError, match=f"limit of {len(document) - 1} bytes"):
+        payloads.clinical_documents(envelope_of(data, encoding=encoding))
+
+
+def test_request_limits_hold_across_payloads(monkeypatch: pytest.MonkeyPatch) -> None:
+    document = b"".join(padded_cda())
+    data = gzip.compress(document)
+    monkeypatch.setattr(payloads, "MAX_REQUEST_DECODED_BYTES", 2 * len(document))
+    assert len(payloads.clinical_documents(envelope_of(data, data))) == 2
+    with pytest.raises(payloads.PayloadLimitError, match="decoded bytes per request"):
+        payloads.clinical_documents(envelope_of(data, data, data))
+    monkeypatch.undo()
+    nodes = sum(1 for _ in etree.fromstring(document).iter())
+    monkeypatch.setattr(payloads, "MAX_REQUEST_NODES", 2 * nodes)
+    assert len(payloads.clinical_documents(envelope_of(data, data))) == 2
+    with pytest.raises(payloads.PayloadLimitError, match="XML nodes per request"):
+        payloads.clinical_documents(envelope_of(data, data, data))
+
+
+def test_a_plain_request_meets_the_request_node_limit() -> None:
+    raw = b"<a>" + b"<!---->" * (payloads.MAX_REQUEST_NODES + 1) + b"</a>"
+    with pytest.raises(TooManyNodes):
+        within(2, lambda: parse_xml(raw, max_nodes=payloads.MAX_REQUEST_NODES))
+    with pytest.raises(ItkFault) as caught:
+        within(2, lambda: parse_request(raw, DEFAULT))
+    assert caught.value.rule == "A2"
+    assert f"more than {payloads.MAX_REQUEST_NODES} XML nodes" in str(caught.value.diagnostic)
+
+
+# -- the same path in conversion, the console and for the Pathways attachment ---------------------------------------
+
+
+def test_conversion_and_console_use_the_bounded_path(element_bomb: bytes) -> None:
+    with pytest.raises(ConversionError, match="limit"):
+        within(2, lambda: convert(element_bomb))
+    document = within(2, lambda: readable_document(element_bomb))
+    assert document.problem is not None and "limit" in document.problem
+
+
+def test_conversion_and_console_refuse_truncated_gzip() -> None:
+    data = gzip.compress(b"".join(padded_cda()))
+    raw = request_with(data[:-4])
+    with pytest.raises(ConversionError, match="truncated"):
+        convert(raw)
+    assert "truncated" in str(readable_document(raw).problem)
+
+
+def comment_bomb_case() -> str:
+    case = b'<PathwaysCase xmlns="http://www.nhspathways.org/webservices/pathways/pathwaysCase">'
+    return base64.b64encode(case + b"<!---->" * (payloads.MAX_NODES + 1) + b"</PathwaysCase>").decode()
+
+
+def test_pathways_attachment_is_held_to_the_node_limit() -> None:
+    assert questionnaire.MAX_CASE_NODES == payloads.MAX_NODES
+    with pytest.raises(payloads.PayloadLimitError, match="attachment exceeds the limit"):
+        within(2, lambda: payloads.decode_attachment(comment_bomb_case()))
+    document = clinical_document(pathways_base64=comment_bomb_case())
+    assert within(2, lambda: questionnaire.read_pathways_case(document)) is None
+
+
+def test_d6_warns_about_an_attachment_over_the_limits() -> None:
+    settings = Settings(schema_dir=str(require_shared("schemas")))
+    raw = to_bytes(build_request(documents=[clinical_document(pathways_base64=comment_bomb_case())]))
+    message = within(5, lambda: validate_request(parse_request(raw, settings), settings, AllowList(settings)))
+    assert any("Pathways attachment refused" in warning and "limit" in warning for warning in message.warnings)
