@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urljoin
 
 import pytest
 import requests
@@ -479,27 +480,36 @@ def test_health_check(server: RunningServer) -> None:
     assert response.json() == {"status": "ok"}
 
 
-def test_wsdl_is_served_for_the_url_the_client_used(server: RunningServer) -> None:
+def test_wsdl_is_addressed_to_the_configured_endpoint_url(server: RunningServer) -> None:
     for query in ("wsdl", "WSDL"):
-        response = requests.get(f"{server.report_url}?{query}", timeout=10)
+        wsdl_url = f"{server.report_url}?{query}"
+        response = requests.get(wsdl_url, timeout=10)
         assert response.status_code == 200
         assert response.headers["Content-Type"].startswith("text/xml")
         wsdl = etree.fromstring(response.content)
         location = wsdl.find(".//{http://schemas.xmlsoap.org/wsdl/soap/}address").get("location")
-        assert location == server.report_url
+        assert location == "http://localhost:8080/report"  # the first PEM111_SOAP_SEND_TO, by default
+        # Schema references are relative: they resolve against wherever the WSDL was fetched from.
         includes = [e.get("schemaLocation") for e in wsdl.iter("{http://www.w3.org/2001/XMLSchema}include")]
-        assert includes == [
-            f"{server.report_url}?xsd=itk-distribution-envelope.xsd",
-            f"{server.report_url}?xsd=itk-message-types.xsd",
-        ]
+        assert includes == ["?xsd=itk-distribution-envelope.xsd", "?xsd=itk-message-types.xsd"]
         for include in includes:
-            schema = requests.get(include, timeout=10)
+            assert urljoin(wsdl_url, include) == f"{server.report_url}{include}"
+            schema = requests.get(urljoin(wsdl_url, include), timeout=10)
             assert schema.status_code == 200
             etree.XMLSchema(etree.fromstring(schema.content))
 
-    proxied = requests.get(f"{server.report_url}?wsdl", headers={"Host": "itk.example.test:8443"}, timeout=10)
-    proxied_location = etree.fromstring(proxied.content).find(".//{http://schemas.xmlsoap.org/wsdl/soap/}address")
-    assert proxied_location.get("location") == "http://itk.example.test:8443/report"
+
+def test_wsdl_never_echoes_the_host_header(server: RunningServer, strict_server: RunningServer) -> None:
+    plain = requests.get(f"{server.report_url}?wsdl", timeout=10).content
+    for host in ("evil.example", "itk.example.test:8443"):
+        forged = requests.get(f"{server.report_url}?wsdl", headers={"Host": host}, timeout=10)
+        assert forged.status_code == 200 and forged.content == plain
+        schema = requests.get(f"{server.report_url}?xsd=itk-message-types.xsd", headers={"Host": host}, timeout=10)
+        assert host.encode() not in schema.content
+    configured = requests.get(f"{strict_server.report_url}?wsdl", headers={"Host": "evil.example"}, timeout=10)
+    location = etree.fromstring(configured.content).find(".//{http://schemas.xmlsoap.org/wsdl/soap/}address")
+    assert location.get("location") == strict_server.env["PEM111_SOAP_SEND_TO"]
+    assert b"evil.example" not in configured.content
 
 
 def test_only_the_wsdl_schemas_are_served(server: RunningServer) -> None:

@@ -23,7 +23,7 @@ import pytest
 import requests
 from itk_factory import RECIPIENT_DOS, RECIPIENT_ODS, build_request, new_id, to_bytes
 from lxml import etree
-from server_fixture import ClientTls, RunningServer, nhs111_command, start_server
+from server_fixture import ClientTls, RunningServer, free_port, nhs111_command, start_server
 from tls_certs import CLIENT_DN, UNLISTED_DN, KeyPair, TlsPki, make_tls_pki
 
 from adaptor.config import ConfigError, Settings
@@ -60,7 +60,14 @@ def as_client(pki: TlsPki, pair: KeyPair | None) -> ClientTls:
 
 @pytest.fixture(scope="module")
 def server(pki: TlsPki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    running = start_server(tmp_path_factory.mktemp("mtls"), tls=as_client(pki, pki.good), **tls_settings(pki))
+    port = free_port()
+    running = start_server(
+        tmp_path_factory.mktemp("mtls"),
+        port=port,
+        tls=as_client(pki, pki.good),
+        PEM111_SOAP_SEND_TO=f"https://itk.example.test:{port}/report",
+        **tls_settings(pki),
+    )
     yield running
     running.stop()
 
@@ -120,10 +127,10 @@ def test_a_good_client_is_served_over_mutual_tls(server: RunningServer, pki: Tls
     answer = etree.fromstring(response.content)
     assert answer.findtext(f".//{{{ITK}}}SimpleMessageResponse") == "OK"
     server.wait_for_status(message_id)
-    # The application knows it was reached over https: the WSDL gives the https address.
+    # The WSDL gives the configured (https) address.
     wsdl = requests.get(f"{server.report_url}?wsdl", timeout=10, **server.requests_kwargs)
     location = etree.fromstring(wsdl.content).find(".//{http://schemas.xmlsoap.org/wsdl/soap/}address")
-    assert location is not None and location.get("location") == f"https://127.0.0.1:{server.port}/report"
+    assert location is not None and location.get("location") == f"https://itk.example.test:{server.port}/report"
     assert f"listening on https://127.0.0.1:{server.port}/report" in server.log_text()
 
 
