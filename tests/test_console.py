@@ -21,7 +21,7 @@ from werkzeug.security import generate_password_hash
 from werkzeug.test import Client
 
 from adaptor.config import ConfigError, Settings
-from adaptor.console.auth import Credentials, Identity, LoginThrottle
+from adaptor.console.auth import Credentials, Identity, LoginThrottle, SignedOutSessions
 from adaptor.console.cda_text import narrative_lines, readable_document
 from adaptor.delivery.forwarders.folder import FolderForwarder
 from adaptor.delivery.outbox import OutboxWorker
@@ -260,6 +260,43 @@ def test_sign_out_ends_the_session(console: Console) -> None:
     assert response.status_code == 303 and response.headers["Location"] == "/console/login"
     assert client.get("/console/messages").status_code == 303
     assert "You are signed out." in client.get("/console/login").text
+
+
+def test_a_signed_out_session_cookie_replayed_is_refused(console: Console) -> None:
+    client = console.client
+    csrf = sign_in(client)
+    stolen = client.get_cookie("nhs111_console", path="/console")
+    assert stolen is not None
+    assert client.post("/console/logout", data={"csrf_token": csrf}).status_code == 303
+
+    replaying = console.client
+    replaying.set_cookie("nhs111_console", stolen.value, path="/console")
+    response = replaying.get("/console/messages")
+    assert response.status_code == 303 and response.headers["Location"] == "/console/login"
+    # The same user's other sessions are not affected; a new sign-in works.
+    other = console.client
+    sign_in(other)
+    assert other.get("/console/messages").status_code == 200
+
+
+def test_a_session_from_before_revocation_has_no_id_and_is_refused(console: Console) -> None:
+    client = console.client
+    sign_in(client)
+    assert client.get("/console/messages").status_code == 200
+    with client.session_transaction("/console/messages") as session:
+        del session["sid"]
+    assert client.get("/console/messages").status_code == 303
+
+
+def test_signed_out_sessions_are_forgotten_once_they_would_have_expired() -> None:
+    signed_out = SignedOutSessions()
+    signed_out.revoke("a", time.time() + 60)
+    signed_out.revoke("gone", time.time() - 1)  # expired already: nothing to remember
+    assert "a" in signed_out and "gone" not in signed_out
+    signed_out.revoke("b", time.time() + 0.05)
+    time.sleep(0.1)
+    signed_out.revoke("c", time.time() + 60)  # each revocation drops the expired ones
+    assert "b" not in signed_out._until and {"a", "c"} <= set(signed_out._until)
 
 
 def test_sessions_expire(console: Console) -> None:

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import re
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urljoin
 
 import pytest
 import requests
@@ -30,6 +34,7 @@ from adaptor.accept import ReceiverService
 from adaptor.config import Settings
 from adaptor.delivery.forwarders.folder import FolderForwarder
 from adaptor.delivery.outbox import OutboxWorker
+from adaptor.http import server as server_module
 from adaptor.http.app import create_app
 from adaptor.itk import rules as itk
 from adaptor.itk.allowlist import AllowList
@@ -479,27 +484,36 @@ def test_health_check(server: RunningServer) -> None:
     assert response.json() == {"status": "ok"}
 
 
-def test_wsdl_is_served_for_the_url_the_client_used(server: RunningServer) -> None:
+def test_wsdl_is_addressed_to_the_configured_endpoint_url(server: RunningServer) -> None:
     for query in ("wsdl", "WSDL"):
-        response = requests.get(f"{server.report_url}?{query}", timeout=10)
+        wsdl_url = f"{server.report_url}?{query}"
+        response = requests.get(wsdl_url, timeout=10)
         assert response.status_code == 200
         assert response.headers["Content-Type"].startswith("text/xml")
         wsdl = etree.fromstring(response.content)
         location = wsdl.find(".//{http://schemas.xmlsoap.org/wsdl/soap/}address").get("location")
-        assert location == server.report_url
+        assert location == "http://localhost:8080/report"  # the first PEM111_SOAP_SEND_TO, by default
+        # Schema references are relative: they resolve against wherever the WSDL was fetched from.
         includes = [e.get("schemaLocation") for e in wsdl.iter("{http://www.w3.org/2001/XMLSchema}include")]
-        assert includes == [
-            f"{server.report_url}?xsd=itk-distribution-envelope.xsd",
-            f"{server.report_url}?xsd=itk-message-types.xsd",
-        ]
+        assert includes == ["?xsd=itk-distribution-envelope.xsd", "?xsd=itk-message-types.xsd"]
         for include in includes:
-            schema = requests.get(include, timeout=10)
+            assert urljoin(wsdl_url, include) == f"{server.report_url}{include}"
+            schema = requests.get(urljoin(wsdl_url, include), timeout=10)
             assert schema.status_code == 200
             etree.XMLSchema(etree.fromstring(schema.content))
 
-    proxied = requests.get(f"{server.report_url}?wsdl", headers={"Host": "itk.example.test:8443"}, timeout=10)
-    proxied_location = etree.fromstring(proxied.content).find(".//{http://schemas.xmlsoap.org/wsdl/soap/}address")
-    assert proxied_location.get("location") == "http://itk.example.test:8443/report"
+
+def test_wsdl_never_echoes_the_host_header(server: RunningServer, strict_server: RunningServer) -> None:
+    plain = requests.get(f"{server.report_url}?wsdl", timeout=10).content
+    for host in ("evil.example", "itk.example.test:8443"):
+        forged = requests.get(f"{server.report_url}?wsdl", headers={"Host": host}, timeout=10)
+        assert forged.status_code == 200 and forged.content == plain
+        schema = requests.get(f"{server.report_url}?xsd=itk-message-types.xsd", headers={"Host": host}, timeout=10)
+        assert host.encode() not in schema.content
+    configured = requests.get(f"{strict_server.report_url}?wsdl", headers={"Host": "evil.example"}, timeout=10)
+    location = etree.fromstring(configured.content).find(".//{http://schemas.xmlsoap.org/wsdl/soap/}address")
+    assert location.get("location") == strict_server.env["PEM111_SOAP_SEND_TO"]
+    assert b"evil.example" not in configured.content
 
 
 def test_only_the_wsdl_schemas_are_served(server: RunningServer) -> None:
@@ -1130,3 +1144,86 @@ def test_clean_shutdown_and_one_allow_list_warning(tmp_path: Path) -> None:
     assert log.count("no addressing allow-list is configured") == 1
     assert f"listening on http://127.0.0.1:{running.port}/report" in log
     assert "received SIGTERM" in log and json.loads(log.splitlines()[-1])["event"] == "stopped"
+
+
+# == a client that stalls mid-body ===============================================================================
+
+
+class _StallingBody:
+    """A request body that times out as the server's socket would when the client stops sending."""
+
+    def read(self, size: int = -1) -> bytes:
+        raise TimeoutError("timed out")
+
+
+def _assert_logged_as_a_client_timeout(caplog: pytest.LogCaptureFixture) -> None:
+    [line] = [r for r in caplog.records if r.getMessage().startswith("client timeout")]
+    assert line.levelno == logging.WARNING and line.name == "adaptor.web"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    [answered] = [r for r in caplog.records if r.getMessage() == "request answered"]
+    assert answered.status == 408 and answered.outcome == "refused"  # type: ignore[attr-defined]
+
+
+def test_a_body_that_times_out_is_a_408_not_a_2200(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    settings = Settings(itk_ods_code_list=corpus_addresses().ods_codes, data_dir=str(tmp_path), delivery_workers=0)
+    app = create_app(settings, forwarder=FolderForwarder(tmp_path / "outbox"))
+    envelope, _ = fresh_request()
+    body = to_bytes(envelope)
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/report",
+        "CONTENT_TYPE": "text/xml; charset=utf-8",
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": _StallingBody(),
+    }
+    statuses: list[str] = []
+    try:
+        answer = b"".join(app(environ, lambda status, headers, exc_info=None: statuses.append(status)))
+        assert statuses == ["408 Request Timeout"] and answer == b"The request body did not arrive in time\n"
+        assert app.components.store.count_rejections() == 0  # no fault recorded
+        assert 'error_code="2200"' not in app.metrics.exposition().decode()
+    finally:
+        app.close()
+    _assert_logged_as_a_client_timeout(caplog)
+
+
+def test_a_client_that_stalls_mid_body_gets_a_408(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    settings = Settings(
+        host="127.0.0.1",
+        port=0,
+        itk_ods_code_list=corpus_addresses().ods_codes,
+        data_dir=str(tmp_path),
+        delivery_workers=0,
+    )
+    app = create_app(settings, forwarder=FolderForwarder(tmp_path / "outbox"))
+    http_server = server_module._http_server(settings, app, None)
+    http_server.timeout = 1  # the server's socket timeout, shortened from CONNECTION_TIMEOUT_SECONDS
+    http_server.prepare()
+    serving = threading.Thread(target=http_server.serve, daemon=True)
+    serving.start()
+    envelope, _ = fresh_request()
+    body = to_bytes(envelope)
+    try:
+        host, port = http_server.bind_addr
+        with socket.create_connection((host, port), timeout=10) as client:
+            head = (
+                f"POST /report HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: text/xml; charset=utf-8\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            )
+            client.sendall(head.encode("ascii") + body[: len(body) // 2])  # then nothing more
+            started = time.monotonic()
+            answer = b""
+            while chunk := client.recv(65536):
+                answer += chunk
+            waited = time.monotonic() - started
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+        assert waited < 5
+        assert app.components.store.count_rejections() == 0
+        assert 'error_code="2200"' not in app.metrics.exposition().decode()
+    finally:
+        http_server.stop()
+        serving.join(10)
+        app.close()
+    _assert_logged_as_a_client_timeout(caplog)

@@ -20,7 +20,7 @@ from lxml import etree
 from server_fixture import RunningServer, start_server
 
 from adaptor.config import ConfigError, Settings
-from adaptor.ops.logs import JsonFormatter, QueryStringRedactor, TextFormatter, configure_logging
+from adaptor.ops.logs import JsonFormatter, QueryStringRedactor, TextFormatter, configure_logging, escape_control
 from adaptor.samples import addressed_codes, build_scenario, scenario
 from adaptor.store import Status
 
@@ -67,6 +67,48 @@ def test_text_lines_append_the_fields() -> None:
     formatter = TextFormatter()
     line = formatter.format(record("message delivered", record_id="r-1", target="dir:/var/out box", attempt=2))
     assert line.endswith(' INFO adaptor.test message delivered record_id=r-1 target="dir:/var/out box" attempt=2')
+
+
+def test_text_lines_escape_control_characters_in_the_event_and_every_field() -> None:
+    forged = "M-1\n2025-03-01 09:30:12,345 INFO adaptor.service message accepted"
+    formatter = TextFormatter()
+    in_event = logging.LogRecord("adaptor.test", logging.INFO, __file__, 1, "refused %s", (forged,), None)
+    line = formatter.format(in_event)
+    assert "\n" not in line
+    assert line.endswith(" refused M-1\\n2025-03-01 09:30:12,345 INFO adaptor.service message accepted")
+    made = record("refused", message_id=forged, tracking_id="T\x1b[2J\u2028\u2029\x85", interaction="a\x7fb\x1b")
+    made.ods_code = ["X1", "Y\u202e2"]
+    line = formatter.format(made)
+    assert line.isprintable() and line.isascii(), line
+    assert line.endswith(
+        ' refused message_id="M-1\\n2025-03-01 09:30:12,345 INFO adaptor.service message accepted"'
+        ' tracking_id="T\\u001b[2J\\u2028\\u2029\\u0085" interaction=a\\x7fb\\x1b ods_code=X1,Y\\u202e2'
+    )
+
+
+def test_text_tracebacks_follow_indented_and_cannot_forge_a_line() -> None:
+    try:
+        raise ValueError("bad\n2025-03-01 09:30:12,345 INFO adaptor.service forged\x1b[0m")
+    except ValueError:
+        failing = logging.LogRecord("adaptor.test", logging.ERROR, __file__, 1, "failed", None, sys.exc_info())
+    first, *rest = TextFormatter().format(failing).split("\n")
+    assert first.endswith(" ERROR adaptor.test failed") and rest
+    assert all(line.startswith("    ") and line.isprintable() for line in rest), rest
+    assert failing.exc_text is None  # nothing cached on the record for other handlers
+
+
+def test_escape_control() -> None:
+    assert escape_control("plain text, Zoë's café \\n") == "plain text, Zoë's café \\n"
+    assert escape_control("a\nb\rc\td\x00e\x1bf\x9fg\u2028h\u2029i\u2066j") == (
+        "a\\nb\\rc\\td\\x00e\\x1bf\\x9fg\\u2028h\\u2029i\\u2066j"
+    )
+
+
+def test_json_lines_escape_control_characters_through_json() -> None:
+    value = "M-1\n\r\x1b\x85\u2028\u2029\u202e"
+    line = JsonFormatter().format(record("refused", message_id=value))
+    assert line.isascii() and line.isprintable()
+    assert json.loads(line)["message_id"] == value
 
 
 def test_query_strings_are_cut_from_the_http_servers_lines() -> None:

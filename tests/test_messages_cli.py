@@ -119,6 +119,25 @@ def test_list_filters(filled: Filled) -> None:
     assert run(filled, "messages", "list", "--limit", "1").stderr.strip() == "1 of 3 message(s)"
 
 
+def test_list_and_show_escape_control_characters(filled: Filled, tmp_path: Path) -> None:
+    settings = Settings(data_dir=filled.env["PEM111_DATA_DIR"], itk_ods_code_list=(RECIPIENT_ODS,))
+    service = ReceiverService(settings, filled.store, FolderForwarder(tmp_path / "x"))
+    crafted = "M-1\r\n2099-01-01T00:00:00Z\tdelivered\t1\tforged\x85\u2028\u202e"  # all that XML can carry
+    _accept(settings, service, message_id=crafted)
+
+    listed = run(filled, "messages", "list")
+    assert listed.exit_code == 0, listed.output
+    rows = [line.split("\t") for line in listed.stdout.splitlines()]
+    assert len(rows) == 4 and all(len(row) == 7 for row in rows)
+    assert rows[0][3] == "M-1\\r\\n2099-01-01T00:00:00Z\\tdelivered\\t1\\tforged\\x85\\u2028\\u202e"
+    assert all(line.replace("\t", " ").isprintable() for line in listed.stdout.split("\n"))
+
+    shown = run(filled, "messages", "show", crafted)
+    assert shown.exit_code == 0, shown.output
+    assert f"MessageID:     {rows[0][3]}\n" in shown.stdout
+    assert all(line.isprintable() for line in shown.stdout.split("\n"))
+
+
 def test_list_errors_are_one_line(filled: Filled) -> None:
     one_line_error(run(filled, "messages", "list", "--since", "yesterday"), "--since 'yesterday'")
     one_line_error(run(filled, "messages", "list", "--since", "2024-13-45"), "--since")

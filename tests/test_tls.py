@@ -23,7 +23,7 @@ import pytest
 import requests
 from itk_factory import RECIPIENT_DOS, RECIPIENT_ODS, build_request, new_id, to_bytes
 from lxml import etree
-from server_fixture import ClientTls, RunningServer, nhs111_command, start_server
+from server_fixture import ClientTls, RunningServer, free_port, nhs111_command, start_server
 from tls_certs import CLIENT_DN, UNLISTED_DN, KeyPair, TlsPki, make_tls_pki
 
 from adaptor.config import ConfigError, Settings
@@ -60,7 +60,14 @@ def as_client(pki: TlsPki, pair: KeyPair | None) -> ClientTls:
 
 @pytest.fixture(scope="module")
 def server(pki: TlsPki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    running = start_server(tmp_path_factory.mktemp("mtls"), tls=as_client(pki, pki.good), **tls_settings(pki))
+    port = free_port()
+    running = start_server(
+        tmp_path_factory.mktemp("mtls"),
+        port=port,
+        tls=as_client(pki, pki.good),
+        PEM111_SOAP_SEND_TO=f"https://itk.example.test:{port}/report",
+        **tls_settings(pki),
+    )
     yield running
     running.stop()
 
@@ -120,10 +127,10 @@ def test_a_good_client_is_served_over_mutual_tls(server: RunningServer, pki: Tls
     answer = etree.fromstring(response.content)
     assert answer.findtext(f".//{{{ITK}}}SimpleMessageResponse") == "OK"
     server.wait_for_status(message_id)
-    # The application knows it was reached over https: the WSDL gives the https address.
+    # The WSDL gives the configured (https) address.
     wsdl = requests.get(f"{server.report_url}?wsdl", timeout=10, **server.requests_kwargs)
     location = etree.fromstring(wsdl.content).find(".//{http://schemas.xmlsoap.org/wsdl/soap/}address")
-    assert location is not None and location.get("location") == f"https://127.0.0.1:{server.port}/report"
+    assert location is not None and location.get("location") == f"https://itk.example.test:{server.port}/report"
     assert f"listening on https://127.0.0.1:{server.port}/report" in server.log_text()
 
 
@@ -425,7 +432,8 @@ def _peercert(*rdns: tuple[tuple[str, str], ...]) -> dict[str, object]:
     return {"subject": rdns}
 
 
-GOOD = _peercert((("countryName", "GB"),), (("organizationName", "NHS111 adaptor tests"),), (("commonName", "good"),))
+GOOD_RDNS = ((("countryName", "GB"),), (("organizationName", "NHS111 adaptor tests"),), (("commonName", "good"),))
+GOOD = _peercert(*GOOD_RDNS)
 
 
 def test_subjects_as_common_names_and_as_rfc_4514_names() -> None:
@@ -453,6 +461,33 @@ def test_rfc_4514_escapes_and_multi_valued_rdns() -> None:
         written,
         "other",
     )
+
+
+def test_a_common_name_entry_matches_only_a_subject_with_that_one_cn() -> None:
+    by_cn = SubjectAllowList.parse(["good"])
+    two_rdns = _peercert(*GOOD_RDNS, (("commonName", "someone else"),))
+    multi_valued = _peercert((("countryName", "GB"),), (("commonName", "good"), ("commonName", "other")))
+    twice = _peercert((("commonName", "good"),), (("commonName", "good"),))
+    no_cn = _peercert((("countryName", "GB"),), (("organizationName", "good"),))
+    assert by_cn.allows(GOOD)
+    for subject in (two_rdns, multi_valued, twice, no_cn):
+        assert not by_cn.allows(subject), format_subject(subject)
+    # Either CN alone on the list does not admit the certificate that has both.
+    assert not SubjectAllowList.parse(["good", "someone else"]).allows(two_rdns)
+
+
+def test_a_full_name_entry_compares_every_attribute() -> None:
+    by_dn = SubjectAllowList.parse(["CN=good,O=NHS111 adaptor tests,C=GB"])
+    extra_rdn = _peercert(*GOOD_RDNS, (("organizationalUnitName", "x"),))
+    extra_in_rdn = _peercert(*GOOD_RDNS[:2], (("commonName", "good"), ("userId", "u")))
+    missing = _peercert((("organizationName", "NHS111 adaptor tests"),), (("commonName", "good"),))
+    assert by_dn.allows(GOOD)
+    for subject in (extra_rdn, extra_in_rdn, missing):
+        assert not by_dn.allows(subject), format_subject(subject)
+    # A repeated attribute in a multi-valued RDN counts: "CN=a+CN=a" is not "CN=a".
+    repeated = _peercert((("commonName", "a"), ("commonName", "a")))
+    assert not SubjectAllowList.parse(["CN=a"]).allows(repeated)
+    assert SubjectAllowList.parse(["CN=a+CN=a"]).allows(repeated)
 
 
 @pytest.mark.parametrize("text", ["CN=a,O", "=a", "C N=a", "CN=a\\q", "CN=#0403", 'CN=a"b', "CN=\\ff"])

@@ -11,7 +11,7 @@ import pytest
 import zeep
 import zeep.exceptions
 from lxml import etree
-from server_fixture import RunningServer, require_corpus, start_server
+from server_fixture import RunningServer, free_port, require_corpus, start_server
 from waiting import wait_until
 from zeep.plugins import HistoryPlugin, Plugin
 from zeep.wsa import WsAddressingPlugin
@@ -26,7 +26,11 @@ SOAP_ACTION = "urn:nhs-itk:services:201005:SendNHS111Report-v2-0"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    running = start_server(tmp_path_factory.mktemp("zeep"))
+    # The WSDL's address is the configured endpoint URL; zeep posts to it.
+    port = free_port()
+    running = start_server(
+        tmp_path_factory.mktemp("zeep"), port=port, PEM111_SOAP_SEND_TO=f"http://127.0.0.1:{port}/report"
+    )
     yield running
     running.stop()
 

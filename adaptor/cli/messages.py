@@ -2,7 +2,9 @@
 
 ``messages`` reads the store named by ``PEM111_DATABASE_URL`` / ``PEM111_DATA_DIR``, the same one the servers
 and workers use; it never changes anything (``nhs111 replay`` does that). Errors are one line with exit status 2,
-never a traceback.
+never a traceback. Text from requests and targets (MessageIDs, trackingids, error texts) is printed with its
+control characters escaped (:func:`adaptor.ops.logs.escape_control`): one row or field per line, and nothing that
+drives the terminal.
 
 Both groups are standalone :class:`click.Group` objects; :mod:`adaptor.cli` adds them to the ``nhs111`` group.
 """
@@ -18,6 +20,7 @@ import click
 
 from adaptor.cli.support import configured_store, fail
 from adaptor.itk.wire import as_utc, interaction_name
+from adaptor.ops.logs import escape_control
 from adaptor.store import DeliveryAttempt, MessageQuery, Status, StoredMessage
 
 _DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
@@ -79,19 +82,16 @@ def list_messages(statuses: tuple[str, ...], since: str | None, tracking_id: str
         rows = store.list_messages(where=where, limit=limit)
         total = store.count_messages(where)
     for row in rows:
-        click.echo(
-            "\t".join(
-                [
-                    _when(row.received_at),
-                    row.status.value,
-                    str(row.attempts),
-                    row.message_id,
-                    row.tracking_id,
-                    interaction_name(row.interaction),
-                    row.id,
-                ]
-            )
-        )
+        cells = [
+            _when(row.received_at),
+            row.status.value,
+            str(row.attempts),
+            row.message_id,
+            row.tracking_id,
+            interaction_name(row.interaction),
+            row.id,
+        ]
+        click.echo("\t".join(map(escape_control, cells)))
     shown = f"{len(rows)} of {total}" if total > len(rows) else str(total)
     click.echo(f"{shown} message(s)", err=True)
 
@@ -119,7 +119,7 @@ def show(key: str, what: str | None) -> None:
             return
         histories = {m.id: store.delivery_history(m.id) for m in found}
     if len(found) > 1:
-        click.echo(f"MessageID {key} names {len(found)} stored messages, oldest first.\n")
+        click.echo(f"MessageID {escape_control(key)} names {len(found)} stored messages, oldest first.\n")
     for index, message in enumerate(found):
         if index:
             click.echo()
@@ -167,14 +167,14 @@ def _print_details(message: StoredMessage, history: list[DeliveryAttempt]) -> No
     fields.append(("Bundle", "stored" if message.bundle is not None else "not converted yet"))
     width = max(len(name) for name, _ in fields)
     for name, value in fields:
-        click.echo(f"{name + ':':<{width + 1}} {value}")
+        click.echo(f"{name + ':':<{width + 1}} {escape_control(value)}")
     click.echo(f"Delivery attempts ({len(history)}):")
     for attempt in history:
         outcome = attempt.outcome.value if attempt.outcome is not None else "in progress"
         line = f"  {_when(attempt.started_at)}  {outcome:<17} {attempt.target}  ({attempt.owner})"
-        click.echo(line)
+        click.echo(escape_control(line))
         if attempt.error:
-            click.echo(f"    error: {attempt.error}")
+            click.echo(f"    error: {escape_control(attempt.error)}")
 
 
 @click.group("console", context_settings={"help_option_names": ["-h", "--help"]})

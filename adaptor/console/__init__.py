@@ -24,7 +24,7 @@ from flask.sessions import SecureCookieSessionInterface
 
 from adaptor.config import Settings
 from adaptor.console.access import URL_PREFIX
-from adaptor.console.auth import Credentials, LoginThrottle
+from adaptor.console.auth import Credentials, LoginThrottle, SignedOutSessions
 from adaptor.console.state import ConsoleState
 from adaptor.console.views import blueprint
 from adaptor.store import MessageStore
@@ -74,7 +74,12 @@ def install_console(app: Flask, settings: Settings, *, store: MessageStore, wake
     )
     app.session_interface = _ConsoleSessionInterface(settings.console_secure_cookie)
     ConsoleState(
-        settings, store=store, wake=wake, credentials=Credentials(settings, secret_key), throttle=LoginThrottle()
+        settings,
+        store=store,
+        wake=wake,
+        credentials=Credentials(settings, secret_key),
+        throttle=LoginThrottle(),
+        signed_out=SignedOutSessions(),
     ).attach(app)
     app.register_blueprint(blueprint)
     users = len(settings.console_users)

@@ -21,7 +21,14 @@ from flask import Blueprint, Response, flash, g, redirect, render_template, requ
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse
 
-from adaptor.console.auth import Identity, bearer_token, csrf_matches, new_csrf_token, same_origin
+from adaptor.console.auth import (
+    Identity,
+    bearer_token,
+    csrf_matches,
+    new_csrf_token,
+    new_session_id,
+    same_origin,
+)
 from adaptor.console.state import console_state
 from adaptor.itk.faults import log_internal_error
 from adaptor.itk.wire import interaction_name
@@ -50,6 +57,9 @@ STATUS_LABELS = {
 }
 
 _LOGIN_ERROR = "The user name or password is not right."
+#: The session keys a sign-in sets (besides the CSRF token, which a signed-out session keeps for the login form).
+_SIGN_IN_KEYS = ("user", "kind", "fp", "at", "sid")
+
 #: What :func:`signed_in_user` says when nobody is signed in.
 _NOBODY = "-"
 
@@ -113,15 +123,18 @@ def _authenticate_bearer(token: str) -> Response | None:
 
 def _session_identity() -> Identity | None:
     user, kind, fingerprint = session.get("user"), session.get("kind"), session.get("fp")
-    signed_in_at = session.get("at")
-    if not (isinstance(user, str) and isinstance(kind, str) and isinstance(fingerprint, str)):
+    signed_in_at, session_id = session.get("at"), session.get("sid")
+    # A session without an id (made before sign-outs were revoked on the server) is not accepted either.
+    if not (
+        isinstance(user, str) and isinstance(kind, str) and isinstance(fingerprint, str) and isinstance(session_id, str)
+    ):
         return None
     console = console_state()
     identity = Identity(user, kind)
     fresh = isinstance(signed_in_at, (int, float)) and 0 <= time.time() - signed_in_at < console.session_seconds
-    if fresh and console.credentials.still_valid(identity, fingerprint):
+    if fresh and session_id not in console.signed_out and console.credentials.still_valid(identity, fingerprint):
         return identity
-    for key in ("user", "kind", "fp", "at"):  # expired, or the credential changed: sign out
+    for key in _SIGN_IN_KEYS:  # expired, signed out, or the credential changed: sign out
         session.pop(key, None)
     return None
 
@@ -215,7 +228,7 @@ def login() -> BaseResponse | str:
     fingerprint = credentials.fingerprint(identity)
     # A new session on sign-in: nothing set before it (a planted cookie, say) carries over.
     session.clear()
-    session.update(user=identity.user, kind=identity.kind, fp=fingerprint, at=time.time())
+    session.update(user=identity.user, kind=identity.kind, fp=fingerprint, at=time.time(), sid=new_session_id())
     session["csrf"] = new_csrf_token()
     g.identity = identity
     log.info("console: %s signed in", identity.user)
@@ -225,6 +238,9 @@ def login() -> BaseResponse | str:
 @blueprint.post("/logout")
 def logout() -> BaseResponse:
     if g.identity is not None:
+        # Revoked on the server too: a copy of the cookie taken before is refused from now on.
+        console = console_state()
+        console.signed_out.revoke(session["sid"], session["at"] + console.session_seconds)
         log.info("console: %s signed out", g.identity.user)
     session.clear()
     flash("You are signed out.", "info")

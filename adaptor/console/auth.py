@@ -5,9 +5,12 @@ Credentials come from configuration only (:class:`Credentials`): users with werk
 carries a signed session cookie; a script sends the token as ``Authorization: Bearer <token>`` on each request.
 
 The session cookie is Flask's (signed, not encrypted) and holds no secret: the user name, when the sign-in
-happened, the CSRF token and a *fingerprint* of the credential used. The fingerprint ties the session to that
-credential, so changing a user's password hash, removing the user or rotating the token (and restarting) ends
-every session made with the old one, although nothing is kept on the server.
+happened, a random session id, the CSRF token and a *fingerprint* of the credential used. The fingerprint ties
+the session to that credential, so changing a user's password hash, removing the user or rotating the token
+(and restarting) ends every session made with the old one, although nothing is kept on the server.
+
+Signing out revokes the session id on the server (:class:`SignedOutSessions`), so that a copy of the cookie
+taken before is refused too; the signature alone would keep it valid until it expires.
 """
 
 from __future__ import annotations
@@ -126,6 +129,36 @@ class LoginThrottle:
         while failures and failures[0] <= now - self.window:
             failures.popleft()
         return failures
+
+
+class SignedOutSessions:
+    """The ids of the sessions signed out in this process, each kept until its session would have expired anyway.
+
+    In process memory, not in the store: a sign-out is known to the replica that served it, and is forgotten on
+    a restart. Nothing outlives a sign-in's lifetime, so the set is bounded by the sign-outs of one
+    ``PEM111_CONSOLE_SESSION_HOURS``, and only a signed-in operator can add to it. A table in the store would
+    make revocation hold across replicas and restarts at the price of a schema migration and a store query on
+    every console request; the README's console section says what this choice leaves open.
+    """
+
+    def __init__(self) -> None:
+        self._until: dict[str, float] = {}  # session id -> when its session expires (time.time())
+        self._lock = threading.Lock()
+
+    def revoke(self, session_id: str, expires_at: float) -> None:
+        now = time.time()
+        with self._lock:
+            self._until = {key: until for key, until in self._until.items() if until > now}
+            if expires_at > now:
+                self._until[session_id] = expires_at
+
+    def __contains__(self, session_id: object) -> bool:
+        with self._lock:
+            return session_id in self._until
+
+
+def new_session_id() -> str:
+    return secrets.token_urlsafe(18)
 
 
 def new_csrf_token() -> str:

@@ -2,9 +2,9 @@
 
 The console blueprint is a module-level object, registered on every application that serves the console (the
 tests create several in one process). So nothing that belongs to one application lives in module state: the
-settings, the store, the outbox's wake-up, the credentials and the sign-in throttle are gathered in a
-:class:`ConsoleState`, kept in that application's ``extensions`` by :func:`adaptor.console.install_console`,
-and read back during a request with :func:`console_state`.
+settings, the store, the outbox's wake-up, the credentials, the sign-in throttle and the signed-out sessions are
+gathered in a :class:`ConsoleState`, kept in that application's ``extensions`` by
+:func:`adaptor.console.install_console`, and read back during a request with :func:`console_state`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from flask import Flask, current_app
 
 from adaptor.config import Settings
-from adaptor.console.auth import Credentials, LoginThrottle
+from adaptor.console.auth import Credentials, LoginThrottle, SignedOutSessions
 from adaptor.store import MessageStore
 
 #: The key of :class:`ConsoleState` in ``Flask.extensions``.
@@ -24,7 +24,8 @@ EXTENSION_KEY = "nhs111_console"
 
 @dataclass(frozen=True)
 class ConsoleState:
-    """One application's console: what its pages read, who may sign in, and the failed sign-ins counted."""
+    """One application's console: what its pages read, who may sign in, the failed sign-ins counted and the
+    sessions signed out."""
 
     settings: Settings
     store: MessageStore
@@ -32,6 +33,7 @@ class ConsoleState:
     wake: Callable[[], None]
     credentials: Credentials
     throttle: LoginThrottle
+    signed_out: SignedOutSessions
 
     @property
     def session_seconds(self) -> float:

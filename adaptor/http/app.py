@@ -7,8 +7,9 @@ A small dispatcher in front decides by path and method (wire-contract.md section
   parameters; ``application/soap+xml`` and a missing Content-Type are passed on too, so the envelope
   namespace decides (SOAP 1.2 gets ``VersionMismatch``); any other type gets 415. A body larger than
   ``settings.max_request_bytes`` gets fault 1000 (rule A1) without being read.
-* Everything else is a small Flask application: ``GET <report path>?wsdl`` (the WSDL, addressed to the URL the
-  client used), ``GET <report path>?xsd=<file>`` (the schemas it includes), ``GET /healthz`` (liveness),
+* Everything else is a small Flask application: ``GET <report path>?wsdl`` (the WSDL, addressed to the
+  configured endpoint URL, :class:`ServiceDocuments`), ``GET <report path>?xsd=<file>`` (the schemas it
+  includes), ``GET /healthz`` (liveness),
   ``GET /readyz`` (readiness, :mod:`adaptor.ops.readiness`), ``GET /metrics`` (Prometheus, :mod:`adaptor.ops.metrics`),
   and the operator's console under ``/console`` when it is configured (:mod:`adaptor.console`); any other method
   on a report path gets 405 with ``Allow: POST``, unknown paths 404.
@@ -25,12 +26,10 @@ tests.
 
 from __future__ import annotations
 
-import copy
-import functools
 import io
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -73,44 +72,42 @@ WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
 class ServiceDocuments:
-    """The WSDL and the XSDs it includes, loaded once, served with their addresses rewritten per request.
+    """The WSDL and the XSDs it includes, loaded and addressed once.
+
+    The WSDL's ``soap:address`` is ``endpoint_url``, the configured endpoint URL (the first
+    ``PEM111_SOAP_SEND_TO``), never anything taken from the request: a Host header is the client's to choose, and
+    a WSDL that echoes it would send other clients of a cache or proxy wherever that client said. The schema
+    references are relative (``?xsd=<file>``): a client resolves them against the URL it fetched the WSDL from,
+    so the WSDL loads over whatever address reaches the adaptor, and no request header goes into it either.
 
     The files come from :func:`adaptor.itk.schemas.wsdl_dir`; only the ``.xsd`` files in that folder are served.
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, endpoint_url: str) -> None:
         parser = etree.XMLParser(resolve_entities=False, no_network=True, remove_blank_text=False)
-        self._wsdl = etree.parse(str(folder / WSDL_FILE), parser)
-        self._schemas = {path.name: etree.parse(str(path), parser) for path in sorted(folder.glob("*.xsd"))}
+        wsdl = etree.parse(str(folder / WSDL_FILE), parser)
+        schemas = {path.name: etree.parse(str(path), parser) for path in sorted(folder.glob("*.xsd"))}
+        for address in wsdl.getroot().iterfind(_SOAP_ADDRESS):
+            address.set("location", endpoint_url)
+        #: The WSDL, as served.
+        self.wsdl = self._serialised(wsdl, schemas)
+        self._schemas = {name: self._serialised(document, schemas) for name, document in schemas.items()}
 
     @property
     def schema_names(self) -> tuple[str, ...]:
         return tuple(self._schemas)
 
-    @functools.lru_cache(maxsize=32)  # noqa: B019 (one instance per application; the cache dies with it)
-    def wsdl(self, endpoint_url: str) -> bytes:
-        """The WSDL with ``soap:address`` = ``endpoint_url``, includes pointing at ``endpoint_url?xsd=``."""
-        document = copy.deepcopy(self._wsdl)
-        for address in document.getroot().iterfind(_SOAP_ADDRESS):
-            address.set("location", endpoint_url)
-        self._point_includes_at(document, endpoint_url)
-        return etree.tostring(document, xml_declaration=True, encoding="UTF-8")
+    def schema(self, name: str) -> bytes | None:
+        """The named XSD, as served, or ``None`` when there is no such file."""
+        return self._schemas.get(name)
 
-    @functools.lru_cache(maxsize=32)  # noqa: B019
-    def schema(self, name: str, endpoint_url: str) -> bytes | None:
-        """The named XSD (includes rewritten as in :meth:`wsdl`), or ``None`` when there is no such file."""
-        original = self._schemas.get(name)
-        if original is None:
-            return None
-        document = copy.deepcopy(original)
-        self._point_includes_at(document, endpoint_url)
-        return etree.tostring(document, xml_declaration=True, encoding="UTF-8")
-
-    def _point_includes_at(self, document: etree._ElementTree, endpoint_url: str) -> None:
+    @staticmethod
+    def _serialised(document: etree._ElementTree, schemas: Mapping[str, etree._ElementTree]) -> bytes:
         for reference in document.iter(*_SCHEMA_REFERENCES):
             location = reference.get("schemaLocation")
-            if location in self._schemas:
-                reference.set("schemaLocation", f"{endpoint_url}?xsd={location}")
+            if location in schemas:
+                reference.set("schemaLocation", f"?xsd={location}")
+        return etree.tostring(document, xml_declaration=True, encoding="UTF-8")
 
 
 def _create_site(
@@ -146,11 +143,10 @@ def _create_site(
     def report_path() -> Response:
         if request.method in ("GET", "HEAD"):
             arguments = {key.lower(): value for key, value in request.args.items()}
-            endpoint_url = request.base_url
             if "wsdl" in arguments:
-                return Response(documents.wsdl(endpoint_url), content_type=_XML_TYPE)
+                return Response(documents.wsdl, content_type=_XML_TYPE)
             if "xsd" in arguments:
-                schema = documents.schema(arguments["xsd"], endpoint_url)
+                schema = documents.schema(arguments["xsd"])
                 if schema is None:
                     return _text_response(404, "No such schema")
                 return Response(schema, content_type=_XML_TYPE)
@@ -251,12 +247,17 @@ class ReceiverApp:
         declared = _content_length(environ)
         if declared is not None and declared > limit:
             return self._fault(environ, start_response, itk.too_large(self.settings))
-        if declared is None:
-            # No Content-Length (a server that passes chunked bodies through): read at most one byte too many.
-            body = _read_at_most(environ, limit + 1)
-            if len(body) > limit:
-                return self._fault(environ, start_response, itk.too_large(self.settings))
-            environ = {**environ, "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))}
+        try:
+            body = _read_body(environ, declared, limit)
+        except TimeoutError:
+            # The client stopped sending mid-body: its doing, not a fault of ours (no 2200, nothing at ERROR).
+            log.warning("client timeout: the request body did not arrive in time", extra={"declared_bytes": declared})
+            return _plain(
+                start_response, "408 Request Timeout", "The request body did not arrive in time", close=True
+            )
+        if len(body) > limit:
+            return self._fault(environ, start_response, itk.too_large(self.settings))
+        environ = {**environ, "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))}
 
         try:
             return self.soap_app(environ, start_response)
@@ -279,13 +280,19 @@ def _content_length(environ: dict[str, Any]) -> int | None:
     return value if value >= 0 else None
 
 
-def _read_at_most(environ: dict[str, Any], size: int) -> bytes:
+def _read_body(environ: dict[str, Any], declared: int | None, limit: int) -> bytes:
+    """The request body, read here so that a client that stalls is told apart from a failure of the endpoint
+    (the server's socket timeout raises :class:`TimeoutError`). With a Content-Length (at most ``limit``, checked
+    before) it is read in one call, as spyne would; without one (a server that passes chunked bodies through) at
+    most one byte more than ``limit`` is read, so that a longer body can be refused."""
+    stream = environ["wsgi.input"]
+    if declared is not None:
+        return bytes(stream.read(declared)) if declared else b""
     # Without Content-Length a WSGI body may only be read to its end when the server says it is terminated.
     if not environ.get("wsgi.input_terminated"):
         return b""
-    stream = environ["wsgi.input"]
     chunks: list[bytes] = []
-    remaining = size
+    remaining = limit + 1
     while remaining > 0:
         chunk = stream.read(min(remaining, 64 * 1024))
         if not chunk:
@@ -295,9 +302,10 @@ def _read_at_most(environ: dict[str, Any], size: int) -> bytes:
     return b"".join(chunks)
 
 
-def _plain(start_response: StartResponse, status: str, text: str) -> list[bytes]:
+def _plain(start_response: StartResponse, status: str, text: str, *, close: bool = False) -> list[bytes]:
     body = (text + "\n").encode("utf-8")
-    start_response(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))])
+    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
+    start_response(status, [*headers, ("Connection", "close")] if close else headers)
     return [body]
 
 
@@ -305,7 +313,8 @@ def build_app(components: composition.Components) -> ReceiverApp:
     """The complete WSGI application over ``components`` (:mod:`adaptor.composition`): the SOAP endpoint, the
     site with its WSDL, health, readiness and metrics pages, and the console when it is configured."""
     settings = components.settings
-    site = _create_site(settings, ServiceDocuments(wsdl_dir(settings)), components.readiness, components.metrics)
+    documents = ServiceDocuments(wsdl_dir(settings), settings.soap_source_endpoint)
+    site = _create_site(settings, documents, components.readiness, components.metrics)
     install_console(site, settings, store=components.store, wake=components.worker.wake)
     soap_app = build_soap_app(
         settings, components.receiver, allow_list=components.allow_list, store=components.store

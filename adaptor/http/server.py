@@ -116,6 +116,22 @@ class _Server(cheroot_wsgi.Server):
             cheroot_log.log(level, "%s", msg)
 
 
+class _Gateway(cheroot_wsgi.Gateway_10):
+    """cheroot's WSGI 1.0 gateway, honouring an application's ``Connection: close``.
+
+    cheroot decides by itself whether to keep a connection open, and before answering on a kept-alive one it
+    reads the rest of the request body. After a body that timed out (a 408 from :mod:`adaptor.http.app`) that
+    read would wait out the timeout again and lose the answer: ``Connection: close`` from the application
+    closes the connection after the answer instead.
+    """
+
+    def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        write = super().start_response(status, headers, exc_info)
+        if any(name.lower() == "connection" and value.lower() == "close" for name, value in headers):
+            self.req.close_connection = True
+        return write
+
+
 class _TlsAdapter(Adapter):
     """Wraps each accepted socket for TLS without the handshake, which :class:`_TlsConnection` does later in a
     request thread; cheroot's own adapter does it right away in the selector thread, where a client that stays
@@ -294,6 +310,7 @@ def _http_server(settings: Settings, app: WsgiApp, tls: ServerTls | None) -> _Se
         timeout=CONNECTION_TIMEOUT_SECONDS,
         shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
     )
+    server.gateway = _Gateway
     server.max_request_body_size = settings.max_request_bytes * SERVER_BODY_LIMIT_FACTOR
     server.max_request_header_size = MAX_REQUEST_HEADER_BYTES
     if tls is not None:

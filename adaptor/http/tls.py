@@ -15,11 +15,13 @@ What is checked where:
 
 ``PEM111_TLS_CLIENT_SUBJECTS`` holds entries separated by semicolons or new lines (a semicolon inside a DN is
 escaped, ``\\;``, as RFC 4514 has it). An entry without ``=`` is a common name: it matches a certificate whose
-subject has that CN (``RX701.oneoneone.nhs.uk``). An entry with ``=`` is a complete RFC 4514 distinguished name
+subject has exactly one CN, that one (``RX701.oneoneone.nhs.uk``; a subject with several CNs matches no such entry,
+as it could name a client besides the one allowed). An entry with ``=`` is a complete RFC 4514 distinguished name
 (``CN=RX701.oneoneone.nhs.uk,O=Example Trust,C=GB``): it matches a certificate whose subject has exactly those
-attributes in that order (most specific first, as ``openssl x509 -noout -subject -nameopt RFC2253`` prints it;
-OpenSSL's default output is in the opposite order). Attribute types and values compare without regard to case
-or surrounding and repeated spaces. A refused client is logged with its subject written that way.
+attributes, each as often, in the same RDNs, in that order (most specific first, as ``openssl x509 -noout
+-subject -nameopt RFC2253`` prints it; OpenSSL's default output is in the opposite order). Attribute types and
+values compare without regard to case or surrounding and repeated spaces. A refused client is logged with its
+subject written that way.
 """
 
 from __future__ import annotations
@@ -72,7 +74,8 @@ _ATTRIBUTE_TYPE = re.compile(r"[A-Za-z][A-Za-z0-9-]*|[0-9]+(?:\.[0-9]+)+")
 _HEX_PAIR = re.compile(r"[0-9A-Fa-f]{2}")
 _ESCAPABLE = frozenset('"+,;<>\\ #=')
 
-Rdn = frozenset[tuple[str, str]]
+#: One RDN's (attribute, value) keys, sorted: a multi-valued RDN's attributes are unordered, but each counts.
+Rdn = tuple[tuple[str, str], ...]
 
 
 def _attribute_key(name: str) -> str:
@@ -107,7 +110,7 @@ def _escape(value: str) -> str:
 
 
 def parse_dn(text: str) -> tuple[Rdn, ...]:
-    """An RFC 4514 distinguished name as RDNs (most specific first), each a set of (attribute, value) keys.
+    """An RFC 4514 distinguished name as RDNs (most specific first), each its sorted (attribute, value) keys.
 
     Raises :class:`ValueError` saying what is wrong. Hex-encoded (``#...``) values are not supported.
     """
@@ -125,10 +128,10 @@ def parse_dn(text: str) -> tuple[Rdn, ...]:
         value, position = _parse_value(text, equals + 1)
         attributes.append((_attribute_key(name), _value_key(value)))
         if position == len(text):
-            rdns.append(frozenset(attributes))
+            rdns.append(tuple(sorted(attributes)))
             return tuple(rdns)
         if text[position] == ",":
-            rdns.append(frozenset(attributes))
+            rdns.append(tuple(sorted(attributes)))
             attributes = []
         position += 1  # past ',' or '+'
 
@@ -208,11 +211,10 @@ class SubjectAllowList:
         if not self.configured:
             return True
         rdns = _peer_rdns(peercert)
-        if self.common_names and any(
-            _value_key(value) in self.common_names for rdn in rdns for name, value in rdn if name == "commonName"
-        ):
+        common_names = [_value_key(value) for rdn in rdns for name, value in rdn if name == "commonName"]
+        if len(common_names) == 1 and common_names[0] in self.common_names:
             return True
-        subject = tuple(frozenset((_attribute_key(n), _value_key(v)) for n, v in rdn) for rdn in reversed(rdns))
+        subject = tuple(tuple(sorted((_attribute_key(n), _value_key(v)) for n, v in rdn)) for rdn in reversed(rdns))
         return subject in self.names
 
 

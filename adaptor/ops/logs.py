@@ -17,6 +17,9 @@ says:
 ``text``
     ``2025-03-01 09:30:12,345 INFO adaptor.service message accepted record_id=... message_id=...``
 
+    Control characters in the message and the field values are escaped (:func:`escape_control`), so that a
+    MessageID holding a newline cannot forge a line; a traceback's lines follow, indented.
+
 Code logs events, not sentences: ``log.info("message accepted", extra={"message_id": ..., ...})``. The field
 names used across the adaptor (keep to them, so that one query finds a message everywhere):
 
@@ -56,6 +59,27 @@ _RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None
 HTTP_SERVER_LOGGERS = ("cheroot", "waitress", "werkzeug")
 
 _QUERY_STRING = re.compile(r"\?[^\s\"']*")
+
+#: What :func:`escape_control` escapes: C0 and C1 controls and DEL (line breaks, tabs, terminal escape sequences),
+#: the Unicode line and paragraph separators, and the bidirectional overrides and isolates (which reorder how a
+#: line reads on screen).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    return _SHORT_ESCAPES.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+
+
+def escape_control(text: str) -> str:
+    """``text`` with every control character written as a Python-style escape (``\\n``, ``\\x1b``, ``\\u2028``).
+
+    For anything that prints a line per record (the text log format, the CLI's tables), so that text from a
+    request (a MessageID, a trackingid) can neither break a line, forge one nor drive the terminal. Other text,
+    backslashes included, is left as it is: the point is one record per line, not a reversible encoding.
+    """
+    return _CONTROL.sub(_escaped, text)
 
 
 def fields_of(record: logging.LogRecord) -> dict[str, Any]:
@@ -97,23 +121,44 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """``time level logger event key=value ...``: the fields appended to the classic line, for developers."""
+    """``time level logger event key=value ...``: the fields appended to the classic line, for developers.
+
+    Every record is one line starting with its time: control characters in the event and the field values are
+    escaped, and a traceback (or stack) follows on lines of its own, each indented, with control characters
+    other than its line breaks escaped.
+    """
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
-        line = super().formatMessage(record)
+        line = escape_control(super().formatMessage(record))
         fields = " ".join(
             f"{key}={_text_value(value)}" for key, value in fields_of(record).items() if value is not None
         )
         return f"{line} {fields}" if fields else line
 
+    def format(self, record: logging.LogRecord) -> str:
+        # As logging.Formatter.format, without caching the (indented) traceback on the record for other handlers.
+        record.message = record.getMessage()
+        record.asctime = self.formatTime(record, self.datefmt)
+        lines = [self.formatMessage(record)]
+        if record.exc_info:
+            lines.append(_indented(self.formatException(record.exc_info)))
+        if record.stack_info:
+            lines.append(_indented(self.formatStack(record.stack_info)))
+        return "\n".join(lines)
+
+
+def _indented(block: str) -> str:
+    return "\n".join("    " + escape_control(line) for line in block.split("\n"))
+
 
 def _text_value(value: Any) -> str:
     text = ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
-    # Quoted when it would otherwise read as several fields.
-    return json.dumps(text) if not text or any(c.isspace() or c in "\"=" for c in text) else text
+    # Quoted when it would otherwise read as several fields (JSON's quoting escapes all but DEL of the controls).
+    quoted = not text or any(c.isspace() or c in "\"=" for c in text)
+    return escape_control(json.dumps(text) if quoted else text)
 
 
 class QueryStringRedactor(logging.Filter):
