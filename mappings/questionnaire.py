@@ -64,7 +64,11 @@ def read_pathways_case(document: Element) -> Element | None:
         return None
     if _DOCTYPE.search(data):
         return None  # the case never needs a DTD; refusing one rules out entity expansion entirely
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
+    # Read as the UTF-8 just checked, whatever its first bytes or declaration say: the byte scan above is then
+    # exact, and no DOCTYPE in UTF-16 or UTF-32 can make libxml2 open a file it names.
+    parser = etree.XMLParser(
+        resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, encoding="utf-8"
+    )
     try:
         case = etree.fromstring(data, parser)
     except (etree.XMLSyntaxError, ValueError):
