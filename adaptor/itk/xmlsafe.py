@@ -116,7 +116,7 @@ def _prolog_readings(data: bytes) -> list[str]:
         return [_decode(data[: _PROLOG_CHARS * _WIDE[family]], family)]
     # One byte is one character in both 8-bit readings, so offsets in the text are offsets in the bytes.
     start = 3 if family == "utf-8" else 0
-    window = data[start : start + _PROLOG_CHARS * 4]
+    window = data[start : start + _PROLOG_CHARS]  # as many bytes as before the scan knew encodings
     text = window.decode("cp037" if family == "cp037" else "latin-1")
     readings = [text]
     declaration = _ENCODING_DECLARATION.match(text)
