@@ -75,8 +75,15 @@ def read_pathways_case(document: Element) -> Element | None:
 
 def _parse_bounded(data: bytes) -> Element | None:
     """The root element, or ``None`` when ``data`` is not well-formed or passes :data:`MAX_CASE_NODES`."""
+    # Read as the UTF-8 just checked, whatever its first bytes or declaration say: the byte scan above is then
+    # exact, and no DOCTYPE in UTF-16 or UTF-32 can make libxml2 open a file it names.
     parser = etree.XMLPullParser(
-        events=("start", "comment", "pi"), resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
+        events=("start", "comment", "pi"),
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        huge_tree=False,
+        encoding="utf-8",
     )
     nodes = 0
     try:

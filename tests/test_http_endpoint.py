@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 import re
 import socket
 import threading
@@ -554,6 +555,27 @@ def test_a2_doctype_with_external_entity_is_refused_fast(server: RunningServer) 
     assert time.perf_counter() - started < FAST_SECONDS
     assert_fault(response, "Client", 1000, "This is not a valid XML message")
     assert b"root:" not in response.content
+
+
+def test_a2_utf16_doctype_naming_a_fifo_is_refused_fast(server: RunningServer, tmp_path: Path) -> None:
+    """libxml2 must not open the external subset: a FIFO nobody writes to would hold the request."""
+    fifo = tmp_path / "subset.dtd"
+    os.mkfifo(fifo)
+    envelope, _ = fresh_request()
+    text = to_bytes(envelope).decode("utf-8").split("?>", 1)[1]
+    raw = f'<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE x SYSTEM "{fifo}">{text}'.encode("utf-16")
+
+    started = time.perf_counter()
+    response = post(server.report_url, raw, content_type="text/xml; charset=utf-16")
+
+    assert time.perf_counter() - started < FAST_SECONDS
+    assert_fault(
+        response,
+        "Client",
+        1000,
+        "This is not a valid XML message",
+        diagnostic="a document type declaration (DOCTYPE) is not allowed in a SOAP message",
+    )
 
 
 def test_a2_billion_laughs_is_refused_fast(server: RunningServer) -> None:

@@ -24,7 +24,7 @@ from typing import Any, TypeVar, cast
 from lxml import etree
 
 from adaptor.config import Settings
-from adaptor.itk.xmlsafe import ITK
+from adaptor.itk.xmlsafe import ITK, parse_xml
 
 log = logging.getLogger("adaptor.schemas")
 
@@ -236,8 +236,7 @@ class Level2Validator:
             result = self._executable.transform_to_string(xdm_node=node)
         if not result:
             return ["the level-2 transform produced no document"]
-        parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
-        return self._schema.errors(etree.fromstring(result.encode("utf-8"), parser))
+        return self._schema.errors(parse_xml(result.encode("utf-8")))
 
 
 @_compiled_once
