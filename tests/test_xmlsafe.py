@@ -120,6 +120,13 @@ def test_encodings_that_cannot_be_read_are_refused(data: bytes, name: str) -> No
     assert message.startswith("not well-formed XML: Unsupported encoding: ") and name in message
 
 
+@pytest.mark.parametrize("declared", ["UTF-16", "UTF-32"])
+def test_an_8_bit_document_declaring_a_wide_encoding_is_refused_not_a_crash(declared: str) -> None:
+    # Found by the hostile-input suite: the declared codec wants a byte order mark the document cannot have.
+    message = refusal(parse_xml, f'<?xml version="1.0" encoding="{declared}"?>\n<x/>'.encode())
+    assert message == f"not well-formed XML: the document cannot be read as {declared.lower()}"
+
+
 @pytest.mark.parametrize(("name", "codec", "bom"), ENCODINGS, ids=ENCODING_IDS)
 def test_documents_without_doctype_parse_in_every_encoding(name: str, codec: str, bom: bytes) -> None:
     root = parse_xml(encode("<x a='é'>ü</x>", name, codec, bom))

@@ -90,8 +90,14 @@ _WIDE = {"utf-32-be": 4, "utf-32-le": 4, "utf-16-be": 2, "utf-16-le": 2}
 
 
 def _decode(data: bytes, codec: str) -> str:
-    """``data`` decoded with ``codec`` as far as it goes: a character cut off at the end is left out."""
-    return codecs.getincrementaldecoder(codec)(errors="replace").decode(data, final=False)
+    """``data`` decoded with ``codec`` as far as it goes: a character cut off at the end is left out.
+
+    Raises :class:`XmlRejected` when the bytes cannot be read that way at all (a UTF-8 document that declares
+    UTF-16 has no byte order mark to start from, and libxml2 refuses it too)."""
+    try:
+        return codecs.getincrementaldecoder(codec)(errors="replace").decode(data, final=False)
+    except UnicodeError:
+        raise XmlRejected(f"not well-formed XML: the document cannot be read as {codec}") from None
 
 
 def _declared_codec(name: str) -> str:
