@@ -29,9 +29,9 @@ from adaptor.store import (
     Rejection,
     Status,
     StoreError,
-    _describe,
     sqlalchemy_url,
 )
+from adaptor.store.engine import _describe
 
 
 @pytest.fixture

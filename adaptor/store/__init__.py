@@ -55,7 +55,6 @@ from adaptor.store.engine import (
     CONNECT_TIMEOUT_SECONDS,
     POOL_MARGIN,
     SQLITE_BUSY_TIMEOUT_MS,
-    _describe,
     sqlalchemy_url,
 )
 from adaptor.store.queries import MAX_REJECTION_FIELD, Queries
@@ -94,7 +93,6 @@ __all__ = [
     "Status",
     "StoreError",
     "StoredMessage",
-    "_describe",
     "delivery_attempts",
     "messages",
     "metadata",
