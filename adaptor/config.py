@@ -213,6 +213,14 @@ class Settings:
     report_paths: tuple[str, ...] = setting("PEM111_REPORT_PATH", ("/report",), _report_paths)
     server_threads: int = setting("PEM111_SERVER_THREADS", 8, _int, minimum=1)
     max_request_bytes: int = setting("PEM111_MAX_REQUEST_BYTES", 10 * MIB, _int, minimum=1024)
+    #: Connections held open at once, in all and from one client address (see adaptor.http.frontdoor).
+    server_max_connections: int = setting("PEM111_SERVER_MAX_CONNECTIONS", 1024, _int, minimum=1)
+    server_max_connections_per_client: int = setting(
+        "PEM111_SERVER_MAX_CONNECTIONS_PER_CLIENT", 256, _int, minimum=1
+    )
+    #: For the TLS handshake, request line and headers (and a kept-alive connection's next request); the body.
+    server_header_timeout_seconds: float = setting("PEM111_SERVER_HEADER_TIMEOUT_SECONDS", 15.0, _float, minimum=0.1)
+    server_body_timeout_seconds: float = setting("PEM111_SERVER_BODY_TIMEOUT_SECONDS", 60.0, _float, minimum=0.1)
     #: TLS in the adaptor's own server (see :mod:`adaptor.http.tls`): PEM files; no certificate = plain HTTP.
     tls_cert: str = setting("PEM111_TLS_CERT", "")
     tls_key: str = setting("PEM111_TLS_KEY", "")  # empty = the key is in the PEM111_TLS_CERT file

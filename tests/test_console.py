@@ -634,7 +634,13 @@ def test_the_access_log_has_route_templates_and_no_query_strings_or_patient_data
 def test_http_server_log_lines_lose_their_query_strings() -> None:
     redactor = QueryStringRedactor()
     record = logging.LogRecord(
-        "waitress", logging.ERROR, __file__, 1, "Exception while serving %s", ("/console/messages?q=9990001235",), None
+        "tornado.application",
+        logging.ERROR,
+        __file__,
+        1,
+        "Exception while serving %s",
+        ("/console/messages?q=9990001235",),
+        None,
     )
     assert redactor.filter(record)
     assert record.getMessage() == "Exception while serving /console/messages?<query omitted>"

@@ -16,7 +16,6 @@ import logging
 import os
 import re
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -1211,6 +1210,8 @@ def test_a_body_that_times_out_is_a_408_not_a_2200(tmp_path: Path, caplog: pytes
 
 
 def test_a_client_that_stalls_mid_body_gets_a_408(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The front door's own body timeout: a 408 and the connection closed, logged as the client's doing; the
+    application never sees the request."""
     caplog.set_level(logging.INFO)
     settings = Settings(
         host="127.0.0.1",
@@ -1218,17 +1219,15 @@ def test_a_client_that_stalls_mid_body_gets_a_408(tmp_path: Path, caplog: pytest
         itk_ods_code_list=corpus_addresses().ods_codes,
         data_dir=str(tmp_path),
         delivery_workers=0,
+        server_body_timeout_seconds=1.0,
     )
     app = create_app(settings, forwarder=FolderForwarder(tmp_path / "outbox"))
-    http_server = server_module._http_server(settings, app, None)
-    http_server.timeout = 1  # the server's socket timeout, shortened from CONNECTION_TIMEOUT_SECONDS
-    http_server.prepare()
-    serving = threading.Thread(target=http_server.serve, daemon=True)
-    serving.start()
+    http_server = server_module.HttpServer(settings, app)
+    http_server.start()
     envelope, _ = fresh_request()
     body = to_bytes(envelope)
     try:
-        host, port = http_server.bind_addr
+        host, port = http_server.address
         with socket.create_connection((host, port), timeout=10) as client:
             head = (
                 f"POST /report HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: text/xml; charset=utf-8\r\n"
@@ -1241,11 +1240,13 @@ def test_a_client_that_stalls_mid_body_gets_a_408(tmp_path: Path, caplog: pytest
                 answer += chunk
             waited = time.monotonic() - started
         assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+        assert b"Connection: close" in answer
         assert waited < 5
         assert app.components.store.count_rejections() == 0
         assert 'error_code="2200"' not in app.metrics.exposition().decode()
     finally:
-        http_server.stop()
-        serving.join(10)
+        http_server.stop(grace_seconds=1)
         app.close()
-    _assert_logged_as_a_client_timeout(caplog)
+    [line] = [r for r in caplog.records if r.getMessage().startswith("client timeout")]
+    assert line.levelno == logging.WARNING and line.name == "adaptor.server"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

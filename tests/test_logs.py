@@ -54,7 +54,7 @@ def test_json_lines_stay_one_line_and_ascii() -> None:
         raise ValueError("two\nlines")
     except ValueError:
         failing = logging.LogRecord(
-            "cheroot", logging.ERROR, __file__, 1, "Exception while serving %s", ("/x",), sys.exc_info()
+            "tornado.general", logging.ERROR, __file__, 1, "Exception while serving %s", ("/x",), sys.exc_info()
         )
     line = JsonFormatter().format(failing)
     assert "\n" not in line and line.isascii()
@@ -113,7 +113,7 @@ def test_json_lines_escape_control_characters_through_json() -> None:
 
 def test_query_strings_are_cut_from_the_http_servers_lines() -> None:
     redactor = QueryStringRedactor()
-    for name in ("cheroot", "waitress.queue", "werkzeug"):
+    for name in ("tornado.access", "tornado.general", "werkzeug"):
         line = record("Exception while serving %s", name=name)
         line.args = ("/console/messages?q=9990001235",)
         assert redactor.filter(line)

@@ -265,6 +265,10 @@ class ReceiverApp:
             # adaptor.http.soap answers every error itself; this is the last line (rule E2).
             error_id = faults.log_internal_error(log, "internal error", exc, where="in the SOAP endpoint")
             return self._fault(environ, start_response, faults.internal(error_id))
+        finally:
+            # spyne's context keeps this environ in a reference cycle: let the body go now, not at the next
+            # run of the cyclic garbage collector.
+            del environ["wsgi.input"]
 
     def _fault(self, environ: dict[str, Any], start_response: StartResponse, fault: ItkFault) -> list[bytes]:
         body = answer_fault(fault, self.components.store, request_facts(environ))

@@ -98,6 +98,19 @@ class _CarriedFault(SpyneFault):
         self.itk_fault = fault
 
 
+def _let_go(ctx: Any) -> None:
+    """Drop the request's bytes and tree from spyne's context once the answer is made, so that they are freed
+    now rather than whenever the cyclic garbage collector next runs (spyne's context sits in reference cycles)."""
+    ctx.udc = None
+    ctx.in_string = ctx.in_document = ctx.in_body_doc = ctx.in_object = None
+    # A fault's traceback holds the frames that raised it, and their locals: the request's bytes and tree, and
+    # the context itself (a cycle). The fault is answered from its fields; its traceback was logged if needed.
+    error = ctx.out_error
+    while error is not None:
+        error.__traceback__ = None
+        error = error.__cause__ or error.__context__
+
+
 def _internal_fault(cause: BaseException, relates_to: str | None, where: str) -> _CarriedFault:
     """Fault 2200 (rule E2) for an unexpected exception; the cause is logged under a new error id."""
     error_id = faults.log_internal_error(log, "internal error", cause, where=where, message_id=relates_to)
@@ -196,14 +209,19 @@ class ItkSoap11(Soap11):
         self.event_manager.fire_event("after_serialize", ctx)
 
     def create_out_string(self, ctx: Any, charset: str | None = None) -> None:
+        try:
+            ctx.out_string = [self._answer_bytes(ctx)]
+        finally:
+            _let_go(ctx)
+
+    def _answer_bytes(self, ctx: Any) -> bytes:
         exchange: _Exchange | None = ctx.udc
         if ctx.out_error is not None:
-            ctx.out_string = [self._fault_bytes(ctx.out_error, exchange, request_facts(ctx.transport.req_env))]
-            return
+            return self._fault_bytes(ctx.out_error, exchange, request_facts(ctx.transport.req_env))
         assert exchange is not None and exchange.message is not None
         message = exchange.message
         ok_text = ctx.out_object[0] if ctx.out_object else "OK"
-        ctx.out_string = [responses.success_response(message.message_id, message.action, ok_text=ok_text)]
+        return responses.success_response(message.message_id, message.action, ok_text=ok_text)
 
     def fault_to_http_response_code(self, fault: Any) -> str:
         return "500 Internal Server Error"

@@ -322,6 +322,39 @@ def _load_pem(context: ssl.SSLContext, variable: str, path: str, marker: bytes, 
         raise ConfigError(f"{variable}: cannot use {path}: {_reason(exc)}") from None
 
 
+# -- handshakes --------------------------------------------------------------------------------------------------
+
+
+def log_handshake_failure(client: str, error: BaseException | str | None) -> None:
+    """Log why a TLS handshake with ``client`` (its address and port) did not complete: the error that ended it,
+    or what happened instead."""
+    if isinstance(error, str):
+        _failed(client, error)
+    elif isinstance(error, ssl.SSLCertVerificationError):
+        _refused(client, f"client certificate refused: {error.verify_message}")
+    elif isinstance(error, ssl.SSLError):
+        reason = str(error.reason or error)
+        if reason == "PEER_DID_NOT_RETURN_A_CERTIFICATE":
+            _refused(client, "no client certificate")
+        elif isinstance(error, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+            _failed(client, "connection closed", level=logging.DEBUG)  # port probes, TCP health checks
+        else:
+            # E.g. "tlsv1 alert unknown ca": the client refused the server's certificate; "unsupported protocol".
+            _failed(client, reason.replace("_", " ").lower())
+    else:  # the client went away
+        _failed(client, f"connection lost: {error}" if error else "connection closed", level=logging.DEBUG)
+
+
+def _refused(client: str, reason: str) -> None:
+    """The server refused the client: mutual authentication failed."""
+    log.warning("TLS handshake refused", extra={"client": client, "reason": reason})
+
+
+def _failed(client: str, reason: str, level: int = logging.INFO) -> None:
+    """The handshake failed for another reason (the client's side, the protocol, the network)."""
+    log.log(level, "TLS handshake failed", extra={"client": client, "reason": reason})
+
+
 # -- the running server's TLS ------------------------------------------------------------------------------------
 
 _FILE_SETTINGS = (

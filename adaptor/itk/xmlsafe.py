@@ -7,6 +7,7 @@ let alone expanded, and nothing is fetched from the network or the file system.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import re
 from typing import Any, Protocol, cast
 
@@ -203,11 +204,18 @@ def _parse(data: bytes, max_nodes: int | None) -> etree._Element:
         return etree.fromstring(data, _parser())
     parser = _parser(etree.XMLPullParser, events=("start", "comment", "pi"))
     nodes = 0
-    for offset in range(0, len(data), _FEED_CHUNK):
-        parser.feed(data[offset : offset + _FEED_CHUNK])
-        nodes += sum(1 for _event in parser.read_events())
-        if nodes > max_nodes:
-            raise TooManyNodes(
-                f"more than {max_nodes} XML nodes (elements, comments and processing instructions), the limit"
-            )
+    try:
+        for offset in range(0, len(data), _FEED_CHUNK):
+            parser.feed(data[offset : offset + _FEED_CHUNK])
+            nodes += sum(1 for _event in parser.read_events())
+            if nodes > max_nodes:
+                raise TooManyNodes(
+                    f"more than {max_nodes} XML nodes (elements, comments and processing instructions), the limit"
+                )
+    except BaseException:
+        # The pull parser sits in a reference cycle with its events: closing it now frees the partial tree (up
+        # to max_nodes elements) at once instead of at the next run of the cyclic garbage collector.
+        with contextlib.suppress(etree.XMLSyntaxError):
+            parser.close()
+        raise
     return parser.close()

@@ -56,7 +56,7 @@ from adaptor.config import Settings
 _RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 #: The HTTP servers' own loggers: their lines may quote a request target.
-HTTP_SERVER_LOGGERS = ("cheroot", "waitress", "werkzeug")
+HTTP_SERVER_LOGGERS = ("tornado", "werkzeug")
 
 _QUERY_STRING = re.compile(r"\?[^\s\"']*")
 
@@ -164,11 +164,11 @@ def _text_value(value: Any) -> str:
 class QueryStringRedactor(logging.Filter):
     """Cut the query string out of any request target an HTTP server's logger writes.
 
-    The servers here log no access lines (waitress quoted only the path in its error lines, ``Exception while
-    serving /console/messages``), and werkzeug's request lines come only from its development server, which is
-    never used here. This is the guarantee should any of them start quoting whole targets: console searches
-    travel in query strings and can be NHS numbers or names. The console logs its own requests by route template
-    (``adaptor.console.access``).
+    The servers here log no access lines (Tornado's access log belongs to its web framework, which is not used;
+    its own lines name a client address and a framing error), and werkzeug's request lines come only from its
+    development server, which is never used here. This is the guarantee should any of them start quoting whole
+    targets: console searches travel in query strings and can be NHS numbers or names. The console logs its own
+    requests by route template (``adaptor.console.access``).
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -178,6 +178,14 @@ class QueryStringRedactor(logging.Filter):
             if redacted != message:
                 record.msg, record.args = redacted, None
         return True
+
+
+class TornadoTlsDuplicates(logging.Filter):
+    """Drop Tornado's own line for a failed TLS handshake: :mod:`adaptor.http.frontdoor` logs each one, with the
+    reason, at the level it deserves (a port probe is not a warning)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == "tornado.general" and str(record.msg).startswith("SSL Error on"))
 
 
 def silence_spyne_logging() -> None:
@@ -203,6 +211,7 @@ def configure_logging(settings: Settings) -> None:
     handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
     # On the handler, not the loggers: a logger's filters do not see its children's records.
     handler.addFilter(QueryStringRedactor())
+    handler.addFilter(TornadoTlsDuplicates())
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)
