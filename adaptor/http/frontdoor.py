@@ -59,6 +59,7 @@ from adaptor.http.budgets import BodyAccount, BodyBudget, WorkBudget
 from adaptor.http.gateway import Answer, WsgiApp, call_application, request_environ
 from adaptor.http.tls import REFUSAL_TEXT, ServerTls, format_subject, log_handshake_failure
 from adaptor.itk import faults
+from adaptor.itk.payloads import max_decoded_bytes
 
 log = logging.getLogger("adaptor.server")
 tls_log = logging.getLogger("adaptor.tls")
@@ -66,18 +67,20 @@ tls_log = logging.getLogger("adaptor.tls")
 #: Request line and headers together; a 111 request's are a few hundred bytes.
 MAX_HEADER_BYTES = 16 * 1024
 #: What one read from a socket takes at most, and so what one connection's buffer holds beyond its headers.
-READ_CHUNK_BYTES = 32 * 1024
+READ_CHUNK_BYTES = 16 * 1024
 #: The body is read to its end and answered with fault A1 up to this multiple of ``PEM111_MAX_REQUEST_BYTES``;
 #: beyond it the answer is 413 without reading further.
 SERVER_BODY_LIMIT_FACTOR = 2
 #: Bodies held in memory at once, as a multiple of ``PEM111_MAX_REQUEST_BYTES``.
-BODY_BUDGET_FACTOR = 4
-#: The work budget, as a multiple of ``PEM111_MAX_REQUEST_BYTES``, and a request's estimated cost: a fixed part
-#: and a multiple of its body (measured: parsing, validating, storing and converting a body of N bytes takes at
-#: most about 4 N besides the body itself; docs/benchmarks.md).
-WORK_BUDGET_FACTOR = 10
+BODY_BUDGET_FACTOR = 3
+#: The work budget, as a multiple of ``PEM111_MAX_REQUEST_BYTES``, and a request's estimated cost: a fixed part,
+#: a multiple of its body and a multiple of what its payloads can decode to (adaptor.itk.payloads). Measured
+#: (docs/benchmarks.md): a 4.9 MB body of one narrative took 32 MB to accept; two gzip payloads decoding to
+#: 15.8 MiB from a 0.5 MB body took 25 MB.
+WORK_BUDGET_FACTOR = 14
 WORK_COST_FIXED = 256 * 1024
-WORK_COST_PER_BODY_BYTE = 4
+WORK_COST_PER_BODY_BYTE = 8
+WORK_COST_PER_DECODED_BYTE = 2
 #: After a refusal sent while the client is still sending, what is read and dropped (and for how long) before
 #: closing: closing with unread bytes resets the connection, and a reset can overtake the answer.
 LINGER_BYTES = 1024 * 1024
@@ -295,7 +298,11 @@ class FrontDoor(TCPServer, httputil.HTTPServerConnectionDelegate):
     async def answer(self, environ: dict[str, Any], body_bytes: int) -> Answer:
         """The application's answer to a complete request, from a worker thread, once its cost fits the work
         budget."""
-        cost = await self.work.take(WORK_COST_FIXED + WORK_COST_PER_BODY_BYTE * body_bytes)
+        cost = await self.work.take(
+            WORK_COST_FIXED
+            + WORK_COST_PER_BODY_BYTE * body_bytes
+            + WORK_COST_PER_DECODED_BYTE * max_decoded_bytes(body_bytes)
+        )
         self.requests_in_progress += 1
         try:
             loop = asyncio.get_running_loop()

@@ -70,6 +70,8 @@ class _Exchange:
     raw: bytes
     root: etree._Element | None = None  # set once the request parsed (rules A1, A2)
     message: ItkMessage | None = None  # set once the request passed validation
+    #: The spyne context that parsed the request; spyne answers from a copy of it (see _let_go).
+    parsing_context: Any = None
 
     @property
     def message_id(self) -> str | None:
@@ -101,8 +103,15 @@ class _CarriedFault(SpyneFault):
 def _let_go(ctx: Any) -> None:
     """Drop the request's bytes and tree from spyne's context once the answer is made, so that they are freed
     now rather than whenever the cyclic garbage collector next runs (spyne's context sits in reference cycles)."""
-    ctx.udc = None
-    ctx.in_string = ctx.in_document = ctx.in_body_doc = ctx.in_object = None
+    exchange: _Exchange | None = ctx.udc
+    contexts = [ctx]
+    if exchange is not None:
+        contexts.append(exchange.parsing_context)
+        exchange.raw, exchange.root, exchange.message, exchange.parsing_context = b"", None, None, None
+    for context in contexts:
+        if context is not None:
+            context.udc = None
+            context.in_string = context.in_document = context.in_body_doc = context.in_object = None
     # A fault's traceback holds the frames that raised it, and their locals: the request's bytes and tree, and
     # the context itself (a cycle). The fault is answered from its fields; its traceback was logged if needed.
     error = ctx.out_error
@@ -171,7 +180,7 @@ class ItkSoap11(Soap11):
     def create_in_document(self, ctx: Any, charset: str | None = None) -> None:
         """Parse and validate the raw request bytes; the charset from Content-Type is ignored on purpose:
         the XML declaration (or BOM) decides the encoding."""
-        exchange = ctx.udc = _Exchange(raw=b"")
+        exchange = ctx.udc = _Exchange(raw=b"", parsing_context=ctx)
         try:
             exchange.raw = b"".join(ctx.in_string)
             root = exchange.root = itk.parse_request(exchange.raw, self.settings)

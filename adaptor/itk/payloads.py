@@ -48,6 +48,12 @@ _INFLATE_CHUNK = 256 * 1024
 _NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/=]")
 
 
+def max_decoded_bytes(request_bytes: int) -> int:
+    """The most that the payloads of a request of ``request_bytes`` can decode to within these limits: base64
+    shrinks, and gzip inflates at most :data:`MAX_INFLATE_RATIO` times the compressed bytes beyond the floor."""
+    return min(MAX_REQUEST_DECODED_BYTES, max(INFLATE_RATIO_FLOOR, MAX_INFLATE_RATIO * request_bytes))
+
+
 class PayloadError(ValueError):
     """A payload could not be decoded, gunzipped or parsed (rule D1). ``str(exc)`` is safe to show."""
 
@@ -70,6 +76,8 @@ class _Budget:
 
     decoded_bytes: int
     nodes: int
+    compressed_bytes: int = 0  # gzip input seen so far
+    inflated_bytes: int = 0  # and what it inflated to
 
     @classmethod
     def per_request(cls) -> _Budget:
@@ -95,7 +103,10 @@ def _gunzip(data: bytes, budget: _Budget) -> bytes:
 
     A truncated stream, and anything after the end of the member (even a second member), is refused.
     """
-    ratio_limit = max(INFLATE_RATIO_FLOOR, MAX_INFLATE_RATIO * len(data))
+    # The ratio holds for the request's compressed payloads together, so that many small payloads, each under
+    # the floor, cannot add up to more than one could (see max_decoded_bytes).
+    budget.compressed_bytes += len(data)
+    ratio_limit = max(INFLATE_RATIO_FLOOR, MAX_INFLATE_RATIO * budget.compressed_bytes) - budget.inflated_bytes
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
     out = bytearray()
     pending = data
@@ -110,6 +121,7 @@ def _gunzip(data: bytes, budget: _Budget) -> bytes:
         raise PayloadError("payload is not valid gzip data: the stream is truncated")
     if inflater.unused_data:
         raise PayloadError("payload is not valid gzip data: data follows the end of the gzip stream")
+    budget.inflated_bytes += len(out)
     return bytes(out)
 
 
