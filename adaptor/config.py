@@ -214,7 +214,7 @@ class Settings:
     server_threads: int = setting("PEM111_SERVER_THREADS", 8, _int, minimum=1)
     max_request_bytes: int = setting("PEM111_MAX_REQUEST_BYTES", 10 * MIB, _int, minimum=1024)
     #: Connections held open at once, in all and from one client address (see adaptor.http.frontdoor).
-    server_max_connections: int = setting("PEM111_SERVER_MAX_CONNECTIONS", 1024, _int, minimum=1)
+    server_max_connections: int = setting("PEM111_SERVER_MAX_CONNECTIONS", 512, _int, minimum=1)
     server_max_connections_per_client: int = setting(
         "PEM111_SERVER_MAX_CONNECTIONS_PER_CLIENT", 256, _int, minimum=1
     )
