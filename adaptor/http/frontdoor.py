@@ -23,11 +23,13 @@ The limits (:class:`Limits`), each with the answer a client gets when it crosses
 * a body over ``PEM111_MAX_REQUEST_BYTES``: on a report path it is read to its end (discarded, never held) and
   answered with the ITK fault for rule A1, which senders understand, as long as it stays within twice the maximum;
   beyond that, or on any other path, 413 and closed without reading it;
-* bodies held in memory at once, all connections together (:attr:`Limits.body_buffer_bytes`): beyond it the
-  event loop stops reading bodies until a request is answered, so memory stays bounded however many large
-  requests arrive together.
+* bodies held in memory at once, all connections together (:attr:`Limits.body_budget_bytes`, admitted under the
+  banker's rule of :class:`~adaptor.http.budgets.BodyBudget`): beyond it the event loop stops reading bodies
+  until a request is answered; and the estimated cost of the requests at work (:attr:`Limits.work_budget_bytes`,
+  :meth:`FrontDoor.answer`): a complete request waits for its share before a worker takes it. So memory stays
+  bounded however many large requests arrive together (the README gives the arithmetic).
 
-Why Tornado: it is a small, long-maintained, dependency-free server library whose HTTP/1.1 parser refuses every
+Why Tornado (the README says the same): it is a small, long-maintained, dependency-free server library whose HTTP/1.1 parser refuses every
 ambiguous framing, whose connections are driven by an event loop (asyncio), whose TLS handshakes are non-blocking,
 and which hands a request to the application only through a delegate interface that lets the body be read,
 bounded and buffered before any thread is involved. cheroot, which served before, hands a connection to a thread
