@@ -29,12 +29,12 @@ The limits (:class:`Limits`), each with the answer a client gets when it crosses
   :meth:`FrontDoor.answer`): a complete request waits for its share before a worker takes it. So memory stays
   bounded however many large requests arrive together (the README gives the arithmetic).
 
-Why Tornado (the README says the same): it is a small, long-maintained, dependency-free server library whose HTTP/1.1 parser refuses every
-ambiguous framing, whose connections are driven by an event loop (asyncio), whose TLS handshakes are non-blocking,
-and which hands a request to the application only through a delegate interface that lets the body be read,
-bounded and buffered before any thread is involved. cheroot, which served before, hands a connection to a thread
-that then reads the request itself; waitress has no TLS; uvicorn and hypercorn are ASGI servers, with WSGI only
-through an adapter, and no place for the certificate subject check before HTTP.
+Why Tornado (the README says the same): it is a small, long-maintained, dependency-free server library whose
+HTTP/1.1 parser refuses every ambiguous framing, whose connections are driven by an event loop (asyncio), whose
+TLS handshakes are non-blocking, and which hands a request to the application only through a delegate interface
+that lets the body be read, bounded and buffered before any thread is involved. cheroot, which served before,
+hands a connection to a thread that then reads the request itself; waitress has no TLS; uvicorn and hypercorn are
+ASGI servers, with WSGI only through an adapter, and no place for the certificate subject check before HTTP.
 """
 
 from __future__ import annotations
@@ -197,20 +197,27 @@ class FrontDoor(TCPServer, httputil.HTTPServerConnectionDelegate):
         if not self._admit(client):
             stream.close()
             return
+        serving = False
+        try:
+            serving = await self._open(stream, client)
+        finally:
+            if not serving:  # else on_close releases it when the connection ends
+                self._release(client)
+
+    async def _open(self, stream: iostream.IOStream, client: _Client) -> bool:
+        """Start serving HTTP on a new connection; False when it was closed instead."""
         try:
             first = await asyncio.wait_for(_peek(stream.socket), self.limits.header_timeout)
         except (TimeoutError, OSError):
             first = b""
         if not first:  # silent until the timeout, or closed
             stream.close()
-            self._release(client)
-            return
+            return False
         if self.tls is None and not first[:1].isalpha() and first[:1] not in b"\r\n":
             # Not a request line (a TLS ClientHello, say): answered at once, not after the header timeout.
             log.info("request refused", extra={"client": str(client), "status": 400, "reason": "not HTTP"})
             await _answer_and_close(stream, 400, "Bad Request", "This port speaks plain HTTP.")
-            self._release(client)
-            return
+            return False
         if self.tls is not None:
             try:
                 tls_stream = await self._handshake(stream, client, first)
@@ -218,12 +225,12 @@ class FrontDoor(TCPServer, httputil.HTTPServerConnectionDelegate):
                 if stream.socket is not None and not stream.closed():  # the handshake never started
                     stream.close()
             if tls_stream is None:
-                self._release(client)
-                return
+                return False
             stream = tls_stream
         connection = HTTP1ServerConnection(stream, self.params, client)
         self._serving[connection] = client
         connection.start_serving(self)
+        return True
 
     def on_close(self, server_conn: object) -> None:
         client = self._serving.pop(server_conn, None)
