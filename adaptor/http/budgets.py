@@ -18,6 +18,7 @@ class BodyAccount:
     """One request's share of a :class:`BodyBudget`: what it may come to (``claim``) and what it holds."""
 
     claim: int
+    owner: str = ""
     held: int = 0
 
     @property
@@ -26,19 +27,22 @@ class BodyAccount:
 
 
 class BodyBudget:
-    """Bytes of request bodies held at once, taken as they arrive, given back when the request is done.
+    """Bytes of request bodies held at once, taken as they arrive, given back when the request is done: at most
+    ``total`` in all, and at most ``per_owner`` for the requests of one owner (a client address).
 
     A request is granted each piece of its body only when, afterwards, every request still receiving could be
     given the rest of what it claims (its declared length, or the maximum when chunked) in some order, each one
-    completing and giving back what it holds before the next one needs it: the banker's rule. So requests that
-    arrive together never each hold part of the budget and wait for the rest while none can finish (a deadlock
-    that only timeouts would end), and a client that trickles its body holds only what it has sent. Requests
-    refused a piece wait, and are tried again, in arrival order, whenever bytes are given back or another request
-    asks: one that is refused does not hold up those behind it.
+    completing and giving back what it holds before the next one needs it, within both limits: the banker's rule.
+    So requests that arrive together never each hold part of the budget and wait for the rest while none can
+    finish (a deadlock that only timeouts would end); a client that trickles its body holds only what it has
+    sent; and the clients of one address that send bodies and stall hold at most ``per_owner``, whatever their
+    number, leaving the rest to everyone else. A piece is granted as soon as that is safe; requests refused one
+    wait, and are tried again, in arrival order, whenever a request gives back what it holds.
     """
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, per_owner: int) -> None:
         self.total = total
+        self.per_owner = min(per_owner, total)
         self.accounts: set[BodyAccount] = set()
         self._waiting: collections.deque[tuple[BodyAccount, int, asyncio.Future[None]]] = collections.deque()
 
@@ -46,20 +50,20 @@ class BodyBudget:
     def held(self) -> int:
         return sum(account.held for account in self.accounts)
 
-    def open(self, claim: int) -> BodyAccount:
-        account = BodyAccount(min(claim, self.total))
+    def open(self, claim: int, owner: str) -> BodyAccount:
+        """An account for a body of at most ``claim`` bytes from ``owner``."""
+        account = BodyAccount(min(claim, self.per_owner), owner)
         self.accounts.add(account)
         return account
 
     async def take(self, account: BodyAccount, amount: int) -> None:
         """Add ``amount`` bytes to what ``account`` holds, waiting until that is safe."""
-        if not self._waiting and self._safe(account, amount):
+        if self._safe(account, amount):
             account.held += amount
             return
         waiter = asyncio.get_running_loop().create_future()
         entry = (account, amount, waiter)
         self._waiting.append(entry)
-        self._grant()  # those waiting before it may still be unsafe while this one is not
         try:
             await waiter
         finally:
@@ -88,17 +92,35 @@ class BodyBudget:
 
     def _safe(self, account: BodyAccount, amount: int) -> bool:
         """Whether granting ``amount`` to ``account`` leaves an order in which every request can complete."""
-        free = self.total - self.held - amount
-        if free < 0:
+        free = self.total - amount
+        owner_free: collections.Counter[str] = collections.Counter()
+        pending: list[tuple[int, int, str]] = []  # (need, held, owner) after the grant
+        total_need = 0
+        for a in self.accounts:
+            held = a.held + (amount if a is account else 0)
+            need = max(a.claim - held, 0)
+            free -= held
+            owner_free[a.owner] -= held
+            pending.append((need, held, a.owner))
+            total_need += need
+        if free < 0 or self.per_owner + owner_free[account.owner] < 0:
             return False
-        needs = sorted(
-            (max(a.claim - a.held - amount, 0), a.held + amount) if a is account else (a.need, a.held)
-            for a in self.accounts
-        )
-        for need, held in needs:
-            if need > free:
+        owner_needs: collections.Counter[str] = collections.Counter()
+        for need, _held, owner in pending:
+            owner_needs[owner] += need
+        if total_need <= free and all(self.per_owner + owner_free[o] >= n for o, n in owner_needs.items()):
+            return True  # every request could complete at once
+        # Otherwise look for a completion order: repeatedly complete any request whose need fits both limits.
+        pending.sort()
+        while pending:
+            for index, (need, held, owner) in enumerate(pending):
+                if need <= free and need <= self.per_owner + owner_free[owner]:
+                    free += held
+                    owner_free[owner] += held
+                    del pending[index]
+                    break
+            else:
                 return False
-            free += held
         return True
 
 

@@ -124,6 +124,12 @@ class Limits:
         return self.max_request_bytes * BODY_BUDGET_FACTOR
 
     @property
+    def body_budget_per_client_bytes(self) -> int:
+        """What the bodies from one client address may hold of :attr:`body_budget_bytes`: two maximal requests,
+        so that clients elsewhere always have room for one."""
+        return self.max_request_bytes * (BODY_BUDGET_FACTOR - 1)
+
+    @property
     def work_budget_bytes(self) -> int:
         return self.max_request_bytes * WORK_BUDGET_FACTOR
 
@@ -170,7 +176,7 @@ class FrontDoor(TCPServer, httputil.HTTPServerConnectionDelegate):
             body_timeout=None,  # _Request's own, which answers 408 rather than closing in silence
             chunk_size=READ_CHUNK_BYTES,
         )
-        self.bodies = BodyBudget(limits.body_budget_bytes)
+        self.bodies = BodyBudget(limits.body_budget_bytes, per_owner=limits.body_budget_per_client_bytes)
         self.work = WorkBudget(limits.work_budget_bytes)
         self.connections: collections.Counter[str] = collections.Counter()
         #: The address listened on (the first socket's), for requests without a usable Host header.
@@ -372,9 +378,11 @@ class _Request(httputil.HTTPMessageDelegate):
                 await self._refuse(413, "Content Too Large", TOO_LARGE_TEXT, cause="declared body size")
                 return
             self.over_limit = True
-        else:
-            self.account = self.door.bodies.open(declared if declared is not None else self.limits.max_request_bytes)
         self._timer = IOLoop.current().call_later(self.limits.body_timeout, self._body_timed_out)
+        chunked = "Transfer-Encoding" in headers  # Tornado refuses any coding but chunked
+        claim = declared if declared is not None else (self.limits.max_request_bytes if chunked else 0)
+        if claim and not self.over_limit:
+            self.account = self.door.bodies.open(claim, self.client.remote_ip)
 
     async def data_received(self, chunk: bytes) -> None:
         if self.answered:
