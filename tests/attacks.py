@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import re
 import socket
 import ssl
@@ -79,14 +80,19 @@ def request_with(data: bytes, encoding: str = "gzip", *, message_id: str | None 
     return to_bytes(root)
 
 
+@functools.cache
+def _padded_gzip(padding: bytes, repeat: int) -> bytes:
+    return gzip_stream(padded_cda(padding), repeat)
+
+
 def element_bomb(message_id: str | None = None) -> bytes:
     """The issue's 65 KB request: base64 + gzip of a CDA with 12 million empty elements."""
-    return request_with(gzip_stream(padded_cda(b"<a/>"), 12_000_000), message_id=message_id)
+    return request_with(_padded_gzip(b"<a/>", 12_000_000), message_id=message_id)
 
 
 def comment_bomb(message_id: str | None = None) -> bytes:
     """The issue's valid CDA padded with 6 million comments, gzip + base64 (about 85 KB)."""
-    return request_with(gzip_stream(padded_cda(b"<!---->"), 6_000_000), message_id=message_id)
+    return request_with(_padded_gzip(b"<!---->", 6_000_000), message_id=message_id)
 
 
 def soap_body(inner: bytes) -> bytes:

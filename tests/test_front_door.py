@@ -123,6 +123,8 @@ PEAK_LIMIT_MB = 300
 #: The issue wants answers within 1-2 s; these only tell a hang from an answer (figures: docs/benchmarks.md).
 ANSWER_TIMEOUT = 30.0
 PROBE_TIMEOUT = 10.0
+#: Shorter where a known defect makes the probe wait (the xfail below): still five times the issue's 1 s.
+STALLED_PROBE_TIMEOUT = 5.0
 #: Where the attackers connect from; the good clients use 127.0.0.1.
 ATTACKER = "127.0.0.2"
 MAX_REQUEST_BYTES = Settings().max_request_bytes
@@ -228,7 +230,7 @@ def test_bodies_sent_but_for_their_last_byte_do_not_starve_the_server(server: Ru
     with Crowd(server.port, source=ATTACKER, idle=0, trickling=0, stalled_bodies=4, body_length=MAX_REQUEST_BYTES):
         assert exchange(server.port, get("/healthz"), timeout=PROBE_TIMEOUT).status == 200
         body, _ = good_report()
-        report = exchange(server.port, post(body), timeout=PROBE_TIMEOUT)
+        report = exchange(server.port, post(body), timeout=STALLED_PROBE_TIMEOUT)
         assert report.status == 200 and report.first.ok(), report
 
 
