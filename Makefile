@@ -44,8 +44,9 @@ bench: install
 bench-quick: install
 	$(BIN)/python -m benchmarks.run --quick $(BENCH_ARGS)
 
-# The long forms of the robustness suites (about 10 min: 5,000 hostile-input cases, SIGKILLs and target outages
-# under load): writes the robustness section of docs/benchmarks.md. The short forms run in `make test`.
+# The long forms of the robustness suites (about 12 min: 5,000 hostile-input cases, SIGKILLs and target outages
+# under load, the front door's attacks): writes the robustness section of docs/benchmarks.md. The short forms run
+# in `make test`; SOAK_ARGS="--only frontdoor" runs just the front door's.
 soak: install
 	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
 

@@ -230,11 +230,12 @@ def wait_until_serving(server: Process, port: int) -> None:
 
 def _brokers_module() -> ModuleType:
     """``tests/brokers.py`` (the private RabbitMQ node the tests use), loaded in place."""
-    return _load_tests_module("brokers", "pem111_bench_brokers")
+    return load_tests_module("brokers", "pem111_bench_brokers")
 
 
-def _load_tests_module(stem: str, name: str) -> ModuleType:
-    """``tests/<stem>.py`` loaded as module ``name`` (tests/ is not a package)."""
+def load_tests_module(stem: str, name: str) -> ModuleType:
+    """``tests/<stem>.py`` loaded as module ``name`` (tests/ is not a package): how a benchmark uses a helper the
+    tests define (the private broker, throwaway databases, the front door's attacks), so that there is one."""
     path = ROOT / "tests" / f"{stem}.py"
     if name in sys.modules:
         return sys.modules[name]
@@ -265,7 +266,7 @@ def private_rabbitmq(folder: Path) -> Iterator[Any]:
 def _postgres_module() -> ModuleType:
     """``tests/postgres.py`` (throwaway databases on the shared server), loaded in place, its databases named
     ``nhs111_bench_...`` rather than ``nhs111_test_...``."""
-    module = _load_tests_module("postgres", "pem111_bench_postgres")
+    module = load_tests_module("postgres", "pem111_bench_postgres")
     module.DATABASE_PREFIX = POSTGRES_DATABASE_PREFIX  # type: ignore[attr-defined]  # read when one is named
     return module
 

@@ -1,6 +1,8 @@
 """``docs/benchmarks.md`` is written by two commands: ``make bench`` and ``make soak``. Each owns one section,
 between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` markers, and replaces only that one, so running one
-command keeps the other's last figures. Also: a description of the machine and of how busy it was."""
+command keeps the other's last figures; a part of a section may have markers of its own, so that a step run alone
+(``python -m benchmarks.soak --only frontdoor``) replaces only its part. Also: a description of the machine and of
+how busy it was."""
 
 from __future__ import annotations
 
@@ -66,14 +68,24 @@ def load_average() -> str:
         return "unknown"
 
 
-def replace_section(path: Path, name: str, text: str) -> None:
-    """Write ``text`` as section ``name`` of ``path``: in place of the old one, or appended when absent."""
+def marked(name: str, text: str) -> str:
+    """``text`` between the markers of section ``name``: a section, or a part of one that can be replaced alone."""
+    return f"<!-- {name}:begin -->\n{text.strip()}\n<!-- {name}:end -->"
+
+
+def replace_section(path: Path, name: str, text: str, *, within: str | None = None) -> None:
+    """Write ``text`` as section ``name`` of ``path``: in place of the old one; when absent, at the end of section
+    ``within`` if that is given and present, else at the end of the file."""
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    block = f"{begin}\n{text.strip()}\n{end}"
+    block = marked(name, text)
     current = path.read_text(encoding="utf-8") if path.exists() else TITLE
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.DOTALL)
+    outer_end = f"<!-- {within}:end -->" if within else None
     if pattern.search(current):
         updated = pattern.sub(lambda _match: block, current)
+    elif outer_end and outer_end in current:
+        head, _, tail = current.partition(outer_end)
+        updated = head.rstrip() + "\n\n" + block + "\n" + outer_end + tail
     else:
         updated = current.rstrip() + "\n\n" + block + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -154,6 +154,20 @@ class RunningServer:
     def log_text(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
+    def memory_mb(self) -> tuple[float, float]:
+        """The process's resident set size now and its peak since start (or :meth:`reset_peak_memory`), in MiB:
+        ``VmRSS`` and ``VmHWM`` from ``/proc``."""
+        fields = {}
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                fields[name] = int(value.split()[0]) / 1024
+        return fields["VmRSS"], fields["VmHWM"]
+
+    def reset_peak_memory(self) -> None:
+        """Start the peak (``VmHWM``) again from the current resident set size (Linux: ``clear_refs``)."""
+        Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
+
     def outbox_files(self) -> list[Path]:
         return sorted(p for p in self.outbox.rglob("*") if p.is_file()) if self.outbox.exists() else []
 

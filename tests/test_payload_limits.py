@@ -1,5 +1,9 @@
 """Payload bombs: every decoded payload and Pathways attachment is held to the limits of
-:mod:`adaptor.itk.payloads`, checked while inflating and parsing, at accept, conversion and in the console.
+:mod:`adaptor.itk.payloads`, checked while inflating and parsing, at accept, conversion (a replay converts again)
+and in the console.
+
+The bombs are built by :mod:`attacks`, which the front door's adversarial suite (``test_front_door.py``) sends to a
+real server.
 
 Each hostile case runs under :func:`within`, so a regression fails instead of hanging the suite.
 """
@@ -10,15 +14,18 @@ import base64
 import gzip
 import threading
 import time
-import zlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from attacks import element_bomb as issue_element_bomb
+from attacks import gzip_stream, padded_cda, request_with
 from conftest import require_shared
-from itk_factory import build_request, clinical_document, find, to_bytes
+from itk_factory import RECIPIENT_DOS, RECIPIENT_ODS, build_request, clinical_document, find, to_bytes
 from lxml import etree
 
+from adaptor import composition
 from adaptor.config import Settings
 from adaptor.console.cda_text import readable_document
 from adaptor.delivery.conversion import ConversionError, convert
@@ -28,6 +35,7 @@ from adaptor.itk.faults import ItkFault
 from adaptor.itk.message import ItkMessage
 from adaptor.itk.rules import parse_request, validate_request
 from adaptor.itk.xmlsafe import TooManyNodes, parse_xml
+from adaptor.store import Status
 from mappings import questionnaire
 
 DEFAULT = Settings()
@@ -53,32 +61,6 @@ def within(seconds: float, work: Callable[[], T]) -> T:
     return outcome["value"]  # type: ignore[return-value]
 
 
-def gzip_stream(parts: list[bytes], repeat: int = 1) -> bytes:
-    """One gzip member of ``parts`` with the middle part repeated ``repeat`` times, built without holding it."""
-    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    out = [compressor.compress(parts[0])]
-    block = parts[1] * 100_000
-    for _ in range(repeat // 100_000):
-        out.append(compressor.compress(block))
-    out.append(compressor.compress(parts[1] * (repeat % 100_000)))
-    out += [compressor.compress(parts[2]), compressor.flush()]
-    return b"".join(out)
-
-
-def padded_cda(padding: bytes = b"", repeat: int = 0) -> list[bytes]:
-    """A valid ClinicalDocument split where ``padding`` (repeated) goes: before its closing tag."""
-    document = etree.tostring(clinical_document(), encoding="UTF-8")
-    end = document.rindex(b"</")
-    return [document[:end], padding, document[end:]]
-
-
-def request_with(data: bytes, encoding: str = "gzip") -> bytes:
-    """A valid request whose one payload carries ``data`` (already gzip-compressed for ``gzip``) as base64."""
-    root = build_request(encoding=encoding)
-    find(root, "itk:payloads/itk:payload").text = base64.b64encode(data).decode()
-    return to_bytes(root)
-
-
 def validate(raw: bytes) -> ItkMessage:
     return validate_request(parse_request(raw, DEFAULT), DEFAULT, AllowList(DEFAULT))
 
@@ -98,7 +80,7 @@ def refusal(raw: bytes, seconds: float = 2.0) -> str:
 @pytest.fixture(scope="module")
 def element_bomb() -> bytes:
     """The issue's 65 KB request: base64 + gzip of a CDA with 12 million empty elements."""
-    raw = request_with(gzip_stream(padded_cda(b"<a/>"), 12_000_000))
+    raw = issue_element_bomb()
     assert len(raw) < 80_000
     return raw
 
@@ -228,6 +210,33 @@ def test_conversion_and_console_refuse_truncated_gzip() -> None:
     with pytest.raises(ConversionError, match="truncated"):
         convert(raw)
     assert "truncated" in str(readable_document(raw).problem)
+
+
+def test_replay_of_a_bomb_stored_before_the_limits_is_dead_lettered_fast(tmp_path: Path) -> None:
+    """A message stored by a version without these limits: a replay converts it again, on the bounded path."""
+    settings = Settings(
+        data_dir=str(tmp_path / "data"),
+        forward_target=f"dir:{tmp_path / 'outbox'}",
+        itk_ods_code_list=(RECIPIENT_ODS,),
+        itk_dos_id_list=(RECIPIENT_DOS,),
+    )
+    components = composition.build(settings)
+    try:
+        raw = to_bytes(build_request())
+        message = validate_request(parse_request(raw, settings), settings, components.allow_list)
+        components.receiver.accept(message, raw)
+        components.worker.drain()
+        [stored] = components.store.find_by_message_id(message.message_id)
+        with components.store.engine.begin() as connection:
+            connection.exec_driver_sql("UPDATE messages SET raw = ? WHERE id = ?", (issue_element_bomb(), stored.id))
+        [replayed] = components.store.replay([stored.id])
+        assert replayed.requeued
+        [outcome] = within(5, components.worker.drain)
+        assert outcome.status is Status.DEAD_LETTER
+        [record] = components.store.find_by_message_id(message.message_id)
+        assert record.status_reason is not None and "limit" in record.status_reason
+    finally:
+        components.close()
 
 
 def comment_bomb_case() -> str:
