@@ -401,6 +401,9 @@ def chunked(body: bytes, *, path: str = "/report", size: int = 256 * 1024) -> It
 
 
 #: The start of a TLS ClientHello: a connection that begins a handshake and never finishes it.
+#: How long a stalled body is sent before the sender gives up: the server stops reading the bodies of an address
+#: whose share of the body budget is full, and the rest stays in the sender's buffers.
+STALLED_SEND_SECONDS = 3.0
 PARTIAL_CLIENT_HELLO = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"
 
 
@@ -459,9 +462,11 @@ class Crowd:
                 sock.sendall(PARTIAL_CLIENT_HELLO)
                 self.connections.append(sock)
             for _ in range(stalled_bodies):
-                sock = connect(port, source=source)
+                sock = connect(port, source=source, timeout=STALLED_SEND_SECONDS)
                 self.connections.append(sock)
-                sock.sendall(post(b"x" * body_length, close=False)[:-1])
+                with contextlib.suppress(TimeoutError):
+                    # Times out once the server stops reading: this address's share of the body budget is full.
+                    sock.sendall(post(b"x" * body_length, close=False)[:-1])
         except BaseException:
             self.close()
             raise
