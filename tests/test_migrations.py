@@ -294,6 +294,7 @@ def nhs111(
         PEM111_FORWARD_TARGET=f"dir:{tmp_path / 'outbox'}",
         PEM111_HOST="127.0.0.1",
         PEM111_PORT="0",
+        PEM111_ITK_ACCEPT_ANY_ADDRESS="true",  # `serve` starts without an allow-list (the schema is under test)
     )
     if database_url:
         env["PEM111_DATABASE_URL"] = database_url
