@@ -180,8 +180,15 @@ def test_any_one_list_setting_is_enough_to_serve(changes: dict[str, object], cap
 
 
 def test_accepting_any_address_is_said_once_at_start_up(caplog: pytest.LogCaptureFixture) -> None:
-    require_allow_list(Settings(itk_accept_any_address=True))
-    [record] = [r for r in caplog.records if r.name == "adaptor.allowlist"]
+    settings = Settings(itk_accept_any_address=True)
+    require_allow_list(settings)
+    allow_list = AllowList(settings)
+    assert caplog.records == []
+    allow_list.start()
+    for _ in range(3):
+        allow_list.check([ods("ANY")])
+    allow_list.stop()
+    [record] = caplog.records
     assert record.levelname == "WARNING" and "PEM111_ITK_ACCEPT_ANY_ADDRESS=true" in record.getMessage()
 
 

@@ -89,7 +89,7 @@ class _Lists:
 
 def require_allow_list(settings: Settings) -> None:
     """Refuse to serve the endpoint without an allow-list (:class:`ConfigError`, one line naming the settings),
-    unless ``PEM111_ITK_ACCEPT_ANY_ADDRESS=true``: then say once, here, that every recipient is accepted.
+    unless ``PEM111_ITK_ACCEPT_ANY_ADDRESS=true`` (:meth:`AllowList.start` then says so, once).
 
     The two together are refused too: a list that would silently not apply, or not be meant, is a mistake either
     way. Called once at start-up, before anything is opened.
@@ -108,14 +108,7 @@ def require_allow_list(settings: Settings) -> None:
             f"PEM111_ITK_ACCEPT_ANY_ADDRESS=true and an addressing allow-list ({', '.join(configured)}) are both "
             "set: keep one of them"
         )
-    if settings.itk_accept_any_address:
-        log.warning(
-            "PEM111_ITK_ACCEPT_ANY_ADDRESS=true: no addressing allow-list, messages for any recipient are accepted "
-            "(development only; in production set %s)",
-            " or ".join(LIST_SETTINGS),
-        )
-        return
-    if not configured:
+    if not configured and not settings.itk_accept_any_address:
         raise ConfigError(
             f"no addressing allow-list: set {', '.join(LIST_SETTINGS[:-1])} or {LIST_SETTINGS[-1]} to the recipients "
             "this receiver accepts, or PEM111_ITK_ACCEPT_ANY_ADDRESS=true to accept any (development only)"
@@ -242,7 +235,16 @@ class AllowList:
 
     def start(self) -> None:
         """Poll the remote document now and then every ``PEM111_ITK_FETCH_INTERVAL_MIN`` minutes, in a daemon
-        thread (nothing to do without a URL). Returns at once: a slow or dead URL never delays startup."""
+        thread (nothing to do without a URL). Returns at once: a slow or dead URL never delays startup.
+
+        Without any list, say once, here at start-up rather than with every message, that messages for any
+        recipient are accepted."""
+        if not self.configured:
+            log.warning(
+                "no addressing allow-list (PEM111_ITK_ACCEPT_ANY_ADDRESS=true): messages for any recipient are "
+                "accepted; in production set %s",
+                " or ".join(LIST_SETTINGS),
+            )
         if not self._url or self._thread is not None:
             return
         self._stopping.clear()
