@@ -23,6 +23,11 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
 	@touch $(STAMP)
 
+# No allow-list in the embedded default: `make run` accepts messages for any recipient (and says so at start-up),
+# unless one of the allow-list settings is in the environment; production sets the list (see README, Settings).
+ifeq ($(strip $(PEM111_ITK_ODS_CODE_LIST)$(PEM111_ITK_DOS_ID_LIST)$(PEM111_ITK_EXTERNAL_CONFIGURATION_URL)),)
+run: export PEM111_ITK_ACCEPT_ANY_ADDRESS ?= true
+endif
 run: install
 	$(BIN)/nhs111 serve
 

@@ -6,11 +6,13 @@ in one place, and closed in one place.
 (:func:`adaptor.http.server.run_worker`) runs :class:`DeliveryComponents`, the part of them that delivers.
 The HTTP layer builds its request handlers on top of them and owns nothing itself.
 
-Built in this order: the forwarder (a :class:`~adaptor.config.ConfigError` here stops start-up before the
-database is touched), the message store (opened if the database is reachable), the allow-list (its refresh
-started), the metrics, the outbox worker, the receiver service and the readiness checks. :meth:`close` stops
-and closes in the reverse order, so that deliveries in flight finish before anything closes and the store
-closes last. Components that are given (tests hand in their own store or worker) are used, never closed.
+Built in this order: the allow-list's settings checked (no allow-list, and no
+``PEM111_ITK_ACCEPT_ANY_ADDRESS=true``, is a :class:`~adaptor.config.ConfigError`), the forwarder (a
+:class:`~adaptor.config.ConfigError` here stops start-up before the database is touched), the message store
+(opened if the database is reachable), the allow-list (its refresh started), the metrics, the outbox worker,
+the receiver service and the readiness checks. :meth:`close` stops and closes in the reverse order, so that
+deliveries in flight finish before anything closes and the store closes last. Components that are given (tests
+hand in their own store or worker) are used, never closed.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from adaptor.config import Settings
 from adaptor.delivery.activity import RequestActivity
 from adaptor.delivery.forwarders import Forwarder, forwarder_from_settings
 from adaptor.delivery.outbox import OutboxWorker
-from adaptor.itk.allowlist import AllowList
+from adaptor.itk.allowlist import AllowList, require_allow_list
 from adaptor.ops.metrics import Metrics
 from adaptor.ops.readiness import Readiness
 from adaptor.store import MessageStore
@@ -107,9 +109,11 @@ def build(
     given is only woken when a message is stored, and counts its deliveries in these metrics from now on
     (:meth:`~adaptor.delivery.outbox.OutboxWorker.report_to`).
 
-    Raises :class:`~adaptor.config.ConfigError` when the forward target is unusable; what was built by then is
-    closed.
+    Raises :class:`~adaptor.config.ConfigError` when no allow-list is configured (and any recipient is not
+    explicitly accepted) or the forward target is unusable; what was built by then is closed.
     """
+    if allow_list is None:
+        require_allow_list(settings)  # before anything is opened
     closing = ExitStack()
     try:
         store, forwarder = _store_and_forwarder(settings, closing, store, forwarder)

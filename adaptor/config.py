@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 MIB = 1024 * 1024
+#: The highest TCP port number (0 = any free port).
+MAX_PORT = 65535
 
 #: The profile ids the reference accepts (``manifestitem/@profileid``); extend with ``PEM111_ITK_PROFILE_IDS``.
 DEFAULT_PROFILE_IDS = (
@@ -107,7 +109,7 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, not {raw!r}")
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -117,6 +119,8 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
         raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, not {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be at most {maximum}, not {value}")
     return value
 
 
@@ -208,7 +212,7 @@ class Settings:
 
     # -- HTTP server -------------------------------------------------------------------------------------------
     host: str = setting("PEM111_HOST", "127.0.0.1")
-    port: int = setting("PEM111_PORT", 8080, _int, minimum=0)
+    port: int = setting("PEM111_PORT", 8080, _int, minimum=0, maximum=MAX_PORT)
     #: Paths the ITK endpoint answers on; the first one is the canonical path used in the served WSDL.
     report_paths: tuple[str, ...] = setting("PEM111_REPORT_PATH", ("/report",), _report_paths)
     server_threads: int = setting("PEM111_SERVER_THREADS", 8, _int, minimum=1)
@@ -250,7 +254,11 @@ class Settings:
     itk_dos_id_list: tuple[str, ...] = setting("PEM111_ITK_DOS_ID_LIST", (), _list)
     itk_external_configuration_url: str = setting("PEM111_ITK_EXTERNAL_CONFIGURATION_URL", "")
     itk_fetch_interval_min: int = setting("PEM111_ITK_FETCH_INTERVAL_MIN", 5, _int, minimum=1)
-    itk_require_addresslist: bool = setting("PEM111_ITK_REQUIRE_ADDRESSLIST", False, _bool)
+    #: Serve without any of the three allow-list settings above, accepting every recipient (development only:
+    #: without it, and without a list, the endpoint refuses to start).
+    itk_accept_any_address: bool = setting("PEM111_ITK_ACCEPT_ANY_ADDRESS", False, _bool)
+    #: Refuse a message without an ``itk:addresslist`` (rule C17), as the reference does.
+    itk_require_addresslist: bool = setting("PEM111_ITK_REQUIRE_ADDRESSLIST", True, _bool)
     #: Folder holding the published schema pack (``iuc/`` and ``pathways/``) for rules D4-D6; empty = skipped.
     schema_dir: str = setting("PEM111_SCHEMA_DIR", "")
     #: Folder holding the WSDL and the project's own XSDs; empty = ``wsdl/`` beside the package (source trees

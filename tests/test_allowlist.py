@@ -1,17 +1,37 @@
-"""The addressing allow-list (wire-contract.md section 7): matching, static lists, the polled JSON document."""
+"""The addressing allow-list (wire-contract.md section 7): matching, static lists, the polled JSON document, and
+failing closed (no list: `nhs111 serve` refuses to start, unless any recipient is accepted explicitly, as `make run`
+does)."""
 
 from __future__ import annotations
 
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
+import requests
+from conftest import REPO
+from server_fixture import free_port, nhs111_command
 from waiting import wait_until
 
-from adaptor.config import Settings
-from adaptor.itk.allowlist import AllowList, AllowListDocumentError, dos_id, ods_code, parse_document
+from adaptor.config import ConfigError, Settings
+from adaptor.itk.allowlist import (
+    LIST_SETTINGS,
+    AllowList,
+    AllowListDocumentError,
+    dos_id,
+    ods_code,
+    parse_document,
+    require_allow_list,
+)
 from adaptor.itk.faults import FaultCode, ItkFault
 from adaptor.itk.message import Address
 from adaptor.itk.wire import DOS_ADDRESS_TYPE, ITK_ADDRESS_TYPE
@@ -112,19 +132,70 @@ def test_an_empty_address_list_matches_nothing() -> None:
     assert fault.diagnostic == "Both ODS code () and DOS ID () are invalid"
 
 
-def test_missing_addresslist_is_accepted_unless_required() -> None:
-    static(("EM396",)).check(None)
-    assert rejected(static(("EM396",), itk_require_addresslist=True), None).rule == "C17"
-    assert rejected(AllowList(Settings(itk_require_addresslist=True)), None).rule == "C17"
+def test_missing_addresslist_is_refused_unless_allowed() -> None:
+    """The reference's behaviour by default; PEM111_ITK_REQUIRE_ADDRESSLIST=false lets it through (IUC DMS)."""
+    fault = rejected(static(("EM396",)), None, relates_to="MID-4")
+    assert (fault.rule, fault.error_code, fault.text, fault.relates_to) == ("C17", 1000, "Message rejected", "MID-4")
+    static(("EM396",), itk_require_addresslist=False).check(None)
+    # The setting is about the message's shape, not the list: the same without one.
+    assert rejected(AllowList(Settings(itk_accept_any_address=True)), None).rule == "C17"
+    AllowList(Settings(itk_accept_any_address=True, itk_require_addresslist=False)).check(None)
 
 
-def test_no_source_configured_accepts_everything(caplog: pytest.LogCaptureFixture) -> None:
-    allow_list = AllowList(Settings())
+def test_accepting_any_address_checks_nothing_and_logs_nothing_per_message(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="adaptor.allowlist")
+    allow_list = AllowList(Settings(itk_accept_any_address=True))
     assert not allow_list.configured
     assert allow_list.ready
-    allow_list.check([ods("ANY")], "MID-2")
-    allow_list.check(None)
-    assert "no allow-list configured" in caplog.text
+    for _ in range(3):
+        allow_list.check([ods("ANY")], "MID-2")
+        allow_list.check([], "MID-2")
+    assert caplog.records == []
+
+
+# -- start-up: fail closed ---------------------------------------------------------------------------------------
+
+
+def test_serving_without_a_list_is_refused_in_one_line_naming_the_settings() -> None:
+    with pytest.raises(ConfigError) as caught:
+        require_allow_list(Settings())
+    text = str(caught.value)
+    assert "\n" not in text
+    for name in (*LIST_SETTINGS, "PEM111_ITK_ACCEPT_ANY_ADDRESS=true"):
+        assert name in text
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"itk_ods_code_list": ("EM396",)},
+        {"itk_dos_id_list": ("26428",)},
+        {"itk_external_configuration_url": "http://127.0.0.1:1/allow-list.json"},
+    ],
+)
+def test_any_one_list_setting_is_enough_to_serve(changes: dict[str, object], caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="adaptor.allowlist")
+    require_allow_list(Settings().replace(**changes))
+    assert caplog.records == []
+
+
+def test_accepting_any_address_is_said_once_at_start_up(caplog: pytest.LogCaptureFixture) -> None:
+    settings = Settings(itk_accept_any_address=True)
+    require_allow_list(settings)
+    allow_list = AllowList(settings)
+    assert caplog.records == []
+    allow_list.start()
+    for _ in range(3):
+        allow_list.check([ods("ANY")])
+    allow_list.stop()
+    [record] = caplog.records
+    assert record.levelname == "WARNING" and "PEM111_ITK_ACCEPT_ANY_ADDRESS=true" in record.getMessage()
+
+
+def test_accepting_any_address_beside_a_list_is_refused() -> None:
+    with pytest.raises(ConfigError) as caught:
+        require_allow_list(Settings(itk_accept_any_address=True, itk_dos_id_list=("26428",)))
+    assert "PEM111_ITK_ACCEPT_ANY_ADDRESS" in str(caught.value) and "PEM111_ITK_DOS_ID_LIST" in str(caught.value)
 
 
 def test_only_one_static_list_is_enough() -> None:
@@ -277,7 +348,7 @@ def test_unreachable_url_answers_retryable_until_the_first_fetch() -> None:
     fault = rejected(allow_list, [ods("EM396")], relates_to="MID-3")
     assert (fault.rule, fault.error_code, fault.faultcode) == ("E1", 2100, FaultCode.SERVER)
     assert fault.relates_to == "MID-3"
-    allow_list.check(None)  # nothing to check without an addresslist
+    assert rejected(allow_list, None).rule == "C17"  # no addresslist: refused before the list is needed
 
 
 def test_unreachable_url_with_static_lists_uses_them() -> None:
@@ -323,3 +394,80 @@ def test_start_without_url_does_nothing() -> None:
     allow_list.start()
     allow_list.stop()
     allow_list.check([ods("EM396")])
+
+
+# -- the processes: `nhs111 serve` refuses, `make run` serves --------------------------------------------------
+
+
+def _environment(tmp_path: Path, **settings: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PEM111_")}
+    env.update(
+        PEM111_HOST="127.0.0.1",
+        PEM111_DATA_DIR=str(tmp_path / "data"),
+        PEM111_FORWARD_TARGET=f"dir:{tmp_path / 'outbox'}",
+        PEM111_LOG_FORMAT="text",
+        **settings,
+    )
+    return env
+
+
+def test_serve_without_an_allow_list_stops_at_once_in_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*nhs111_command(), "serve", "--port", "0"],
+        cwd=REPO,
+        env=_environment(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    assert len(lines) == 1 and " ERROR " in lines[0] and "no addressing allow-list" in lines[0], lines
+    assert "PEM111_ITK_ACCEPT_ANY_ADDRESS=true" in lines[0]
+    assert not (tmp_path / "data").exists()  # refused before anything was opened
+
+
+def test_make_run_serves_any_recipient_and_says_so_once(tmp_path: Path) -> None:
+    """`make run` in one command, with nothing configured: the samples (addressed to invented recipients) are
+    accepted, and the log says once, at start-up, that any recipient is."""
+    scripts = Path(sys.prefix) / "bin"
+    if shutil.which("make") is None or not (scripts / "nhs111").exists():
+        pytest.skip("needs make and the nhs111 script in the running environment")
+    port = free_port()
+    log_path = tmp_path / "make-run.log"
+    with open(log_path, "wb") as log_file:
+        # -o install: the environment running the tests is installed already (and may not be ./.venv).
+        make = subprocess.Popen(
+            ["make", "-s", "-o", "install", "run", f"VENV={sys.prefix}"],
+            cwd=REPO,
+            env=_environment(tmp_path, PEM111_PORT=str(port)),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: make and the server it runs are stopped together
+        )
+    try:
+        wait_until(lambda: _answers(f"http://127.0.0.1:{port}/healthz") or make.poll() is not None, "healthz", 60)
+        assert make.poll() is None, log_path.read_text()
+        for sample in sorted((REPO / "samples").glob("*.xml"))[:3]:
+            response = requests.post(
+                f"http://127.0.0.1:{port}/report",
+                data=sample.read_bytes(),
+                headers={"Content-Type": "text/xml; charset=utf-8"},
+                timeout=30,
+            )
+            assert response.status_code == 200 and b">OK<" in response.content, response.text
+    finally:
+        os.killpg(make.pid, signal.SIGTERM)
+        make.wait(30)
+    log = log_path.read_text()
+    assert log.count("PEM111_ITK_ACCEPT_ANY_ADDRESS=true") == 1, log
+    assert [line for line in log.splitlines() if " WARNING " in line and "allow-list" in line] == [
+        line for line in log.splitlines() if "PEM111_ITK_ACCEPT_ANY_ADDRESS=true" in line
+    ]
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False

@@ -30,6 +30,8 @@ def test_an_empty_environment_gives_the_defaults() -> None:
         Settings()
     )
     assert (Settings.port, Settings.max_request_bytes, Settings.log_level) == (8080, 10 * MIB, "INFO")
+    # The allow-list fails closed: no recipient accepted by default, and a message must say whom it is for.
+    assert (Settings.itk_accept_any_address, Settings.itk_require_addresslist) == (False, True)
 
 
 @pytest.mark.parametrize(
@@ -46,6 +48,8 @@ def test_an_empty_environment_gives_the_defaults() -> None:
         ("PEM111_SOAP_SEND_TO", "https://a/r,https://b/r", ("https://a/r", "https://b/r")),
         ("PEM111_ITK_PROFILE_IDS", "urn:x", (*DEFAULT_PROFILE_IDS, "urn:x")),  # adds to the reference's
         ("PEM111_ITK_ODS_CODE_LIST", "A1, B2", ("A1", "B2")),
+        ("PEM111_ITK_ACCEPT_ANY_ADDRESS", "true", True),
+        ("PEM111_ITK_REQUIRE_ADDRESSLIST", "false", False),
         ("PEM111_CDA_LEVEL2_VALIDATION", " Reject ", "reject"),
         ("PEM111_DELIVERY_BACKOFF_INITIAL_SECONDS", "0.01", 0.01),
         ("PEM111_AMQP_PASSWORD", " spaced ", " spaced "),  # a password is taken as given
@@ -71,6 +75,7 @@ def test_a_variable_sets_its_field(variable: str, value: str, expected: object) 
     [
         ("PEM111_PORT", "http", "PEM111_PORT must be a whole number, not 'http'"),
         ("PEM111_PORT", "-1", "PEM111_PORT must be at least 0, not -1"),
+        ("PEM111_PORT", "99999", "PEM111_PORT must be at most 65535, not 99999"),
         ("PEM111_MAX_REQUEST_BYTES", "1023", "PEM111_MAX_REQUEST_BYTES must be at least 1024, not 1023"),
         ("PEM111_ITK_FETCH_INTERVAL_MIN", "0", "PEM111_ITK_FETCH_INTERVAL_MIN must be at least 1, not 0"),
         ("PEM111_TLS_RELOAD_SECONDS", "-1", "PEM111_TLS_RELOAD_SECONDS must be at least 0.0, not -1.0"),

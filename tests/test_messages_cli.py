@@ -213,12 +213,14 @@ def test_errors_from_the_installed_script_have_no_traceback(filled: Filled) -> N
     )
     assert done.returncode == 2
     assert done.stderr == "Error: no stored message with MessageID or record id NO-SUCH-ID\n"
-    bad_store = env | {"PEM111_DATABASE_URL": f"sqlite:///{Path(filled.env['PEM111_DATA_DIR']) / 'messages.db' / 'x'}"}
+    not_a_database = Path(filled.env["PEM111_DATA_DIR"]) / "not-a-database.db"
+    not_a_database.write_bytes(b"not SQLite " * 1000)
+    bad_store = env | {"PEM111_DATABASE_URL": f"sqlite:///{not_a_database}"}
     done = subprocess.run(
         [*nhs111_command(), "messages", "list"], env=bad_store, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("Error: cannot open the message store")
+    assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("Error: cannot read the message store")
 
 
 def test_the_store_is_only_read(filled: Filled) -> None:

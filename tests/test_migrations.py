@@ -294,6 +294,7 @@ def nhs111(
         PEM111_FORWARD_TARGET=f"dir:{tmp_path / 'outbox'}",
         PEM111_HOST="127.0.0.1",
         PEM111_PORT="0",
+        PEM111_ITK_ACCEPT_ANY_ADDRESS="true",  # `serve` starts without an allow-list (the schema is under test)
     )
     if database_url:
         env["PEM111_DATABASE_URL"] = database_url
@@ -305,9 +306,10 @@ def nhs111(
 def test_db_current_and_upgrade_on_the_default_sqlite_store(tmp_path: Path) -> None:
     database = tmp_path / "data" / "messages.db"
 
-    empty = nhs111(tmp_path, "db", "current")
-    assert empty.returncode == 0, empty.stderr
-    assert "empty" in empty.stdout and "nhs111 db upgrade" in empty.stdout
+    missing = nhs111(tmp_path, "db", "current")
+    assert missing.returncode == 2, missing.stdout
+    assert missing.stderr.startswith(f"Error: no message store at {database.resolve()} ") and missing.stdout == ""
+    assert len(missing.stderr.splitlines()) == 1 and "`nhs111 db upgrade` creates a new one" in missing.stderr
     assert not database.exists()  # looking does not create it
 
     upgraded = nhs111(tmp_path, "db", "upgrade")

@@ -15,12 +15,20 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import REPO
+from conftest import REPO, require_shared
 from lxml import etree
 from server_fixture import RunningServer, free_port, nhs111_command, start_server
 
 from adaptor.cli.operator import send
-from adaptor.cli.sender import ItkSender, SendError, SendResult, build_session, refresh_ids, request_files
+from adaptor.cli.sender import (
+    ItkSender,
+    SendError,
+    SendResult,
+    build_session,
+    refresh_ids,
+    request_files,
+    wrap_distribution_envelope,
+)
 from adaptor.itk.xmlsafe import ITK, NS, SOAP11, WSA, WSSE, WSU
 from adaptor.samples import SCENARIOS, addressed_codes, build_sample, generate, scenario
 from adaptor.store import MessageStore
@@ -292,3 +300,104 @@ def test_an_explicit_wsdl(server: RunningServer, fresh_samples: Path, tmp_path: 
     assert missing.exit_code == 2
     assert missing.stderr.startswith(f"Error: cannot load the WSDL {tmp_path / 'none.wsdl'}: ")
     assert len(missing.stderr.splitlines()) == 1
+
+
+# -- bare DistributionEnvelopes: --wrap ----------------------------------------------------------------------
+
+DE_PREAMBLE = b'<?xml version="1.0" encoding="UTF-8"?>\n<!--an example, as the IUC specification writes them-->\n'
+
+
+def bare_distribution_envelope(folder: Path, name: str = "gp-referral", *, service: str | None = None) -> Path:
+    """A sample's DistributionEnvelope alone in a file of its own, as the specification's examples are."""
+    root = etree.fromstring(build_sample(scenario(name)))
+    envelope = root.find(f"{{{SOAP11}}}Body/{{{ITK}}}DistributionEnvelope")
+    if service is not None:
+        envelope.find(f"{{{ITK}}}header").set("service", service)
+    path = folder / f"{name}-de.xml"
+    path.write_bytes(DE_PREAMBLE + etree.tostring(envelope))
+    return path
+
+
+def test_wrap_sends_a_bare_distribution_envelope_with_fresh_addressing(server: RunningServer, tmp_path: Path) -> None:
+    path = bare_distribution_envelope(tmp_path)
+    tracking_id = etree.parse(str(path)).getroot().find(f"{{{ITK}}}header").get("trackingid")
+
+    sent = [invoke(str(path), "--url", server.report_url, "--wrap") for _ in range(2)]
+
+    assert [result.exit_code for result in sent] == [0, 0], [result.output for result in sent]
+    ids = [message_id for result in sent for message_id in message_ids(result.stdout)]
+    assert len(ids) == len(set(ids)) == 2  # a new MessageID each time: two messages
+    store = MessageStore(server.database_url)
+    try:
+        [record] = store.find_by_message_id(ids[0])
+    finally:
+        store.close()
+    assert record.tracking_id == tracking_id  # the Distribution Envelope itself is sent as it is
+    header = etree.fromstring(record.raw).find(f"{{{SOAP11}}}Header")
+    assert header.findtext(f"{{{WSA}}}To") == server.report_url
+    assert header.findtext(f"{{{WSA}}}Action") == "urn:nhs-itk:services:201005:SendNHS111Report-v2-0"
+    assert header.find(f"{{{WSSE}}}Security/{{{WSU}}}Timestamp/{{{WSU}}}Created") is not None
+
+
+def test_wrap_spells_out_a_short_service_name(server: RunningServer, tmp_path: Path) -> None:
+    path = bare_distribution_envelope(tmp_path, "copy-for-information", service="SendNHS111Report-v2-0")
+    result = invoke(str(path), "--url", server.report_url, "--wrap")
+    assert result.exit_code == 0, result.output
+    [message_id] = message_ids(result.stdout)
+    [record] = server.stored(message_id)
+    assert record.service == "SendNHS111Report-v2-0"
+    action = etree.fromstring(record.raw).findtext(f"{{{SOAP11}}}Header/{{{WSA}}}Action")
+    assert action == "urn:nhs-itk:services:201005:SendNHS111Report-v2-0"
+
+
+def test_wrap_sends_soap_requests_as_they_are(server: RunningServer, fresh_samples: Path, tmp_path: Path) -> None:
+    """A folder may hold both: the SOAP requests keep their own headers (and MessageIDs)."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    soap = folder / "gp-referral.xml"
+    soap.write_bytes((fresh_samples / "gp-referral.xml").read_bytes())
+    bare_distribution_envelope(folder, "ambulance-callout-copy")
+    message_id = etree.parse(str(soap)).findtext("soap:Header/wsa:MessageID", namespaces=NS)
+
+    result = invoke(str(folder), "--url", server.report_url, "--wrap")
+
+    assert result.exit_code == 0, result.output
+    assert f"OK    {soap}: MessageID {message_id}\n" in result.stdout
+    assert "2 sent: 2 OK, 0 refused, 0 failed" in result.stderr
+
+
+def test_a_bare_distribution_envelope_needs_wrap(server: RunningServer, tmp_path: Path) -> None:
+    path = bare_distribution_envelope(tmp_path)
+    result = invoke(str(path), "--url", server.report_url)
+    assert result.exit_code == 1
+    assert result.stdout == f"ERROR {path}: not a request: a bare DistributionEnvelope (send it with --wrap)\n"
+
+
+def test_wrap_sends_the_specifications_own_example(server: RunningServer) -> None:
+    """The published nullification example is a bare DistributionEnvelope: wrapped, it reaches the receiver,
+    which answers it (this receiver refuses nullification, wire-contract.md §3: a fault, not a send error)."""
+    example = require_shared("spec", "nullification", "POCD_EX130001UK05_ITK_02_wrapped.xml")
+    result = invoke(str(example), "--url", server.report_url, "--wrap")
+    assert result.exit_code == 1
+    assert result.stdout.startswith(f"FAULT {example}: soap:Client 1000 "), result.stdout
+
+
+def test_wrap_distribution_envelope_builds_the_soap_part_only() -> None:
+    root = etree.fromstring(build_sample(scenario("gp-referral")))
+    envelope = root.find(f"{{{SOAP11}}}Body/{{{ITK}}}DistributionEnvelope")
+    before = etree.tostring(envelope, method="c14n")
+
+    wrapped = wrap_distribution_envelope(envelope, "https://receiver.example/report")
+
+    assert wrapped.tag == f"{{{SOAP11}}}Envelope"
+    [body_child] = wrapped.find(f"{{{SOAP11}}}Body")
+    assert body_child is envelope and etree.tostring(body_child, method="c14n") == before
+    header = wrapped.find(f"{{{SOAP11}}}Header")
+    assert re.fullmatch(r"[0-9A-F]{8}(-[0-9A-F]{4}){3}-[0-9A-F]{12}", header.findtext(f"{{{WSA}}}MessageID"))
+    assert header.findtext(f"{{{WSA}}}Action") == envelope.find(f"{{{ITK}}}header").get("service")
+    assert header.findtext(f"{{{WSA}}}To") == "https://receiver.example/report"
+    assert header.findtext(f"{{{WSA}}}ReplyTo/{{{WSA}}}Address") == "http://www.w3.org/2005/08/addressing/anonymous"
+    stamp = header.find(f"{{{WSSE}}}Security/{{{WSU}}}Timestamp")
+    created = datetime.fromisoformat(stamp.findtext(f"{{{WSU}}}Created").replace("Z", "+00:00"))
+    assert abs(datetime.now(UTC) - created) < timedelta(minutes=5)
+    assert header.find(f"{{{WSSE}}}Security/{{{WSSE}}}UsernameToken") is None

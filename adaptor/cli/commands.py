@@ -15,18 +15,16 @@ import click
 
 from adaptor.cli.messages import console, messages
 from adaptor.cli.operator import samples, send
-from adaptor.config import ConfigError, Settings
+from adaptor.cli.support import OneLineErrors, existing_store, settings_or_fail
+from adaptor.config import MAX_PORT, Settings
 
 
 def _settings(**overrides: object) -> Settings:
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
+    settings = settings_or_fail()
     return settings.replace(**{k: v for k, v in overrides.items() if v is not None})
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="nhs111-adaptor")
 def main() -> None:
     """NHS 111 ITK receiver adaptor."""
@@ -34,7 +32,9 @@ def main() -> None:
 
 @main.command()
 @click.option("--host", help="Interface to listen on (PEM111_HOST, default 127.0.0.1).")
-@click.option("--port", type=int, help="Port to listen on (PEM111_PORT, default 8080).")
+@click.option(
+    "--port", type=click.IntRange(0, MAX_PORT), help="Port to listen on (PEM111_PORT, default 8080; 0: any free one)."
+)
 def serve(host: str | None, port: int | None) -> None:
     """Serve the ITK endpoint, the WSDL and the health check."""
     from adaptor.http.server import serve as run_server
@@ -94,13 +94,12 @@ def replay(message_ids: tuple[str, ...], dead_letters: bool) -> None:
     PEM111_DELIVERY_POLL_SECONDS. A message being delivered at this moment is left alone. Exit status 1 when
     a MESSAGE_ID is not stored.
     """
-    from adaptor.store import MessageStore, Status, StoreError
+    from adaptor.store import Status
 
     if not message_ids and not dead_letters:
         raise click.UsageError("name at least one MESSAGE_ID, or --dead-letters")
-    store = MessageStore.from_settings(_settings())
     unknown: list[str] = []
-    try:
+    with existing_store() as store:  # a store that is not there is not created to find nothing in it
         record_ids: dict[str, None] = {}  # an ordered set: a record is named once however often it is asked for
         for message_id in message_ids:
             found = store.find_by_message_id(message_id)
@@ -110,11 +109,6 @@ def replay(message_ids: tuple[str, ...], dead_letters: bool) -> None:
         if dead_letters:
             record_ids.update(dict.fromkeys(store.record_ids(Status.DEAD_LETTER)))
         results = store.replay(record_ids)
-    except StoreError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(2)
-    finally:
-        store.close()
 
     for result in results:
         if result.requeued:

@@ -1,7 +1,8 @@
 """``nhs111 db upgrade`` and ``nhs111 db current``: the message store's schema (see :mod:`adaptor.store.migrations`).
 
 Both act on the store named by ``PEM111_DATABASE_URL`` / ``PEM111_DATA_DIR``, the one the servers and workers
-use. Errors are one line with exit status 2, never a traceback.
+use; ``current`` refuses a SQLite file that is not there rather than create it. Errors are one line with exit
+status 2, never a traceback.
 
 ``db`` is a standalone :class:`click.Group`; :mod:`adaptor.cli` adds it to the ``nhs111`` group.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import click
 
-from adaptor.cli.support import configured_store
+from adaptor.cli.support import configured_store, existing_store
 from adaptor.store import migrations
 
 
@@ -57,8 +58,9 @@ def upgrade() -> None:
 
 @db.command()
 def current() -> None:
-    """Show the database's schema version, this adaptor's, and the steps applied so far."""
-    with configured_store() as store:
+    """Show the database's schema version, this adaptor's, and the steps applied so far (a store that does not
+    exist is not created)."""
+    with existing_store(empty_ok=True) as store:
         state = store.schema_state()
         url = store.url
     click.echo(f"database: {url}")

@@ -1,7 +1,8 @@
 """Operator commands over the message store: ``nhs111 messages list|show`` and ``nhs111 console hash-password``.
 
 ``messages`` reads the store named by ``PEM111_DATABASE_URL`` / ``PEM111_DATA_DIR``, the same one the servers
-and workers use; it never changes anything (``nhs111 replay`` does that). Errors are one line with exit status 2,
+and workers use; it never changes anything (``nhs111 replay`` does that), and a store that is not there is
+refused, naming where it was looked for, rather than created empty. Errors are one line with exit status 2,
 never a traceback. Text from requests and targets (MessageIDs, trackingids, error texts) is printed with its
 control characters escaped (:func:`adaptor.ops.logs.escape_control`): one row or field per line, and nothing that
 drives the terminal.
@@ -18,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 import click
 
-from adaptor.cli.support import configured_store, fail
+from adaptor.cli.support import OneLineErrors, existing_store, fail
 from adaptor.itk.wire import as_utc, interaction_name
 from adaptor.ops.logs import escape_control
 from adaptor.store import DeliveryAttempt, MessageQuery, Status, StoredMessage
@@ -78,7 +79,7 @@ def list_messages(statuses: tuple[str, ...], since: str | None, tracking_id: str
     except ValueError as exc:
         fail(str(exc))
     where = MessageQuery(statuses=tuple(wanted), since=since_time, tracking_id=tracking_id)
-    with configured_store() as store:
+    with existing_store() as store:
         rows = store.list_messages(where=where, limit=limit)
         total = store.count_messages(where)
     for row in rows:
@@ -106,7 +107,7 @@ def show(key: str, what: str | None) -> None:
 
     A MessageID reused by several messages shows each of them; --bundle and --raw need one, by record id.
     """
-    with configured_store() as store:
+    with existing_store() as store:
         record = store.get(key)
         found = [record] if record is not None else store.find_by_message_id(key)
         if not found:
@@ -204,7 +205,7 @@ def hash_password(user: str | None) -> None:
     click.echo(f"{user}:{password_hash}" if user else password_hash)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 def _standalone() -> None:
     """The message and console commands, runnable without the ``nhs111`` script."""
 

@@ -8,11 +8,13 @@ Before that, or without installing the script, run them as ``python -m adaptor.c
 from __future__ import annotations
 
 import sys
+import urllib.parse
 from pathlib import Path
 
 import click
 
 from adaptor.cli.sender import DEFAULT_TIMEOUT_SECONDS, ItkSender, SendError, SendResult, build_session, request_files
+from adaptor.cli.support import OneLineErrors
 
 
 @click.command("samples")
@@ -44,9 +46,24 @@ def samples(out: Path) -> None:
     click.echo(f"{len(SCENARIOS)} samples written to {out} (index: {written[-1].name})", err=True)
 
 
+def endpoint_url(_ctx: click.Context | None, _param: click.Parameter | None, value: str) -> str:
+    """``--url``: an absolute http or https URL with a host (and a port, if any, in range)."""
+    try:
+        parts = urllib.parse.urlsplit(value.strip())
+        usable = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 (read for its check: a port out of range or not a number raises ValueError)
+    except ValueError:
+        usable = False
+    if not usable:
+        raise click.BadParameter(f"{value!r} is not an http(s) URL such as http://127.0.0.1:8080/report")
+    return value.strip()
+
+
 @click.command("send")
 @click.argument("paths", nargs=-1, required=True, metavar="FILE|DIR...", type=click.Path(exists=True, path_type=Path))
-@click.option("--url", required=True, help="The ITK endpoint, e.g. http://127.0.0.1:8080/report.")
+@click.option(
+    "--url", required=True, callback=endpoint_url, help="The ITK endpoint, e.g. http://127.0.0.1:8080/report."
+)
 @click.option("--cert", type=click.Path(exists=True, dir_okay=False), help="Client certificate (PEM) for mutual TLS.")
 @click.option(
     "--key", type=click.Path(exists=True, dir_okay=False), help="Private key of --cert, if not in the same file."
@@ -63,6 +80,13 @@ def samples(out: Path) -> None:
     "files already sent are accepted as new messages.",
 )
 @click.option(
+    "--wrap",
+    is_flag=True,
+    help="Send a file that is a bare DistributionEnvelope (as in the IUC specification's examples) inside a SOAP "
+    "envelope with fresh WS-Addressing headers (new MessageID, Action from its service, To = --url) and a "
+    "Timestamp; SOAP requests are sent as they are.",
+)
+@click.option(
     "--timeout",
     type=click.FloatRange(min=0.1),
     default=DEFAULT_TIMEOUT_SECONDS,
@@ -77,10 +101,12 @@ def send(
     key: str | None,
     ca: str | None,
     fresh_ids: bool,
+    wrap: bool,
     timeout: float,
     wsdl: str | None,
 ) -> None:
-    """Send each ITK request (SOAP file, or every *.xml in a folder) to URL, one line per message.
+    """Send each ITK request (SOAP file, or every *.xml in a folder; with --wrap also bare DistributionEnvelopes)
+    to URL, one line per message.
 
     Prints OK with the MessageID, or FAULT with the fault code, ITK ErrorCode and ErrorText, or ERROR when no
     answer came. Exit status 0 when every message was accepted, 1 otherwise, 2 for a usage error.
@@ -101,7 +127,7 @@ def send(
         stderr = sys.stderr
         with click.progressbar(files, label="Sending", file=stderr, show_pos=True, show_eta=False) as bar:
             for path in bar:
-                result = sender.send_file(path, fresh_ids=fresh_ids)
+                result = sender.send_file(path, fresh_ids=fresh_ids, wrap=wrap)
                 if stderr.isatty():  # the bar is drawn: clear its line so that the result line stands alone
                     stderr.write("\r\033[K")
                     stderr.flush()
@@ -109,7 +135,7 @@ def send(
                 results.append(result)
     else:
         for path in files:
-            result = sender.send_file(path, fresh_ids=fresh_ids)
+            result = sender.send_file(path, fresh_ids=fresh_ids, wrap=wrap)
             click.echo(result.line())
             results.append(result)
 
@@ -120,7 +146,7 @@ def send(
     sys.exit(0 if accepted == len(results) else 1)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 def _operator() -> None:
     """The operator commands, runnable without the ``nhs111`` script."""
 

@@ -2,7 +2,9 @@
 
 Each request file is a complete SOAP 1.1 envelope, and it goes on the wire as it is: its own WS-Addressing and
 WS-Security headers, its own Distribution Envelope, byte for byte (or, with ``fresh_ids``, with a new
-MessageID, trackingid and Timestamp stamped in). What zeep does:
+MessageID, trackingid and Timestamp stamped in). A file that is a bare Distribution Envelope (as the IUC
+specification's examples are) is sent, with ``wrap``, inside a SOAP envelope of its own
+(:func:`wrap_distribution_envelope`). What zeep does:
 
 * loads the WSDL from ``<url>?wsdl`` (the adaptor serves it, with its schemas) and finds the
   ``SendNHS111Report-v2-0`` operation in it; if the endpoint does not serve a WSDL (a TLS proxy that only
@@ -38,7 +40,7 @@ from lxml import etree
 from adaptor.itk import schemas
 from adaptor.itk.wire import new_upper_uuid
 from adaptor.itk.xmlsafe import ITK, SOAP11, WSA, WSSE, WSU, XmlRejected, parse_xml
-from adaptor.samples.envelope import TIMESTAMP_TTL, xs_datetime
+from adaptor.samples.envelope import SERVICE_PREFIX, TIMESTAMP_TTL, soap_envelope, xs_datetime
 
 if TYPE_CHECKING:
     import requests
@@ -55,6 +57,7 @@ DEFAULT_TIMEOUT_SECONDS = 30.0
 MAX_TEXT = 300
 
 _ENVELOPE = f"{{{SOAP11}}}Envelope"
+_DISTRIBUTION_ENVELOPE = f"{{{ITK}}}DistributionEnvelope"
 _HEADER = f"{{{SOAP11}}}Header"
 _MESSAGE_ID = f"{{{WSA}}}MessageID"
 _ACTION = f"{{{WSA}}}Action"
@@ -208,25 +211,35 @@ class ItkSender:
 
     # -- sending ---------------------------------------------------------------------------------------------
 
-    def send_file(self, path: Path, *, fresh_ids: bool = False, source: str | None = None) -> SendResult:
+    def send_file(
+        self, path: Path, *, fresh_ids: bool = False, wrap: bool = False, source: str | None = None
+    ) -> SendResult:
         """Send the request in ``path``; ``source`` names it on the result line (default: the path)."""
         name = source or str(path)
         try:
             raw = path.read_bytes()
         except OSError as exc:
             return SendResult(name, "ERROR", detail=f"cannot read the file: {exc.strerror or exc}")
-        return self.send(raw, source=name, fresh_ids=fresh_ids)
+        return self.send(raw, source=name, fresh_ids=fresh_ids, wrap=wrap)
 
-    def send(self, raw: bytes, *, source: str = "request", fresh_ids: bool = False) -> SendResult:
-        """Send one SOAP request (bytes); with ``fresh_ids`` stamp a new MessageID, trackingid and Timestamp."""
+    def send(self, raw: bytes, *, source: str = "request", fresh_ids: bool = False, wrap: bool = False) -> SendResult:
+        """Send one SOAP request (bytes); with ``fresh_ids`` stamp a new MessageID, trackingid and Timestamp; with
+        ``wrap`` a bare Distribution Envelope is sent in a SOAP envelope of its own (a SOAP request as it is)."""
         try:
             root = parse_xml(raw)
         except XmlRejected as exc:
             return SendResult(source, "ERROR", detail=f"not a request: {exc}")
-        if root.tag != _ENVELOPE:
+        bare = root.tag == _DISTRIBUTION_ENVELOPE
+        if bare and not wrap:
+            problem = "a bare DistributionEnvelope (send it with --wrap)"
+            return SendResult(source, "ERROR", detail=f"not a request: {problem}")
+        if not bare and root.tag != _ENVELOPE:
             return SendResult(source, "ERROR", detail="not a request: the root element is not a SOAP 1.1 Envelope")
+        if bare:
+            root = wrap_distribution_envelope(root, self.url)
         if fresh_ids:
             refresh_ids(root)
+        if bare or fresh_ids:
             raw = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
         message_id = _header_text(root, _MESSAGE_ID)
         # SOAPAction carries the request's own service (wsa:Action) like live senders; the WSDL's is the default.
@@ -284,6 +297,20 @@ def _fault_result(source: str, message_id: str | None, status: int, fault: zeep.
 
 
 # -- the request's own headers -------------------------------------------------------------------------------
+
+
+def wrap_distribution_envelope(distribution_envelope: etree._Element, url: str) -> etree._Element:
+    """A SOAP request carrying ``distribution_envelope`` (moved into it) to the endpoint ``url``, with fresh
+    WS-Addressing headers as live senders write them: a new MessageID, Action = the envelope's ``@service`` (a
+    short name such as ``SendNHS111Report-v2-0`` in full, ``urn:nhs-itk:services:201005:...``), To = ``url``,
+    the anonymous ReplyTo, and a WS-Security Timestamp valid from now (no Username). The Distribution Envelope
+    itself, trackingid included, is not changed."""
+    header = distribution_envelope.find(f"{{{ITK}}}header")
+    service = (header.get("service") or "").strip() if header is not None else ""
+    if not service:
+        return soap_envelope(distribution_envelope, to=url)  # the receiver says what is missing (rule C3)
+    return soap_envelope(distribution_envelope, action=service if ":" in service else SERVICE_PREFIX + service, to=url)
+
 
 
 def _header_text(root: etree._Element, tag: str) -> str | None:

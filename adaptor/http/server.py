@@ -49,8 +49,8 @@ _M_ARENA_MAX = -8
 
 @contextlib.contextmanager
 def _exit_on_config_error() -> Iterator[None]:
-    """A :class:`ConfigError` (a TLS setting, the forward target) ends the command with one line naming the
-    problem and exit status 2, as every CLI error."""
+    """A :class:`ConfigError` (a TLS setting, no allow-list, the forward target) ends the command with one line
+    naming the problem and exit status 2, as every CLI error."""
     try:
         yield
     except ConfigError as exc:
@@ -152,11 +152,6 @@ def serve(settings: Settings) -> None:
     with _exit_on_config_error():
         tls = _server_tls(settings)  # first: a bad TLS setting stops start-up before anything is opened
         components = composition.build(settings)
-    if not components.allow_list.configured:
-        log.warning(
-            "no addressing allow-list is configured: every address is accepted; in production set "
-            "PEM111_ITK_ODS_CODE_LIST, PEM111_ITK_DOS_ID_LIST or PEM111_ITK_EXTERNAL_CONFIGURATION_URL"
-        )
     # Before the first request: libxml2 fails when request threads compile the same schema at once, which a
     # burst of requests right after a (re)start would otherwise make them do.
     warm_up(settings)

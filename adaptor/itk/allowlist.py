@@ -8,6 +8,11 @@ message is accepted when any of its addresses is on either list.
 A successful fetch replaces the previously fetched lists; a failed one keeps them. An unreachable URL never
 stops the service: until the first successful fetch only the static lists apply, and with none of those
 :meth:`AllowList.check` answers 2100 (retry later, rule E1).
+
+The list fails closed: :func:`require_allow_list` refuses to serve without one unless
+``PEM111_ITK_ACCEPT_ANY_ADDRESS=true`` says that every recipient is to be accepted (development), and a message
+without an ``itk:addresslist`` is refused unless ``PEM111_ITK_REQUIRE_ADDRESSLIST=false`` (the reference always
+refuses it; the IUC DMS allows senders to leave the list out).
 """
 
 from __future__ import annotations
@@ -20,12 +25,15 @@ import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from adaptor.config import Settings
+from adaptor.config import ConfigError, Settings
 from adaptor.itk.faults import ItkFault, invalid, retryable
 from adaptor.itk.message import Address
 from adaptor.itk.wire import DOS_ADDRESS_TYPE, ITK_ADDRESS_TYPE, ODS_ADDRESS_PREFIX
 
 log = logging.getLogger("adaptor.allowlist")
+
+#: The settings that configure an allow-list, in the order error messages name them.
+LIST_SETTINGS = ("PEM111_ITK_ODS_CODE_LIST", "PEM111_ITK_DOS_ID_LIST", "PEM111_ITK_EXTERNAL_CONFIGURATION_URL")
 
 #: The remote document is a few kilobytes; anything much larger is not an allow-list.
 MAX_DOCUMENT_BYTES = 5 * 1024 * 1024
@@ -77,6 +85,34 @@ class _Lists:
             return ods.lower() in self.ods_codes or ods.split(":", 1)[0].strip().lower() in self.ods_codes
         dos = dos_id(address)
         return dos is not None and dos in self.dos_ids
+
+
+def require_allow_list(settings: Settings) -> None:
+    """Refuse to serve the endpoint without an allow-list (:class:`ConfigError`, one line naming the settings),
+    unless ``PEM111_ITK_ACCEPT_ANY_ADDRESS=true`` (:meth:`AllowList.start` then says so, once).
+
+    The two together are refused too: a list that would silently not apply, or not be meant, is a mistake either
+    way. Called once at start-up, before anything is opened.
+    """
+    configured = [
+        name
+        for name, value in zip(
+            LIST_SETTINGS,
+            (settings.itk_ods_code_list, settings.itk_dos_id_list, settings.itk_external_configuration_url.strip()),
+            strict=True,
+        )
+        if value
+    ]
+    if settings.itk_accept_any_address and configured:
+        raise ConfigError(
+            f"PEM111_ITK_ACCEPT_ANY_ADDRESS=true and an addressing allow-list ({', '.join(configured)}) are both "
+            "set: keep one of them"
+        )
+    if not configured and not settings.itk_accept_any_address:
+        raise ConfigError(
+            f"no addressing allow-list: set {', '.join(LIST_SETTINGS[:-1])} or {LIST_SETTINGS[-1]} to the recipients "
+            "this receiver accepts, or PEM111_ITK_ACCEPT_ANY_ADDRESS=true to accept any (development only)"
+        )
 
 
 class AllowListDocumentError(ValueError):
@@ -151,7 +187,8 @@ class AllowList:
 
     @property
     def configured(self) -> bool:
-        """True when a static list or a URL is configured; otherwise every address is accepted."""
+        """True when a static list or a URL is configured; otherwise every address is accepted (served only
+        with ``PEM111_ITK_ACCEPT_ANY_ADDRESS=true``, see :func:`require_allow_list`)."""
         return bool(self._static) or bool(self._url)
 
     @property
@@ -198,7 +235,16 @@ class AllowList:
 
     def start(self) -> None:
         """Poll the remote document now and then every ``PEM111_ITK_FETCH_INTERVAL_MIN`` minutes, in a daemon
-        thread (nothing to do without a URL). Returns at once: a slow or dead URL never delays startup."""
+        thread (nothing to do without a URL). Returns at once: a slow or dead URL never delays startup.
+
+        Without any list, say once, here at start-up rather than with every message, that messages for any
+        recipient are accepted."""
+        if not self.configured:
+            log.warning(
+                "no addressing allow-list (PEM111_ITK_ACCEPT_ANY_ADDRESS=true): messages for any recipient are "
+                "accepted; in production set %s",
+                " or ".join(LIST_SETTINGS),
+            )
         if not self._url or self._thread is not None:
             return
         self._stopping.clear()
@@ -221,16 +267,17 @@ class AllowList:
         """Accept the message or raise :class:`ItkFault`.
 
         ``addresses`` are all ``itk:address`` of the message, ``None`` when it has no ``itk:addresslist``.
-        Raises C17 (1000 ``Message rejected``) when no address is on the lists, E1 (2100) while the remote
-        lists have never been loaded and no static list exists.
+        Raises C17 (1000 ``Message rejected``) when no address is on the lists, or when there is no addresslist
+        and ``PEM111_ITK_REQUIRE_ADDRESSLIST`` is on (the default); E1 (2100) while the remote lists have never
+        been loaded and no static list exists. With no list configured every address is accepted: whether that
+        may be served is decided once, at start-up (:func:`require_allow_list`).
         """
-        if addresses is None and self._require_addresslist:
-            raise self._rejected((), relates_to)
-        if not self.configured:
-            log.warning("no allow-list configured: any recipient accepted", extra={"message_id": relates_to})
-            return
         if addresses is None:
-            return  # the endpoint was resolved through DoS already (IUC DMS): nothing to check
+            if self._require_addresslist:
+                raise self._rejected((), relates_to)
+            return  # allowed by the setting: the endpoint was resolved through DoS already (IUC DMS)
+        if not self.configured:
+            return  # PEM111_ITK_ACCEPT_ANY_ADDRESS=true (require_allow_list refuses to serve otherwise)
         if not self.ready:
             raise retryable("Recipient allow-list not loaded yet", relates_to=relates_to)
         lists = self._current()

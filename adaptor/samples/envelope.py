@@ -3,7 +3,8 @@
 :func:`build_envelope` writes a complete request the way live 111 senders do: WS-Addressing MessageID, Action
 (``mustUnderstand``), To and anonymous ReplyTo; WS-Security Timestamp and Username; then the Distribution
 Envelope with its address list, audit identity, manifest, sender address and interaction spec, and one payload
-per document. Every part can be replaced or left out (``None``), which is what the validation tests use to
+per document. :func:`soap_envelope` writes the SOAP part alone, around a Distribution Envelope made elsewhere
+(``nhs111 send --wrap``). Every part can be replaced or left out (``None``), which is what the validation tests use to
 break one rule at a time; the sample catalogue uses the defaults.
 """
 
@@ -20,7 +21,9 @@ from lxml import etree
 from adaptor.itk.wire import DOS_ADDRESS_TYPE, INTERACTION_KEY, ODS_ADDRESS_PREFIX, new_upper_uuid
 from adaptor.itk.xmlsafe import ANONYMOUS, ITK, SOAP11, WSA, WSSE, WSU
 
-SERVICE = "urn:nhs-itk:services:201005:SendNHS111Report-v2-0"
+#: What a service's short name (``SendNHS111Report-v2-0``, as IUC example envelopes write it) is short for.
+SERVICE_PREFIX = "urn:nhs-itk:services:201005:"
+SERVICE = f"{SERVICE_PREFIX}SendNHS111Report-v2-0"
 PROFILE = "urn:nhs-en:profile:nhs111CDADocument-v2-0"
 #: The adaptor's default endpoint (``PEM111_SOAP_SEND_TO``): what a sender configured for it writes in wsa:To.
 ENDPOINT = "http://localhost:8080/report"
@@ -79,19 +82,7 @@ def build_envelope(
     :data:`TIMESTAMP_TTL`). ``interaction`` is written as given (full URN or bare name). ``encoding`` carries
     the documents as base64 (``"base64"``) or gzip-then-base64 (``"gzip"``) text instead of XML.
     """
-    envelope = etree.Element(f"{{{SOAP11}}}Envelope", nsmap={"soap": SOAP11, "wsa": WSA})
-    header = _sub(envelope, SOAP11, "Header")
-    _sub(header, WSA, "MessageID", message_id if message_id is not None else new_upper_uuid())
-    _sub(header, WSA, "Action", action).set(f"{{{SOAP11}}}mustUnderstand", "1")
-    if to is not None:
-        _sub(header, WSA, "To", to).set(f"{{{SOAP11}}}mustUnderstand", "1")
-    if reply_to is not None:
-        _sub(_sub(header, WSA, "ReplyTo"), WSA, "Address", reply_to)
-    if security:
-        _security(header, timestamp, username)
-
-    body = _sub(envelope, SOAP11, "Body")
-    distribution_envelope = etree.SubElement(body, f"{{{ITK}}}DistributionEnvelope", nsmap={"itk": ITK})
+    distribution_envelope = etree.Element(f"{{{ITK}}}DistributionEnvelope", nsmap={"itk": ITK})
     itk_header = _sub(
         distribution_envelope, ITK, "header", service=service or action, trackingid=tracking_id or new_upper_uuid()
     )
@@ -132,6 +123,43 @@ def build_envelope(
             data = etree.tostring(document, xml_declaration=True, encoding="UTF-8")
             packed = gzip.compress(data) if encoding == "gzip" else data
             payload.text = base64.b64encode(packed).decode("ascii")
+    return soap_envelope(
+        distribution_envelope,
+        message_id=message_id,
+        action=action,
+        to=to,
+        reply_to=reply_to,
+        timestamp=timestamp,
+        username=username,
+        security=security,
+    )
+
+
+def soap_envelope(
+    distribution_envelope: etree._Element,
+    *,
+    message_id: str | None = None,
+    action: str = SERVICE,
+    to: str | None = ENDPOINT,
+    reply_to: str | None = ANONYMOUS,
+    timestamp: tuple[datetime, datetime] | Literal["now"] | None = "now",
+    username: str | None = None,
+    security: bool = True,
+) -> etree._Element:
+    """A SOAP request whose body is ``distribution_envelope`` (moved into it), under a header of its own:
+    MessageID (a new UUID unless given), Action and To (``mustUnderstand``), ReplyTo, and the WS-Security
+    Timestamp and Username (see :func:`build_envelope` for the arguments; ``None`` leaves a part out)."""
+    envelope = etree.Element(f"{{{SOAP11}}}Envelope", nsmap={"soap": SOAP11, "wsa": WSA})
+    header = _sub(envelope, SOAP11, "Header")
+    _sub(header, WSA, "MessageID", message_id if message_id is not None else new_upper_uuid())
+    _sub(header, WSA, "Action", action).set(f"{{{SOAP11}}}mustUnderstand", "1")
+    if to is not None:
+        _sub(header, WSA, "To", to).set(f"{{{SOAP11}}}mustUnderstand", "1")
+    if reply_to is not None:
+        _sub(_sub(header, WSA, "ReplyTo"), WSA, "Address", reply_to)
+    if security:
+        _security(header, timestamp, username)
+    _sub(envelope, SOAP11, "Body").append(distribution_envelope)
     return envelope
 
 

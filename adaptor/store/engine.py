@@ -18,9 +18,9 @@ from typing import Any, Self
 
 from sqlalchemy import Engine, Table, create_engine, event
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
-from adaptor.config import Settings
+from adaptor.config import ConfigError, Settings
 from adaptor.store import migrations
 from adaptor.store.records import SchemaVersionError, StoreError
 from adaptor.store.schema import metadata
@@ -40,6 +40,9 @@ CONNECT_TIMEOUT_SECONDS = 10
 
 #: URL schemes taken to mean PostgreSQL through psycopg 3 (SQLAlchemy's own default driver would be psycopg2).
 _POSTGRESQL_SCHEMES = ("postgresql", "postgres")
+#: The databases the store is written and tested for.
+_BACKENDS = ("sqlite", "postgresql")
+_URL_FORMS = "use sqlite:///PATH or postgresql://user:password@host:5432/db"
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -111,11 +114,18 @@ class StoreEngine:
     run in (the store's other parts build on this one)."""
 
     def __init__(self, database_url: str, *, pool_size: int | None = None) -> None:
-        """``database_url``: a SQLAlchemy URL (see :func:`sqlalchemy_url`). ``pool_size``: how many connections
-        a server database's pool keeps, and at most opens (SQLAlchemy's default when ``None``); SQLite keeps
-        SQLAlchemy's defaults."""
-        url = sqlalchemy_url(database_url)
+        """``database_url``: a SQLAlchemy URL (see :func:`sqlalchemy_url`) of a SQLite or PostgreSQL database;
+        anything else raises :class:`~adaptor.config.ConfigError`. ``pool_size``: how many connections a server
+        database's pool keeps, and at most opens (SQLAlchemy's default when ``None``); SQLite keeps SQLAlchemy's
+        defaults."""
+        try:
+            url = sqlalchemy_url(database_url)
+        except ArgumentError:
+            # Not echoed: a mistyped URL may still hold a password.
+            raise ConfigError(f"PEM111_DATABASE_URL is not a database URL: {_URL_FORMS}") from None
         backend = url.get_backend_name()
+        if backend not in _BACKENDS:
+            raise ConfigError(f"PEM111_DATABASE_URL names a database this adaptor cannot use ({backend}): {_URL_FORMS}")
         self.is_sqlite = backend == "sqlite"
         self.is_postgresql = backend == "postgresql"
         engine_options: dict[str, Any] = {"future": True}
@@ -132,7 +142,12 @@ class StoreEngine:
         if self.is_postgresql:
             engine_options["connect_args"] = _postgresql_connect_args(url)
         self._url = url
-        self.engine = create_engine(url, **engine_options)
+        try:
+            self.engine = create_engine(url, **engine_options)
+        except (ArgumentError, NoSuchModuleError, ImportError) as exc:  # e.g. a driver that is not installed
+            raise ConfigError(
+                f"PEM111_DATABASE_URL: cannot use the database driver {url.drivername!r} ({type(exc).__name__})"
+            ) from None
         if self.is_sqlite:
             _configure_sqlite(self.engine)
         self._schema_ready = False
@@ -265,6 +280,11 @@ class StoreEngine:
                 return migrations.read_state(conn)
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot read the message store {self.url}: {_describe(exc)}") from exc
+
+    @property
+    def sqlite_file(self) -> Path | None:
+        """The SQLite database's file, which may not exist yet; ``None`` for an in-memory or a server database."""
+        return self._sqlite_file()
 
     def _sqlite_file(self) -> Path | None:
         """The SQLite database's file; ``None`` for an in-memory or a server database."""
