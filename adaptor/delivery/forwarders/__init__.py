@@ -5,7 +5,8 @@ The target is ``PEM111_FORWARD_TARGET`` (or, for an existing reference deploymen
 =============================  ===================================================================
 ``dir:PATH``                   one JSON file per message in a folder (:mod:`.folder`)
 ``amqp://`` / ``amqps://``     an AMQP 1.0 queue (:mod:`.amqp10`), or AMQP 0-9-1 with
-                               ``PEM111_AMQP_PROTOCOL=0-9-1`` (:mod:`.amqp091`)
+                               ``PEM111_AMQP_PROTOCOL=0-9-1`` (:mod:`.amqp091`); also a list of
+                               broker URLs or a Qpid ``failover:(...)`` URI (:mod:`.brokers`)
 ``http://`` / ``https://``     a FHIR endpoint that takes the Bundle by POST (:mod:`.fhir_http`)
 =============================  ===================================================================
 
@@ -111,7 +112,9 @@ def forwarder_from_settings(settings: Settings) -> Forwarder:
         from adaptor.delivery.forwarders.folder import FolderForwarder
 
         return FolderForwarder(where.strip())
-    if scheme in ("amqp", "amqps"):
+    from adaptor.delivery.forwarders.brokers import is_broker_url  # it imports this module
+
+    if is_broker_url(target):
         if settings.amqp_protocol == "0-9-1":
             from adaptor.delivery.forwarders.amqp091 import Amqp091Forwarder
 
@@ -124,6 +127,6 @@ def forwarder_from_settings(settings: Settings) -> Forwarder:
 
         return FhirHttpForwarder(settings)
     raise ConfigError(
-        f"PEM111_FORWARD_TARGET {target!r} is not supported: use dir:<folder>, amqp[s]://host[:port] or "
-        "http[s]://<FHIR endpoint>"
+        f"PEM111_FORWARD_TARGET {target!r} is not supported: use dir:<folder>, amqp[s]://host[:port] (or a "
+        "failover:(...) list of them) or http[s]://<FHIR endpoint>"
     )

@@ -10,6 +10,8 @@ the queue, so the forwarder makes sure it exists: an existing queue is used as i
 arguments), a missing one is declared durable, like the AMQP 1.0 plugin does for the 1.0 forwarder. With a named
 exchange the operator owns the topology (exchange, queues, bindings) and nothing is declared.
 
+The broker is one URL or a list tried in turn (:mod:`.brokers`); each URL's path is its virtual host.
+
 Outcomes: a message the broker cannot route anywhere (``mandatory`` returned it: no queue bound for the routing
 key) and a negative confirm are *transient* :class:`DeliveryError`\\ s, not permanent ones: both describe the
 broker's topology or state (a queue not bound yet, a full queue with ``reject-publish``), which an operator can
@@ -31,8 +33,8 @@ import pika.exceptions
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from adaptor.config import ConfigError, Settings
-from adaptor.delivery.forwarders import CHECK_TIMEOUT_SECONDS, FHIR_JSON, Delivery, DeliveryError
-from adaptor.delivery.forwarders.amqp10 import broker_endpoint
+from adaptor.delivery.forwarders import FHIR_JSON, Delivery, DeliveryError
+from adaptor.delivery.forwarders.brokers import BrokerEndpoint, read_brokers
 
 log = logging.getLogger("adaptor.forwarders.amqp091")  # pinned: the JSON log format names it
 
@@ -57,24 +59,28 @@ class Amqp091Forwarder:
     that fails may still have reached the queue (the confirm lost with the connection), so publishing again
     inside the same call would be a copy the store could not account for. A failed publish is a transient
     :class:`DeliveryError`; the outbox retries it as a new attempt after its backoff.
+
+    With a list of brokers, a new connection goes to the first that accepts one, trying them in turn from the
+    one last connected to (:meth:`~adaptor.delivery.forwarders.brokers.Brokers.connect_in_turn`).
     """
 
     def __init__(self, settings: Settings, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
-        self.endpoint = broker_endpoint(settings)
-        self.virtual_host = self.endpoint.path or "/"
         self.exchange = settings.amqp_exchange
         self.routing_key = settings.amqp_routing_key or settings.amqp_queue_name
         if not self.exchange and not self.routing_key:
             raise ConfigError("PEM111_AMQP_ROUTING_KEY or PEM111_AMQP_QUEUE_NAME must name the queue")
+        self.brokers = read_brokers(settings)
         self.timeout = timeout
-        vhost = "" if self.virtual_host == "/" else f"/{self.virtual_host}"
         self.target = (
-            f"{self.endpoint.safe_url}{vhost} (AMQP 0-9-1, exchange {self.exchange or '(default)'!s}, "
+            f"{self.brokers.safe_url(with_path=True)} (AMQP 0-9-1, exchange {self.exchange or '(default)'!s}, "
             f"routing key {self.routing_key})"
         )
+        if self.brokers.unused_options:
+            log.info("broker URL options not used", extra={"options": ",".join(self.brokers.unused_options)})
         self._lock = threading.Lock()
         self._connection: pika.BlockingConnection | None = None
         self._channel: Any = None  # pika's BlockingChannel
+        self._broker = 0  # the broker tried first: the one last connected to
 
     def send(self, delivery: Delivery) -> None:
         body, properties = delivery.bundle_json, _properties(delivery)
@@ -93,10 +99,14 @@ class Amqp091Forwarder:
     def check(self) -> None:
         """Open a connection to the broker (TCP, TLS, login to the vhost) and close it again; raise
         :class:`DeliveryError` when that fails. A connection of its own: pika's are not shared between threads."""
-        try:
-            connection = pika.BlockingConnection(self._parameters(min(self.timeout, CHECK_TIMEOUT_SECONDS)))
-        except _PikaFailure as exc:
-            raise DeliveryError(f"cannot connect to {self.endpoint.safe_url}: {_describe(exc)}") from exc
+        timeout = self.brokers.check_timeout(self.timeout)
+        _, connection = self.brokers.connect_in_turn(
+            self._broker,
+            lambda endpoint: pika.BlockingConnection(self._parameters(endpoint, timeout)),
+            _PikaFailure,
+            log=log,
+            describe=_describe,
+        )
         try:
             connection.close()
         except _PikaFailure:  # it was opened, which is what the check is about
@@ -118,17 +128,26 @@ class Amqp091Forwarder:
             raise DeliveryError(f"{self.target} refused the message (negative publisher confirm)") from exc
 
     def _open(self) -> Any:
-        connection = pika.BlockingConnection(self._parameters())
+        """Connect to the first broker that answers (see :meth:`Brokers.connect_in_turn`) and open the channel."""
+        index, connection = self.brokers.connect_in_turn(
+            self._broker,
+            lambda endpoint: pika.BlockingConnection(self._parameters(endpoint)),
+            _PikaFailure,
+            log=log,
+            describe=_describe,
+            failed=f"AMQP 0-9-1 publish to {self.target} failed, cannot connect to ",
+        )
+        self._broker, endpoint = index, self.brokers.endpoints[index]
         self._connection = connection
         channel = connection.channel()
         if not self.exchange:
-            channel = self._ensure_queue(connection, channel)
+            channel = self._ensure_queue(connection, channel, endpoint)
         channel.confirm_delivery()
         self._channel = channel
-        log.info("AMQP 0-9-1 connected to %s", self.target)
+        log.info("AMQP 0-9-1 connected to %s", endpoint.safe_url, extra={"target": self.target})
         return channel
 
-    def _ensure_queue(self, connection: pika.BlockingConnection, channel: Any) -> Any:
+    def _ensure_queue(self, connection: pika.BlockingConnection, channel: Any, endpoint: BrokerEndpoint) -> Any:
         """Use the routing key's queue as it is when it exists; declare it durable when it does not."""
         try:
             channel.queue_declare(self.routing_key, passive=True)
@@ -138,7 +157,7 @@ class Amqp091Forwarder:
                 raise
         channel = connection.channel()  # the failed passive declare closed the first one
         channel.queue_declare(self.routing_key, durable=True)
-        log.info("AMQP 0-9-1 declared durable queue %r on %s", self.routing_key, self.endpoint.safe_url)
+        log.info("AMQP 0-9-1 declared durable queue %r on %s", self.routing_key, endpoint.safe_url)
         return channel
 
     def _usable_channel(self) -> Any:
@@ -162,8 +181,7 @@ class Amqp091Forwarder:
             return None
         return channel
 
-    def _parameters(self, timeout: float | None = None) -> pika.ConnectionParameters:
-        endpoint = self.endpoint
+    def _parameters(self, endpoint: BrokerEndpoint, timeout: float | None = None) -> pika.ConnectionParameters:
         timeout = self.timeout if timeout is None else timeout
         options: dict[str, Any] = {}
         if endpoint.username:
@@ -175,7 +193,7 @@ class Amqp091Forwarder:
         return pika.ConnectionParameters(
             host=endpoint.host,
             port=endpoint.port,
-            virtual_host=self.virtual_host,
+            virtual_host=endpoint.path or "/",
             # pika cannot time out a publisher confirm; its heartbeat check closes a connection that has been
             # silent for heartbeat + 5 s, which bounds the wait on a broker that stops answering mid-publish.
             heartbeat=max(1, round(timeout / 2)),

@@ -10,9 +10,10 @@ A send returns only once the broker has settled the delivery as *accepted*. *Rej
 broker says the message itself is bad (see :data:`PERMANENT_REJECT_CONDITIONS`); rejected for any other reason
 (a full queue, a policy), *released* and *modified* are transient, as are connection failures and timeouts.
 
-The address is ``PEM111_AMQP_QUEUE_NAME`` verbatim. The sender asks for a durable target terminus, which is what
-makes RabbitMQ's AMQP 1.0 plugin create a missing queue *durable* (plain ``NAME`` and ``/queue/NAME`` both
-create it; ``/amq/queue/NAME`` only uses an existing queue and silently drops messages when there is none).
+The broker is one URL or a list tried in turn (:mod:`.brokers`). The address is ``PEM111_AMQP_QUEUE_NAME``
+verbatim. The sender asks for a durable target terminus, which is what makes RabbitMQ's AMQP 1.0 plugin create a missing
+queue *durable* (plain ``NAME`` and ``/queue/NAME`` both create it; ``/amq/queue/NAME`` only uses an existing
+queue and silently drops messages when there is none).
 """
 
 from __future__ import annotations
@@ -20,9 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from proton import (
     Condition,
@@ -41,14 +40,14 @@ from proton import Delivery as ProtonDelivery
 from proton.reactor import AtLeastOnce, LinkOption
 from proton.utils import BlockingConnection, BlockingSender
 
-from adaptor.config import ConfigError, Settings
+from adaptor.config import Settings
 from adaptor.delivery.forwarders import (
-    CHECK_TIMEOUT_SECONDS,
     FHIR_JSON,
     Delivery,
     DeliveryError,
     PermanentDeliveryError,
 )
+from adaptor.delivery.forwarders.brokers import BrokerEndpoint, read_brokers
 
 log = logging.getLogger("adaptor.forwarders.amqp10")  # pinned: the JSON log format names it
 
@@ -74,61 +73,6 @@ PERMANENT_REJECT_CONDITIONS = frozenset(
         "amqp:not-implemented",
     }
 )
-
-
-@dataclass(frozen=True)
-class BrokerEndpoint:
-    """Where the broker is and how to log in, from ``PEM111_AMQP_*`` (shared by both AMQP forwarders).
-
-    ``PEM111_AMQP_PORT`` overrides the URL's port; without either the port is 5671 with TLS, 5672 without. TLS
-    is on for ``amqps://`` or ``PEM111_AMQP_SSL_ENABLED``. ``PEM111_AMQP_USERNAME`` / ``_PASSWORD`` override
-    credentials written in the URL. ``path`` is the URL path without its leading ``/`` (the 0-9-1 vhost).
-    """
-
-    host: str
-    port: int
-    tls: bool
-    username: str
-    password: str
-    path: str
-
-    @property
-    def safe_url(self) -> str:
-        """The broker URL without credentials, for logs and :attr:`target`."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{'amqps' if self.tls else 'amqp'}://{host}:{self.port}"
-
-
-def broker_endpoint(settings: Settings) -> BrokerEndpoint:
-    """Read the broker URL and its companion settings; :class:`ConfigError` naming the URL when it is unusable."""
-    url = settings.resolved_forward_target
-    try:
-        parts = urlsplit(url)
-        url_port = parts.port
-    except ValueError:
-        raise ConfigError(f"AMQP broker URL {_redacted(url)!r} is not a valid URL") from None
-    scheme = parts.scheme.lower()
-    if scheme not in ("amqp", "amqps") or not parts.hostname:
-        raise ConfigError(f"AMQP broker URL {_redacted(url)!r} must look like amqp[s]://host[:port]")
-    tls = scheme == "amqps" or settings.amqp_ssl_enabled
-    port = settings.amqp_port or url_port or (5671 if tls else 5672)
-    return BrokerEndpoint(
-        host=parts.hostname,
-        port=port,
-        tls=tls,
-        username=settings.amqp_username or unquote(parts.username or ""),
-        password=settings.amqp_password or unquote(parts.password or ""),
-        path=unquote(parts.path[1:]) if parts.path.startswith("/") else "",
-    )
-
-
-def _redacted(url: str) -> str:
-    """``url`` with any ``user:password@`` removed, so a ConfigError never shows a password."""
-    scheme, separator, rest = url.partition("://")
-    if not separator:
-        return url
-    authority, slash, tail = rest.partition("/")
-    return f"{scheme}://{authority.rpartition('@')[2]}{slash}{tail}"
 
 
 def build_message(delivery: Delivery) -> Message:
@@ -223,17 +167,24 @@ class Amqp10Forwarder:
     10 minutes) or that died with the broker is noticed there, before anything is sent, and replaced. A
     connection that dies without saying so fails the send; the outbox retries it as a new attempt after its
     backoff (``PEM111_DELIVERY_BACKOFF_INITIAL_SECONDS``, 1 s by default).
+
+    With a list of brokers, a new connection goes to the first that accepts one, trying them in turn from the
+    one last connected to (:meth:`~adaptor.delivery.forwarders.brokers.Brokers.connect_in_turn`); each gets
+    the whole ``timeout``. When none does the send fails, and the outbox's backoff separates the rounds.
     """
 
     def __init__(self, settings: Settings, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
-        self.endpoint = broker_endpoint(settings)
+        self.brokers = read_brokers(settings)
         self.address = settings.amqp_queue_name
         self.timeout = timeout
         separator = "" if self.address.startswith("/") else "/"
-        self.target = f"{self.endpoint.safe_url}{separator}{self.address}"
+        self.target = f"{self.brokers.safe_url()}{separator}{self.address}"
+        if self.brokers.unused_options:
+            log.info("broker URL options not used", extra={"options": ",".join(self.brokers.unused_options)})
         self._lock = threading.Lock()
         self._connection: _Connection | None = None
         self._sender: BlockingSender | None = None
+        self._broker = 0  # the broker tried first: the one last connected to
 
     def send(self, delivery: Delivery) -> None:
         message = build_message(delivery)
@@ -252,10 +203,10 @@ class Amqp10Forwarder:
     def check(self) -> None:
         """Open a connection to the broker (TCP, TLS, SASL) and close it again; raise :class:`DeliveryError`
         when that fails. A connection of its own, so that a check never waits behind a send for the lock."""
-        try:
-            connection = self._connect(min(self.timeout, CHECK_TIMEOUT_SECONDS))
-        except ProtonException as exc:
-            raise DeliveryError(f"cannot connect to {self.endpoint.safe_url}: {exc}") from exc
+        timeout = self.brokers.check_timeout(self.timeout)
+        _, connection = self.brokers.connect_in_turn(
+            self._broker, lambda endpoint: self._connect(endpoint, timeout), (ProtonException,), log=log
+        )
         connection.abandoned = False
         try:
             connection.close()
@@ -304,8 +255,7 @@ class Amqp10Forwarder:
             return None
         return sender
 
-    def _connect(self, timeout: float) -> _Connection:
-        endpoint = self.endpoint
+    def _connect(self, endpoint: BrokerEndpoint, timeout: float) -> _Connection:
         return _Connection(
             endpoint.safe_url,  # no credentials in the URL: proton logs it
             timeout=timeout,
@@ -318,8 +268,15 @@ class Amqp10Forwarder:
         )
 
     def _open(self) -> BlockingSender:
-        endpoint = self.endpoint
-        connection = self._connect(self.timeout)
+        """Connect to the first broker that answers (see :meth:`Brokers.connect_in_turn`) and attach the link."""
+        index, connection = self.brokers.connect_in_turn(
+            self._broker,
+            lambda endpoint: self._connect(endpoint, self.timeout),
+            (ProtonException,),
+            log=log,
+            failed=f"AMQP 1.0 send to {self.target} failed, cannot connect to ",
+        )
+        self._broker, endpoint = index, self.brokers.endpoints[index]
         self._connection = connection
         # The link is attached by hand rather than with connection.create_sender, which waits for the attach
         # even when the broker has already refused it by ending the session (RabbitMQ does that when the queue
@@ -340,7 +297,7 @@ class Amqp10Forwarder:
             reason = _remote_conditions(connection)
             self._discard()
             raise DeliveryError(f"could not attach to {self.address!r} on {endpoint.safe_url}: {exc}{reason}") from exc
-        log.info("AMQP 1.0 connected to %s", self.target)
+        log.info("AMQP 1.0 connected to %s", endpoint.safe_url, extra={"target": self.target})
         self._sender = sender
         return sender
 
