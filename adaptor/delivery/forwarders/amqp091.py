@@ -4,11 +4,21 @@ Each Bundle is published with publisher confirms, as a persistent message (``del
 ``mandatory`` set, content type ``application/fhir+json``, ``message_id`` = the SOAP MessageID and the
 properties of :meth:`Delivery.properties` as headers. A send returns only once the broker has confirmed it.
 
-Where it goes: ``PEM111_AMQP_EXCHANGE`` (default: the default exchange ``""``) with routing key
-``PEM111_AMQP_ROUTING_KEY`` (default: ``PEM111_AMQP_QUEUE_NAME``). With the default exchange the routing key *is*
-the queue, so the forwarder makes sure it exists: an existing queue is used as it is (whatever its type or
-arguments), a missing one is declared durable, like the AMQP 1.0 plugin does for the 1.0 forwarder. With a named
-exchange the operator owns the topology (exchange, queues, bindings) and nothing is declared.
+Where it goes, as the reference adaptor reads the same settings (:func:`route`):
+
+==============================================  ===========================================================
+only ``PEM111_AMQP_QUEUE_NAME``                 the default exchange ``""``, routing key = the queue name
+``PEM111_AMQP_ROUTING_KEY``, no exchange        ``amq.direct`` (the reference's default exchange), that key
+``PEM111_AMQP_EXCHANGE`` (and a routing key)    that exchange, the routing key (default: the queue name)
+==============================================  ===========================================================
+
+With the default exchange the routing key *is* the queue, so the forwarder makes sure it exists: an existing
+queue is used as it is (whatever its type or arguments), a missing one is declared durable, like the AMQP 1.0
+plugin does for the 1.0 forwarder. With an exchange (named, or ``amq.direct`` by default) the operator owns the
+topology (exchange, queues, bindings) and nothing is declared: a routing key is never taken for a queue name,
+which would declare a queue that nobody reads. A queue name written as an AMQP 1.0 address (``/amq/queue/q``,
+``/queue/q``, ``/exchange/x/k``: a setting copied from a 1.0 configuration) would likewise become a new queue of
+that literal name, so it refuses to start.
 
 The broker is one URL or a list tried in turn (:mod:`.brokers`); each URL's path is its virtual host.
 
@@ -39,6 +49,8 @@ from adaptor.delivery.forwarders.brokers import BrokerEndpoint, read_brokers
 log = logging.getLogger("adaptor.forwarders.amqp091")  # pinned: the JSON log format names it
 
 DEFAULT_TIMEOUT_SECONDS = 30.0
+#: The exchange the reference publishes to when a routing key is given without one.
+REFERENCE_EXCHANGE = "amq.direct"
 _MAX_SHORTSTR_BYTES = 255  # AMQP 0-9-1 short strings (message_id among them) are at most 255 bytes
 #: Non-blocking I/O rounds before a connection is reused: enough to read a close from the broker and act on it.
 _POLL_ROUNDS = 2
@@ -65,10 +77,7 @@ class Amqp091Forwarder:
     """
 
     def __init__(self, settings: Settings, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
-        self.exchange = settings.amqp_exchange
-        self.routing_key = settings.amqp_routing_key or settings.amqp_queue_name
-        if not self.exchange and not self.routing_key:
-            raise ConfigError("PEM111_AMQP_ROUTING_KEY or PEM111_AMQP_QUEUE_NAME must name the queue")
+        self.exchange, self.routing_key = route(settings)
         self.brokers = read_brokers(settings)
         self.timeout = timeout
         self.target = (
@@ -213,6 +222,24 @@ class Amqp091Forwarder:
                 connection.close()
             except _PikaFailure:
                 log.debug("AMQP 0-9-1 close of %s failed", self.target, exc_info=True)
+
+
+def route(settings: Settings) -> tuple[str, str]:
+    """The exchange and routing key for the settings (see the module docstring); :class:`ConfigError` when they
+    could send every message to a queue nobody reads."""
+    exchange, routing_key, queue = settings.amqp_exchange, settings.amqp_routing_key, settings.amqp_queue_name
+    if routing_key and not exchange:
+        return REFERENCE_EXCHANGE, routing_key
+    if exchange:
+        return exchange, routing_key or queue
+    if not queue:
+        raise ConfigError("PEM111_AMQP_QUEUE_NAME or PEM111_AMQP_ROUTING_KEY must say where messages go")
+    if queue.startswith("/"):
+        raise ConfigError(
+            f"PEM111_AMQP_QUEUE_NAME {queue!r} is an AMQP 1.0 address, which AMQP 0-9-1 would take for a new queue "
+            "of that name: name the queue itself, or set PEM111_AMQP_EXCHANGE and PEM111_AMQP_ROUTING_KEY"
+        )
+    return "", queue
 
 
 def _properties(delivery: Delivery) -> pika.BasicProperties:

@@ -11,7 +11,8 @@ broker says the message itself is bad (see :data:`PERMANENT_REJECT_CONDITIONS`);
 (a full queue, a policy), *released* and *modified* are transient, as are connection failures and timeouts.
 
 The broker is one URL or a list tried in turn (:mod:`.brokers`). The address is ``PEM111_AMQP_QUEUE_NAME``
-verbatim. The sender asks for a durable target terminus, which is what makes RabbitMQ's AMQP 1.0 plugin create a missing
+verbatim (``PEM111_AMQP_EXCHANGE`` and ``PEM111_AMQP_ROUTING_KEY`` belong to AMQP 0-9-1 and are refused here).
+The sender asks for a durable target terminus, which is what makes RabbitMQ's AMQP 1.0 plugin create a missing
 queue *durable* (plain ``NAME`` and ``/queue/NAME`` both create it; ``/amq/queue/NAME`` only uses an existing
 queue and silently drops messages when there is none).
 """
@@ -40,7 +41,7 @@ from proton import Delivery as ProtonDelivery
 from proton.reactor import AtLeastOnce, LinkOption
 from proton.utils import BlockingConnection, BlockingSender
 
-from adaptor.config import Settings
+from adaptor.config import ConfigError, Settings
 from adaptor.delivery.forwarders import (
     FHIR_JSON,
     Delivery,
@@ -73,6 +74,26 @@ PERMANENT_REJECT_CONDITIONS = frozenset(
         "amqp:not-implemented",
     }
 )
+
+
+def _refuse_0_9_1_routing(settings: Settings) -> None:
+    """An exchange or routing key means AMQP 0-9-1; over AMQP 1.0 they would be ignored and every message sent to
+    ``PEM111_AMQP_QUEUE_NAME`` instead (on RabbitMQ a queue created for the purpose that nobody reads), so a
+    configuration naming them refuses to start."""
+    named = [
+        name
+        for name, value in (
+            ("PEM111_AMQP_EXCHANGE", settings.amqp_exchange),
+            ("PEM111_AMQP_ROUTING_KEY", settings.amqp_routing_key),
+        )
+        if value
+    ]
+    if named:
+        raise ConfigError(
+            f"{' and '.join(named)} {'apply' if len(named) > 1 else 'applies'} to AMQP 0-9-1 only: set "
+            f"PEM111_AMQP_PROTOCOL=0-9-1, or unset {'them' if len(named) > 1 else 'it'} to send to "
+            "PEM111_AMQP_QUEUE_NAME over AMQP 1.0"
+        )
 
 
 def build_message(delivery: Delivery) -> Message:
@@ -174,6 +195,7 @@ class Amqp10Forwarder:
     """
 
     def __init__(self, settings: Settings, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+        _refuse_0_9_1_routing(settings)
         self.brokers = read_brokers(settings)
         self.address = settings.amqp_queue_name
         self.timeout = timeout
