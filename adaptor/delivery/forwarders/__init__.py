@@ -13,9 +13,11 @@ The target is ``PEM111_FORWARD_TARGET`` (or, for an existing reference deploymen
 A forwarder either returns, meaning the target has durably accepted the message (broker disposition
 *accepted*, publisher confirm, HTTP 2xx, file renamed into place), or raises. :class:`PermanentDeliveryError`
 means retrying cannot help (the message is dead-lettered at once); any other exception is treated as transient
-and retried with backoff by the outbox worker. One call hands the message over at most once: the outbox records
-each call as one delivery attempt, and the store accounts for copies at the target by attempts, so a forwarder
-never sends again inside a call after a failure (the target may have taken the first transfer).
+and retried with backoff by the outbox worker. :class:`InDoubtDeliveryError` is transient too, and says that the
+message was written before the failure, so the target may have it. One call hands the message over at most once:
+the outbox records each call as one delivery attempt, and the store accounts for copies at the target by
+attempts, so a forwarder never sends again inside a call after a failure (the target may have taken the first
+transfer).
 """
 
 from __future__ import annotations
@@ -69,6 +71,13 @@ def log_summary(exc: BaseException) -> str:
 
 class PermanentDeliveryError(DeliveryError):
     """The target refused the message for good (e.g. HTTP 4xx): retrying the same Bundle cannot succeed."""
+
+
+class InDoubtDeliveryError(DeliveryError):
+    """The outcome is unknown: the message was written to the target and the connection was lost, or the answer
+    did not come in time, before the target said whether it took it. Transient (retried), but the target may
+    hold a copy: the outbox records the attempt as *in doubt*, and the store counts it among the possible
+    redeliveries of a message delivered later."""
 
 
 class Forwarder(Protocol):

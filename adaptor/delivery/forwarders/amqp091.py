@@ -43,7 +43,7 @@ import pika.exceptions
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from adaptor.config import ConfigError, Settings
-from adaptor.delivery.forwarders import FHIR_JSON, Delivery, DeliveryError
+from adaptor.delivery.forwarders import FHIR_JSON, Delivery, DeliveryError, InDoubtDeliveryError
 from adaptor.delivery.forwarders.brokers import BrokerEndpoint, read_brokers
 
 log = logging.getLogger("adaptor.forwarders.amqp091")  # pinned: the JSON log format names it
@@ -57,6 +57,8 @@ _POLL_ROUNDS = 2
 
 #: What pika raises when a connection, channel or publish fails (its connection workflow has its own family).
 _PikaFailure = (pika.exceptions.AMQPError, AMQPConnectorException, OSError)
+#: What pika raises from a publish on a channel or connection it already knows is closed: nothing was written.
+_REFUSED_BEFORE_WRITING = (pika.exceptions.ChannelWrongStateError, pika.exceptions.ConnectionWrongStateError)
 
 
 class Amqp091Forwarder:
@@ -98,8 +100,10 @@ class Amqp091Forwarder:
                 self._publish(body, properties)
             except _PikaFailure as exc:
                 self._discard()
-                # Not published again here: the broker may have taken it (see the class docstring).
                 raise DeliveryError(f"AMQP 0-9-1 publish to {self.target} failed: {_describe(exc)}") from exc
+            except InDoubtDeliveryError:
+                self._discard()
+                raise  # not published again here: the broker may have taken it (see the class docstring)
 
     def close(self) -> None:
         with self._lock:
@@ -135,6 +139,13 @@ class Amqp091Forwarder:
             ) from exc
         except pika.exceptions.NackError as exc:
             raise DeliveryError(f"{self.target} refused the message (negative publisher confirm)") from exc
+        except _REFUSED_BEFORE_WRITING:
+            raise
+        except _PikaFailure as exc:
+            raise InDoubtDeliveryError(
+                f"AMQP 0-9-1 publish to {self.target}: no confirm from the broker after the message was written, so "
+                f"it may have been delivered ({_describe(exc)})"
+            ) from exc
 
     def _open(self) -> Any:
         """Connect to the first broker that answers (see :meth:`Brokers.connect_in_turn`) and open the channel."""

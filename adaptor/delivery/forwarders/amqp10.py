@@ -46,6 +46,7 @@ from adaptor.delivery.forwarders import (
     FHIR_JSON,
     Delivery,
     DeliveryError,
+    InDoubtDeliveryError,
     PermanentDeliveryError,
 )
 from adaptor.delivery.forwarders.brokers import BrokerEndpoint, read_brokers
@@ -215,8 +216,10 @@ class Amqp10Forwarder:
                 self._send(message)
             except ProtonException as exc:  # connection, link, SASL, TLS failures and timeouts
                 self._discard()
-                # Not sent again here: the broker may have taken it (see the class docstring).
                 raise DeliveryError(f"AMQP 1.0 send to {self.target} failed: {exc}") from exc
+            except InDoubtDeliveryError:
+                self._discard()
+                raise  # not sent again here: the broker may have taken it (see the class docstring)
 
     def close(self) -> None:
         with self._lock:
@@ -240,8 +243,16 @@ class Amqp10Forwarder:
     def _send(self, message: Message) -> None:
         """Send on the current connection (opening one if needed) and check the broker's outcome."""
         sender = self._usable_sender() or self._open()
-        # error_states=[]: inspect every outcome here instead of proton's generic SendException.
-        outcome = sender.send(message, timeout=self.timeout, error_states=[])
+        try:
+            # error_states=[]: inspect every outcome here instead of proton's generic SendException.
+            outcome = sender.send(message, timeout=self.timeout, error_states=[])
+        except ProtonException as exc:
+            if _still_queued(sender):  # never written to the connection: certainly not delivered
+                raise
+            raise InDoubtDeliveryError(
+                f"AMQP 1.0 send to {self.target}: no outcome from the broker after the message was written, so it "
+                f"may have been delivered ({exc})"
+            ) from exc
         error = outcome_error(self.target, outcome.remote_state, outcome.remote.condition)
         if error is not None:
             raise error
@@ -333,6 +344,14 @@ class Amqp10Forwarder:
             connection.close()
         except Exception:  # it is being thrown away: the error that got us here is the one that matters
             log.debug("AMQP 1.0 close of %s failed", self.target, exc_info=True)
+
+
+def _still_queued(sender: BlockingSender) -> bool:
+    """Whether the link still holds the delivery that failed, unwritten (say, the broker gave no credit)."""
+    try:
+        return bool(sender.link.queued)
+    except Exception:  # the link is gone with its connection: nothing says the transfer was not written
+        return False
 
 
 def _remote_conditions(connection: _Connection) -> str:
