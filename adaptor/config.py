@@ -294,16 +294,19 @@ class Settings:
     #: How long a delivery thread of ``nhs111 serve`` waits for a moment with no request in flight before it
     #: delivers the next message anyway (:mod:`adaptor.delivery.activity`); 0 = never wait.
     delivery_defer_seconds: float = setting("PEM111_DELIVERY_DEFER_SECONDS", 1.0, _float, minimum=0.0)
-    #: The reference's broker settings: a broker URL here (and no PEM111_FORWARD_TARGET) selects AMQP delivery.
+    #: The reference's broker settings: a broker URL here (and no PEM111_FORWARD_TARGET) selects AMQP delivery;
+    #: several, comma-separated or as a Qpid ``failover:(...)`` URI, are tried in turn (delivery/forwarders/brokers.py).
     amqp_broker: str = setting("PEM111_AMQP_BROKER", "")
     amqp_queue_name: str = setting("PEM111_AMQP_QUEUE_NAME", "encounter-report")
     amqp_username: str = setting("PEM111_AMQP_USERNAME", "")
     amqp_password: str = setting("PEM111_AMQP_PASSWORD", "", _verbatim, secret=True)
     amqp_protocol: str = setting("PEM111_AMQP_PROTOCOL", "1.0", _choice, choices=("1.0", "0-9-1"))
-    #: 0 = the port in the broker URL, else the protocol default.
+    #: 0 = the port in the broker URL, else the protocol default (a list's URLs may not name another port).
     amqp_port: int = setting("PEM111_AMQP_PORT", 0, _int, minimum=0)
+    #: AMQP 0-9-1 only, as the reference: empty = ``amq.direct`` when a routing key is set, else the default
+    #: exchange (the routing key is then the queue name).
     amqp_exchange: str = setting("PEM111_AMQP_EXCHANGE", "")
-    amqp_routing_key: str = setting("PEM111_AMQP_ROUTING_KEY", "")  # empty = the queue name
+    amqp_routing_key: str = setting("PEM111_AMQP_ROUTING_KEY", "")  # AMQP 0-9-1 only; empty = the queue name
     amqp_ssl_enabled: bool = setting("PEM111_AMQP_SSL_ENABLED", False, _bool)
     #: FHIR over HTTP: extra headers (JSON object), bearer token, client certificate, CA bundle, timeout.
     fhir_headers: tuple[tuple[str, str], ...] = setting("PEM111_FHIR_HEADERS", (), _headers)

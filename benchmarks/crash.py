@@ -166,13 +166,13 @@ def _folder_copies(outbox: Path) -> Counter[str]:
 
 
 #: Attempt outcomes after which the target has, or may have, a copy: each explains one copy at the target.
-POSSIBLY_SENT = frozenset({AttemptOutcome.DELIVERED, AttemptOutcome.INTERRUPTED})
+POSSIBLY_SENT = frozenset({AttemptOutcome.DELIVERED, AttemptOutcome.INTERRUPTED, AttemptOutcome.IN_DOUBT})
 
 
 def possibly_sent(store: MessageStore, message_id: str) -> tuple[int, int]:
     """``(attempts, delivered)`` for every record with ``message_id``: the attempts the store recorded as having
-    handed the Bundle over (*delivered*) or as possibly having done so (*interrupted*: never finished), and how
-    many of them are *delivered*.
+    handed the Bundle over (*delivered*) or as possibly having done so (*interrupted*: never finished; *in doubt*:
+    written, no answer), and how many of them are *delivered*.
 
     The target may hold up to ``attempts`` copies. A *failed* attempt is not counted: the store records it as
     not accepted by the target, so a copy coming from one would be unexplained (and reported as such)."""

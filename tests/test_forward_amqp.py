@@ -41,10 +41,10 @@ from adaptor.delivery.forwarders.amqp10 import (
     JMS_MSG_TYPE,
     JMS_TEXT_MESSAGE,
     Amqp10Forwarder,
-    broker_endpoint,
     build_message,
     outcome_error,
 )
+from adaptor.delivery.forwarders.brokers import read_brokers
 
 ITK = "urn:nhs-itk:ns:201005"
 DOS_ADDRESS_TYPE = "2.16.840.1.113883.2.1.3.2.4.18.44"
@@ -523,7 +523,8 @@ def test_tls_verifies_the_broker(
 
 def test_amqp091_tls_parameters() -> None:
     config = Settings(amqp_broker="amqp://mq.example.nhs.uk", amqp_protocol="0-9-1", amqp_ssl_enabled=True)
-    parameters = Amqp091Forwarder(config)._parameters()
+    forwarder = Amqp091Forwarder(config)
+    parameters = forwarder._parameters(forwarder.brokers.endpoints[0])
     assert parameters.port == 5671
     assert parameters.ssl_options.server_hostname == "mq.example.nhs.uk"
     context = parameters.ssl_options.context
@@ -549,7 +550,7 @@ def test_amqp091_tls_parameters() -> None:
     ],
 )
 def test_broker_endpoint(changes: dict[str, object], expected: tuple[object, ...]) -> None:
-    endpoint = broker_endpoint(Settings().replace(**changes))
+    [endpoint] = read_brokers(Settings().replace(**changes)).endpoints
     got = (endpoint.host, endpoint.port, endpoint.tls, endpoint.username, endpoint.password, endpoint.path)
     assert got == expected
 
@@ -562,7 +563,7 @@ def test_targets_never_show_credentials() -> None:
     assert "secret" not in rabbit.target and "name" not in rabbit.target
     assert rabbit.target.startswith("amqp://[::1]:5672/vh (AMQP 0-9-1")
     with pytest.raises(ConfigError) as bad:
-        broker_endpoint(Settings(amqp_broker="amqp://name:secret@host:notaport"))
+        read_brokers(Settings(amqp_broker="amqp://name:secret@host:notaport"))
     assert "secret" not in str(bad.value)
 
 

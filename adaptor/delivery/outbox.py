@@ -20,7 +20,9 @@ over. If the first one had already handed the Bundle over, the target gets it tw
 An attempt that outlasts its lease (a send slower than ``PEM111_DELIVERY_LEASE_SECONDS``) is taken over the
 same way while it is still running, and may reach the target as well: the takeover closes the slow attempt as
 ``interrupted`` and it stays so whatever it ended with, so ``possible_redeliveries`` counts it; the slow worker
-logs a warning. Each attempt hands the Bundle over
+logs a warning. A send that loses its connection after writing the Bundle, before the target answers
+(:class:`~adaptor.delivery.forwarders.InDoubtDeliveryError`), is retried like any transient failure but recorded
+as ``in_doubt``, and counted there too. Each attempt hands the Bundle over
 at most once: forwarders never send again inside one call (a retry is a new attempt, after the backoff).
 """
 
@@ -40,7 +42,13 @@ from datetime import timedelta
 from adaptor.config import Settings
 from adaptor.delivery.activity import RequestActivity
 from adaptor.delivery.conversion import ConversionError, convert
-from adaptor.delivery.forwarders import Delivery, Forwarder, PermanentDeliveryError, log_summary
+from adaptor.delivery.forwarders import (
+    Delivery,
+    Forwarder,
+    InDoubtDeliveryError,
+    PermanentDeliveryError,
+    log_summary,
+)
 from adaptor.itk.faults import log_internal_error
 from adaptor.itk.wire import utc_now
 from adaptor.ops.metrics import Metrics
@@ -182,9 +190,10 @@ class Deliverer:
             log.debug(
                 "delivery failure detail", extra={"record_id": claim.record_id, "error": f"{type(exc).__name__}: {exc}"}
             )
-            return self._failed(
-                claim, target, attempt_id, _clip(f"{type(exc).__name__}: {exc}"), _clip(log_summary(exc))
-            )
+            # In doubt: the Bundle was written and no answer came, so the target may have it (a possible copy).
+            outcome = AttemptOutcome.IN_DOUBT if isinstance(exc, InDoubtDeliveryError) else AttemptOutcome.FAILED
+            error, summary = _clip(f"{type(exc).__name__}: {exc}"), _clip(log_summary(exc))
+            return self._failed(claim, target, attempt_id, error, summary, outcome)
 
         log.info(
             "message delivered",
@@ -219,27 +228,32 @@ class Deliverer:
         log.debug("message converted", extra={"record_id": claim.record_id, "duration_ms": _ms(seconds)})
         return json.dumps(bundle, ensure_ascii=False)
 
-    def _failed(self, claim: Claim, target: str, attempt_id: int, error: str, summary: str) -> Outcome:
+    def _failed(
+        self, claim: Claim, target: str, attempt_id: int, error: str, summary: str, outcome: AttemptOutcome
+    ) -> Outcome:
         """A transient failure: held for the sender (sync), retried later, or dead-lettered when out of attempts.
 
-        ``error`` goes to the delivery history; ``summary`` (see :func:`log_summary`) to the log."""
+        ``error`` goes to the delivery history; ``summary`` (see :func:`log_summary`) to the log; ``outcome`` is
+        the attempt's, *failed* or *in doubt*."""
         fields = {**_fields(claim), "target": target, "error": summary}
+        if outcome is AttemptOutcome.IN_DOUBT:
+            fields["in_doubt"] = True
         if claim.synchronous:
             log.warning("delivery failed, held for the sender's resend", extra=fields)
             self.metrics.retry_scheduled(target)
-            return self._finish(claim, Status.HELD, AttemptOutcome.FAILED, target, attempt_id, error)
+            return self._finish(claim, Status.HELD, outcome, target, attempt_id, error)
         if claim.attempt >= self.settings.delivery_max_attempts:
             log.error("delivery failed, out of attempts, message dead-lettered", extra=fields)
             self.metrics.dead_lettered("out_of_attempts")
             error = f"gave up after {claim.attempt} attempts: {error}"
-            return self._finish(claim, Status.DEAD_LETTER, AttemptOutcome.FAILED, target, attempt_id, error)
+            return self._finish(claim, Status.DEAD_LETTER, outcome, target, attempt_id, error)
         wait = backoff_seconds(claim.attempt, self.settings)
         log.warning("delivery failed, will retry", extra={**fields, "retry_in_s": round(wait, 1)})
         self.metrics.retry_scheduled(target)
         return self._finish(
             claim,
             Status.RETRYING,
-            AttemptOutcome.FAILED,
+            outcome,
             target,
             attempt_id,
             error,

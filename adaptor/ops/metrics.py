@@ -98,7 +98,7 @@ def target_kind(target: str) -> str:
     scheme = target.split(":", 1)[0].lower()
     if scheme == "dir":
         return "dir"
-    if scheme in ("amqp", "amqps"):
+    if scheme in ("amqp", "amqps", "failover"):  # failover:(amqp://...,amqp://...): a list of brokers
         return "amqp"
     if scheme in ("http", "https"):
         return "http"

@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, insert, or_, select
+from sqlalchemy import ColumnElement, case, func, insert, or_, select
 
 from adaptor.itk.wire import ODS_IDENTITY_PREFIX, as_utc, utc_now
 from adaptor.store.engine import StoreEngine
@@ -230,23 +230,28 @@ class Queries(StoreEngine):
             return int(conn.execute(select(func.count()).select_from(rejections)).scalar_one())
 
     def possible_redeliveries(self) -> list[Redelivery]:
-        """Delivered messages with interrupted attempts, oldest first.
+        """Delivered messages with interrupted or in-doubt attempts, oldest first.
 
         An interrupted attempt was started and never recorded: the process stopped somewhere between starting
-        it and recording the result, possibly after the target had accepted the Bundle. Each is therefore at
-        most one extra copy at the target, carrying the same MessageID (``messageId`` property), which
-        consumers use to drop it. This is an upper bound: a process stopped before sending counts too.
+        it and recording the result, possibly after the target had accepted the Bundle. An in-doubt attempt
+        wrote the Bundle to the target and lost the connection (or timed out) before the target answered. Each
+        is therefore at most one extra copy at the target, carrying the same MessageID (``messageId``
+        property), which consumers use to drop it. This is an upper bound: a process stopped before sending
+        counts too, and so does a transfer the target never received.
         """
-        interrupted = func.count(delivery_attempts.c.id)
+        outcome = delivery_attempts.c.outcome
+        interrupted = func.sum(case((outcome == AttemptOutcome.INTERRUPTED.value, 1), else_=0))
+        in_doubt = func.sum(case((outcome == AttemptOutcome.IN_DOUBT.value, 1), else_=0))
         query = (
-            select(messages.c.id, messages.c.message_id, interrupted)
+            select(messages.c.id, messages.c.message_id, interrupted, in_doubt)
             .select_from(_WITH_OUTBOX.join(delivery_attempts, delivery_attempts.c.message_record_id == messages.c.id))
             .where(
                 outbox.c.state == Status.DELIVERED.value,
-                delivery_attempts.c.outcome == AttemptOutcome.INTERRUPTED.value,
+                outcome.in_((AttemptOutcome.INTERRUPTED.value, AttemptOutcome.IN_DOUBT.value)),
             )
             .group_by(messages.c.id, messages.c.message_id, messages.c.received_at)
             .order_by(messages.c.received_at, messages.c.id)
         )
         with self._reading() as conn:
-            return [Redelivery(record_id, message_id, int(n)) for record_id, message_id, n in conn.execute(query)]
+            rows = conn.execute(query)
+            return [Redelivery(record_id, message_id, int(n), int(d)) for record_id, message_id, n, d in rows]

@@ -40,6 +40,9 @@ class AttemptOutcome(enum.StrEnum):
     CONVERSION_FAILED = "conversion_failed"
     #: Started and never finished: the process stopped between handing the Bundle over and recording the result.
     INTERRUPTED = "interrupted"
+    #: Finished without an answer: the Bundle was written to the target and the connection was lost (or the answer
+    #: timed out) before the target said whether it took it. Retried like a failure; the target may have a copy.
+    IN_DOUBT = "in_doubt"
 
 
 class StoreError(RuntimeError):
@@ -157,11 +160,13 @@ class Claim:
 
 @dataclass(frozen=True)
 class Redelivery:
-    """A delivered message that had interrupted attempts: it may have reached the target more than once."""
+    """A delivered message that had interrupted or in-doubt attempts: it may have reached the target more than
+    once, at most once more per such attempt."""
 
     record_id: str
     message_id: str
     interrupted_attempts: int
+    in_doubt_attempts: int = 0
 
 
 @dataclass(frozen=True)

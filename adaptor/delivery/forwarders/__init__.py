@@ -5,16 +5,19 @@ The target is ``PEM111_FORWARD_TARGET`` (or, for an existing reference deploymen
 =============================  ===================================================================
 ``dir:PATH``                   one JSON file per message in a folder (:mod:`.folder`)
 ``amqp://`` / ``amqps://``     an AMQP 1.0 queue (:mod:`.amqp10`), or AMQP 0-9-1 with
-                               ``PEM111_AMQP_PROTOCOL=0-9-1`` (:mod:`.amqp091`)
+                               ``PEM111_AMQP_PROTOCOL=0-9-1`` (:mod:`.amqp091`); also a list of
+                               broker URLs or a Qpid ``failover:(...)`` URI (:mod:`.brokers`)
 ``http://`` / ``https://``     a FHIR endpoint that takes the Bundle by POST (:mod:`.fhir_http`)
 =============================  ===================================================================
 
 A forwarder either returns, meaning the target has durably accepted the message (broker disposition
 *accepted*, publisher confirm, HTTP 2xx, file renamed into place), or raises. :class:`PermanentDeliveryError`
 means retrying cannot help (the message is dead-lettered at once); any other exception is treated as transient
-and retried with backoff by the outbox worker. One call hands the message over at most once: the outbox records
-each call as one delivery attempt, and the store accounts for copies at the target by attempts, so a forwarder
-never sends again inside a call after a failure (the target may have taken the first transfer).
+and retried with backoff by the outbox worker. :class:`InDoubtDeliveryError` is transient too, and says that the
+message was written before the failure, so the target may have it. One call hands the message over at most once:
+the outbox records each call as one delivery attempt, and the store accounts for copies at the target by
+attempts, so a forwarder never sends again inside a call after a failure (the target may have taken the first
+transfer).
 """
 
 from __future__ import annotations
@@ -70,6 +73,13 @@ class PermanentDeliveryError(DeliveryError):
     """The target refused the message for good (e.g. HTTP 4xx): retrying the same Bundle cannot succeed."""
 
 
+class InDoubtDeliveryError(DeliveryError):
+    """The outcome is unknown: the message was written to the target and the connection was lost, or the answer
+    did not come in time, before the target said whether it took it. Transient (retried), but the target may
+    hold a copy: the outbox records the attempt as *in doubt*, and the store counts it among the possible
+    redeliveries of a message delivered later."""
+
+
 class Forwarder(Protocol):
     """Hands one converted message to its destination. Implementations are thread-safe."""
 
@@ -111,7 +121,9 @@ def forwarder_from_settings(settings: Settings) -> Forwarder:
         from adaptor.delivery.forwarders.folder import FolderForwarder
 
         return FolderForwarder(where.strip())
-    if scheme in ("amqp", "amqps"):
+    from adaptor.delivery.forwarders.brokers import is_broker_url  # it imports this module
+
+    if is_broker_url(target):
         if settings.amqp_protocol == "0-9-1":
             from adaptor.delivery.forwarders.amqp091 import Amqp091Forwarder
 
@@ -124,6 +136,6 @@ def forwarder_from_settings(settings: Settings) -> Forwarder:
 
         return FhirHttpForwarder(settings)
     raise ConfigError(
-        f"PEM111_FORWARD_TARGET {target!r} is not supported: use dir:<folder>, amqp[s]://host[:port] or "
-        "http[s]://<FHIR endpoint>"
+        f"PEM111_FORWARD_TARGET {target!r} is not supported: use dir:<folder>, amqp[s]://host[:port] (or a "
+        "failover:(...) list of them) or http[s]://<FHIR endpoint>"
     )

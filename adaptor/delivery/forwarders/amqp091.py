@@ -4,11 +4,23 @@ Each Bundle is published with publisher confirms, as a persistent message (``del
 ``mandatory`` set, content type ``application/fhir+json``, ``message_id`` = the SOAP MessageID and the
 properties of :meth:`Delivery.properties` as headers. A send returns only once the broker has confirmed it.
 
-Where it goes: ``PEM111_AMQP_EXCHANGE`` (default: the default exchange ``""``) with routing key
-``PEM111_AMQP_ROUTING_KEY`` (default: ``PEM111_AMQP_QUEUE_NAME``). With the default exchange the routing key *is*
-the queue, so the forwarder makes sure it exists: an existing queue is used as it is (whatever its type or
-arguments), a missing one is declared durable, like the AMQP 1.0 plugin does for the 1.0 forwarder. With a named
-exchange the operator owns the topology (exchange, queues, bindings) and nothing is declared.
+Where it goes, as the reference adaptor reads the same settings (:func:`route`):
+
+==============================================  ===========================================================
+only ``PEM111_AMQP_QUEUE_NAME``                 the default exchange ``""``, routing key = the queue name
+``PEM111_AMQP_ROUTING_KEY``, no exchange        ``amq.direct`` (the reference's default exchange), that key
+``PEM111_AMQP_EXCHANGE`` (and a routing key)    that exchange, the routing key (default: the queue name)
+==============================================  ===========================================================
+
+With the default exchange the routing key *is* the queue, so the forwarder makes sure it exists: an existing
+queue is used as it is (whatever its type or arguments), a missing one is declared durable, like the AMQP 1.0
+plugin does for the 1.0 forwarder. With an exchange (named, or ``amq.direct`` by default) the operator owns the
+topology (exchange, queues, bindings) and nothing is declared: a routing key is never taken for a queue name,
+which would declare a queue that nobody reads. A queue name written as an AMQP 1.0 address (``/amq/queue/q``,
+``/queue/q``, ``/exchange/x/k``: a setting copied from a 1.0 configuration) would likewise become a new queue of
+that literal name, so it refuses to start.
+
+The broker is one URL or a list tried in turn (:mod:`.brokers`); each URL's path is its virtual host.
 
 Outcomes: a message the broker cannot route anywhere (``mandatory`` returned it: no queue bound for the routing
 key) and a negative confirm are *transient* :class:`DeliveryError`\\ s, not permanent ones: both describe the
@@ -31,18 +43,22 @@ import pika.exceptions
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from adaptor.config import ConfigError, Settings
-from adaptor.delivery.forwarders import CHECK_TIMEOUT_SECONDS, FHIR_JSON, Delivery, DeliveryError
-from adaptor.delivery.forwarders.amqp10 import broker_endpoint
+from adaptor.delivery.forwarders import FHIR_JSON, Delivery, DeliveryError, InDoubtDeliveryError
+from adaptor.delivery.forwarders.brokers import BrokerEndpoint, read_brokers
 
 log = logging.getLogger("adaptor.forwarders.amqp091")  # pinned: the JSON log format names it
 
 DEFAULT_TIMEOUT_SECONDS = 30.0
+#: The exchange the reference publishes to when a routing key is given without one.
+REFERENCE_EXCHANGE = "amq.direct"
 _MAX_SHORTSTR_BYTES = 255  # AMQP 0-9-1 short strings (message_id among them) are at most 255 bytes
 #: Non-blocking I/O rounds before a connection is reused: enough to read a close from the broker and act on it.
 _POLL_ROUNDS = 2
 
 #: What pika raises when a connection, channel or publish fails (its connection workflow has its own family).
 _PikaFailure = (pika.exceptions.AMQPError, AMQPConnectorException, OSError)
+#: What pika raises from a publish on a channel or connection it already knows is closed: nothing was written.
+_REFUSED_BEFORE_WRITING = (pika.exceptions.ChannelWrongStateError, pika.exceptions.ConnectionWrongStateError)
 
 
 class Amqp091Forwarder:
@@ -57,24 +73,25 @@ class Amqp091Forwarder:
     that fails may still have reached the queue (the confirm lost with the connection), so publishing again
     inside the same call would be a copy the store could not account for. A failed publish is a transient
     :class:`DeliveryError`; the outbox retries it as a new attempt after its backoff.
+
+    With a list of brokers, a new connection goes to the first that accepts one, trying them in turn from the
+    one last connected to (:meth:`~adaptor.delivery.forwarders.brokers.Brokers.connect_in_turn`).
     """
 
     def __init__(self, settings: Settings, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
-        self.endpoint = broker_endpoint(settings)
-        self.virtual_host = self.endpoint.path or "/"
-        self.exchange = settings.amqp_exchange
-        self.routing_key = settings.amqp_routing_key or settings.amqp_queue_name
-        if not self.exchange and not self.routing_key:
-            raise ConfigError("PEM111_AMQP_ROUTING_KEY or PEM111_AMQP_QUEUE_NAME must name the queue")
+        self.exchange, self.routing_key = route(settings)
+        self.brokers = read_brokers(settings)
         self.timeout = timeout
-        vhost = "" if self.virtual_host == "/" else f"/{self.virtual_host}"
         self.target = (
-            f"{self.endpoint.safe_url}{vhost} (AMQP 0-9-1, exchange {self.exchange or '(default)'!s}, "
+            f"{self.brokers.safe_url(with_path=True)} (AMQP 0-9-1, exchange {self.exchange or '(default)'!s}, "
             f"routing key {self.routing_key})"
         )
+        if self.brokers.unused_options:
+            log.info("broker URL options not used", extra={"options": ",".join(self.brokers.unused_options)})
         self._lock = threading.Lock()
         self._connection: pika.BlockingConnection | None = None
         self._channel: Any = None  # pika's BlockingChannel
+        self._broker = 0  # the broker tried first: the one last connected to
 
     def send(self, delivery: Delivery) -> None:
         body, properties = delivery.bundle_json, _properties(delivery)
@@ -83,8 +100,10 @@ class Amqp091Forwarder:
                 self._publish(body, properties)
             except _PikaFailure as exc:
                 self._discard()
-                # Not published again here: the broker may have taken it (see the class docstring).
                 raise DeliveryError(f"AMQP 0-9-1 publish to {self.target} failed: {_describe(exc)}") from exc
+            except InDoubtDeliveryError:
+                self._discard()
+                raise  # not published again here: the broker may have taken it (see the class docstring)
 
     def close(self) -> None:
         with self._lock:
@@ -93,10 +112,14 @@ class Amqp091Forwarder:
     def check(self) -> None:
         """Open a connection to the broker (TCP, TLS, login to the vhost) and close it again; raise
         :class:`DeliveryError` when that fails. A connection of its own: pika's are not shared between threads."""
-        try:
-            connection = pika.BlockingConnection(self._parameters(min(self.timeout, CHECK_TIMEOUT_SECONDS)))
-        except _PikaFailure as exc:
-            raise DeliveryError(f"cannot connect to {self.endpoint.safe_url}: {_describe(exc)}") from exc
+        timeout = self.brokers.check_timeout(self.timeout)
+        _, connection = self.brokers.connect_in_turn(
+            self._broker,
+            lambda endpoint: pika.BlockingConnection(self._parameters(endpoint, timeout)),
+            _PikaFailure,
+            log=log,
+            describe=_describe,
+        )
         try:
             connection.close()
         except _PikaFailure:  # it was opened, which is what the check is about
@@ -116,19 +139,35 @@ class Amqp091Forwarder:
             ) from exc
         except pika.exceptions.NackError as exc:
             raise DeliveryError(f"{self.target} refused the message (negative publisher confirm)") from exc
+        except _REFUSED_BEFORE_WRITING:
+            raise
+        except _PikaFailure as exc:
+            raise InDoubtDeliveryError(
+                f"AMQP 0-9-1 publish to {self.target}: no confirm from the broker after the message was written, so "
+                f"it may have been delivered ({_describe(exc)})"
+            ) from exc
 
     def _open(self) -> Any:
-        connection = pika.BlockingConnection(self._parameters())
+        """Connect to the first broker that answers (see :meth:`Brokers.connect_in_turn`) and open the channel."""
+        index, connection = self.brokers.connect_in_turn(
+            self._broker,
+            lambda endpoint: pika.BlockingConnection(self._parameters(endpoint)),
+            _PikaFailure,
+            log=log,
+            describe=_describe,
+            failed=f"AMQP 0-9-1 publish to {self.target} failed, cannot connect to ",
+        )
+        self._broker, endpoint = index, self.brokers.endpoints[index]
         self._connection = connection
         channel = connection.channel()
         if not self.exchange:
-            channel = self._ensure_queue(connection, channel)
+            channel = self._ensure_queue(connection, channel, endpoint)
         channel.confirm_delivery()
         self._channel = channel
-        log.info("AMQP 0-9-1 connected to %s", self.target)
+        log.info("AMQP 0-9-1 connected to %s", endpoint.safe_url, extra={"target": self.target})
         return channel
 
-    def _ensure_queue(self, connection: pika.BlockingConnection, channel: Any) -> Any:
+    def _ensure_queue(self, connection: pika.BlockingConnection, channel: Any, endpoint: BrokerEndpoint) -> Any:
         """Use the routing key's queue as it is when it exists; declare it durable when it does not."""
         try:
             channel.queue_declare(self.routing_key, passive=True)
@@ -138,7 +177,7 @@ class Amqp091Forwarder:
                 raise
         channel = connection.channel()  # the failed passive declare closed the first one
         channel.queue_declare(self.routing_key, durable=True)
-        log.info("AMQP 0-9-1 declared durable queue %r on %s", self.routing_key, self.endpoint.safe_url)
+        log.info("AMQP 0-9-1 declared durable queue %r on %s", self.routing_key, endpoint.safe_url)
         return channel
 
     def _usable_channel(self) -> Any:
@@ -162,8 +201,7 @@ class Amqp091Forwarder:
             return None
         return channel
 
-    def _parameters(self, timeout: float | None = None) -> pika.ConnectionParameters:
-        endpoint = self.endpoint
+    def _parameters(self, endpoint: BrokerEndpoint, timeout: float | None = None) -> pika.ConnectionParameters:
         timeout = self.timeout if timeout is None else timeout
         options: dict[str, Any] = {}
         if endpoint.username:
@@ -175,7 +213,7 @@ class Amqp091Forwarder:
         return pika.ConnectionParameters(
             host=endpoint.host,
             port=endpoint.port,
-            virtual_host=self.virtual_host,
+            virtual_host=endpoint.path or "/",
             # pika cannot time out a publisher confirm; its heartbeat check closes a connection that has been
             # silent for heartbeat + 5 s, which bounds the wait on a broker that stops answering mid-publish.
             heartbeat=max(1, round(timeout / 2)),
@@ -195,6 +233,24 @@ class Amqp091Forwarder:
                 connection.close()
             except _PikaFailure:
                 log.debug("AMQP 0-9-1 close of %s failed", self.target, exc_info=True)
+
+
+def route(settings: Settings) -> tuple[str, str]:
+    """The exchange and routing key for the settings (see the module docstring); :class:`ConfigError` when they
+    could send every message to a queue nobody reads."""
+    exchange, routing_key, queue = settings.amqp_exchange, settings.amqp_routing_key, settings.amqp_queue_name
+    if routing_key and not exchange:
+        return REFERENCE_EXCHANGE, routing_key
+    if exchange:
+        return exchange, routing_key or queue
+    if not queue:
+        raise ConfigError("PEM111_AMQP_QUEUE_NAME or PEM111_AMQP_ROUTING_KEY must say where messages go")
+    if queue.startswith("/"):
+        raise ConfigError(
+            f"PEM111_AMQP_QUEUE_NAME {queue!r} is an AMQP 1.0 address, which AMQP 0-9-1 would take for a new queue "
+            "of that name: name the queue itself, or set PEM111_AMQP_EXCHANGE and PEM111_AMQP_ROUTING_KEY"
+        )
+    return "", queue
 
 
 def _properties(delivery: Delivery) -> pika.BasicProperties:

@@ -10,9 +10,11 @@ A send returns only once the broker has settled the delivery as *accepted*. *Rej
 broker says the message itself is bad (see :data:`PERMANENT_REJECT_CONDITIONS`); rejected for any other reason
 (a full queue, a policy), *released* and *modified* are transient, as are connection failures and timeouts.
 
-The address is ``PEM111_AMQP_QUEUE_NAME`` verbatim. The sender asks for a durable target terminus, which is what
-makes RabbitMQ's AMQP 1.0 plugin create a missing queue *durable* (plain ``NAME`` and ``/queue/NAME`` both
-create it; ``/amq/queue/NAME`` only uses an existing queue and silently drops messages when there is none).
+The broker is one URL or a list tried in turn (:mod:`.brokers`). The address is ``PEM111_AMQP_QUEUE_NAME``
+verbatim (``PEM111_AMQP_EXCHANGE`` and ``PEM111_AMQP_ROUTING_KEY`` belong to AMQP 0-9-1 and are refused here).
+The sender asks for a durable target terminus, which is what makes RabbitMQ's AMQP 1.0 plugin create a missing
+queue *durable* (plain ``NAME`` and ``/queue/NAME`` both create it; ``/amq/queue/NAME`` only uses an existing
+queue and silently drops messages when there is none).
 """
 
 from __future__ import annotations
@@ -20,9 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from proton import (
     Condition,
@@ -43,12 +43,13 @@ from proton.utils import BlockingConnection, BlockingSender
 
 from adaptor.config import ConfigError, Settings
 from adaptor.delivery.forwarders import (
-    CHECK_TIMEOUT_SECONDS,
     FHIR_JSON,
     Delivery,
     DeliveryError,
+    InDoubtDeliveryError,
     PermanentDeliveryError,
 )
+from adaptor.delivery.forwarders.brokers import BrokerEndpoint, read_brokers
 
 log = logging.getLogger("adaptor.forwarders.amqp10")  # pinned: the JSON log format names it
 
@@ -76,59 +77,24 @@ PERMANENT_REJECT_CONDITIONS = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class BrokerEndpoint:
-    """Where the broker is and how to log in, from ``PEM111_AMQP_*`` (shared by both AMQP forwarders).
-
-    ``PEM111_AMQP_PORT`` overrides the URL's port; without either the port is 5671 with TLS, 5672 without. TLS
-    is on for ``amqps://`` or ``PEM111_AMQP_SSL_ENABLED``. ``PEM111_AMQP_USERNAME`` / ``_PASSWORD`` override
-    credentials written in the URL. ``path`` is the URL path without its leading ``/`` (the 0-9-1 vhost).
-    """
-
-    host: str
-    port: int
-    tls: bool
-    username: str
-    password: str
-    path: str
-
-    @property
-    def safe_url(self) -> str:
-        """The broker URL without credentials, for logs and :attr:`target`."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{'amqps' if self.tls else 'amqp'}://{host}:{self.port}"
-
-
-def broker_endpoint(settings: Settings) -> BrokerEndpoint:
-    """Read the broker URL and its companion settings; :class:`ConfigError` naming the URL when it is unusable."""
-    url = settings.resolved_forward_target
-    try:
-        parts = urlsplit(url)
-        url_port = parts.port
-    except ValueError:
-        raise ConfigError(f"AMQP broker URL {_redacted(url)!r} is not a valid URL") from None
-    scheme = parts.scheme.lower()
-    if scheme not in ("amqp", "amqps") or not parts.hostname:
-        raise ConfigError(f"AMQP broker URL {_redacted(url)!r} must look like amqp[s]://host[:port]")
-    tls = scheme == "amqps" or settings.amqp_ssl_enabled
-    port = settings.amqp_port or url_port or (5671 if tls else 5672)
-    return BrokerEndpoint(
-        host=parts.hostname,
-        port=port,
-        tls=tls,
-        username=settings.amqp_username or unquote(parts.username or ""),
-        password=settings.amqp_password or unquote(parts.password or ""),
-        path=unquote(parts.path[1:]) if parts.path.startswith("/") else "",
-    )
-
-
-def _redacted(url: str) -> str:
-    """``url`` with any ``user:password@`` removed, so a ConfigError never shows a password."""
-    scheme, separator, rest = url.partition("://")
-    if not separator:
-        return url
-    authority, slash, tail = rest.partition("/")
-    return f"{scheme}://{authority.rpartition('@')[2]}{slash}{tail}"
+def _refuse_0_9_1_routing(settings: Settings) -> None:
+    """An exchange or routing key means AMQP 0-9-1; over AMQP 1.0 they would be ignored and every message sent to
+    ``PEM111_AMQP_QUEUE_NAME`` instead (on RabbitMQ a queue created for the purpose that nobody reads), so a
+    configuration naming them refuses to start."""
+    named = [
+        name
+        for name, value in (
+            ("PEM111_AMQP_EXCHANGE", settings.amqp_exchange),
+            ("PEM111_AMQP_ROUTING_KEY", settings.amqp_routing_key),
+        )
+        if value
+    ]
+    if named:
+        raise ConfigError(
+            f"{' and '.join(named)} {'apply' if len(named) > 1 else 'applies'} to AMQP 0-9-1 only: set "
+            f"PEM111_AMQP_PROTOCOL=0-9-1, or unset {'them' if len(named) > 1 else 'it'} to send to "
+            "PEM111_AMQP_QUEUE_NAME over AMQP 1.0"
+        )
 
 
 def build_message(delivery: Delivery) -> Message:
@@ -223,17 +189,25 @@ class Amqp10Forwarder:
     10 minutes) or that died with the broker is noticed there, before anything is sent, and replaced. A
     connection that dies without saying so fails the send; the outbox retries it as a new attempt after its
     backoff (``PEM111_DELIVERY_BACKOFF_INITIAL_SECONDS``, 1 s by default).
+
+    With a list of brokers, a new connection goes to the first that accepts one, trying them in turn from the
+    one last connected to (:meth:`~adaptor.delivery.forwarders.brokers.Brokers.connect_in_turn`); each gets
+    the whole ``timeout``. When none does the send fails, and the outbox's backoff separates the rounds.
     """
 
     def __init__(self, settings: Settings, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
-        self.endpoint = broker_endpoint(settings)
+        _refuse_0_9_1_routing(settings)
+        self.brokers = read_brokers(settings)
         self.address = settings.amqp_queue_name
         self.timeout = timeout
         separator = "" if self.address.startswith("/") else "/"
-        self.target = f"{self.endpoint.safe_url}{separator}{self.address}"
+        self.target = f"{self.brokers.safe_url()}{separator}{self.address}"
+        if self.brokers.unused_options:
+            log.info("broker URL options not used", extra={"options": ",".join(self.brokers.unused_options)})
         self._lock = threading.Lock()
         self._connection: _Connection | None = None
         self._sender: BlockingSender | None = None
+        self._broker = 0  # the broker tried first: the one last connected to
 
     def send(self, delivery: Delivery) -> None:
         message = build_message(delivery)
@@ -242,8 +216,10 @@ class Amqp10Forwarder:
                 self._send(message)
             except ProtonException as exc:  # connection, link, SASL, TLS failures and timeouts
                 self._discard()
-                # Not sent again here: the broker may have taken it (see the class docstring).
                 raise DeliveryError(f"AMQP 1.0 send to {self.target} failed: {exc}") from exc
+            except InDoubtDeliveryError:
+                self._discard()
+                raise  # not sent again here: the broker may have taken it (see the class docstring)
 
     def close(self) -> None:
         with self._lock:
@@ -252,10 +228,10 @@ class Amqp10Forwarder:
     def check(self) -> None:
         """Open a connection to the broker (TCP, TLS, SASL) and close it again; raise :class:`DeliveryError`
         when that fails. A connection of its own, so that a check never waits behind a send for the lock."""
-        try:
-            connection = self._connect(min(self.timeout, CHECK_TIMEOUT_SECONDS))
-        except ProtonException as exc:
-            raise DeliveryError(f"cannot connect to {self.endpoint.safe_url}: {exc}") from exc
+        timeout = self.brokers.check_timeout(self.timeout)
+        _, connection = self.brokers.connect_in_turn(
+            self._broker, lambda endpoint: self._connect(endpoint, timeout), (ProtonException,), log=log
+        )
         connection.abandoned = False
         try:
             connection.close()
@@ -267,8 +243,16 @@ class Amqp10Forwarder:
     def _send(self, message: Message) -> None:
         """Send on the current connection (opening one if needed) and check the broker's outcome."""
         sender = self._usable_sender() or self._open()
-        # error_states=[]: inspect every outcome here instead of proton's generic SendException.
-        outcome = sender.send(message, timeout=self.timeout, error_states=[])
+        try:
+            # error_states=[]: inspect every outcome here instead of proton's generic SendException.
+            outcome = sender.send(message, timeout=self.timeout, error_states=[])
+        except ProtonException as exc:
+            if _still_queued(sender):  # never written to the connection: certainly not delivered
+                raise
+            raise InDoubtDeliveryError(
+                f"AMQP 1.0 send to {self.target}: no outcome from the broker after the message was written, so it "
+                f"may have been delivered ({exc})"
+            ) from exc
         error = outcome_error(self.target, outcome.remote_state, outcome.remote.condition)
         if error is not None:
             raise error
@@ -304,8 +288,7 @@ class Amqp10Forwarder:
             return None
         return sender
 
-    def _connect(self, timeout: float) -> _Connection:
-        endpoint = self.endpoint
+    def _connect(self, endpoint: BrokerEndpoint, timeout: float) -> _Connection:
         return _Connection(
             endpoint.safe_url,  # no credentials in the URL: proton logs it
             timeout=timeout,
@@ -318,8 +301,15 @@ class Amqp10Forwarder:
         )
 
     def _open(self) -> BlockingSender:
-        endpoint = self.endpoint
-        connection = self._connect(self.timeout)
+        """Connect to the first broker that answers (see :meth:`Brokers.connect_in_turn`) and attach the link."""
+        index, connection = self.brokers.connect_in_turn(
+            self._broker,
+            lambda endpoint: self._connect(endpoint, self.timeout),
+            (ProtonException,),
+            log=log,
+            failed=f"AMQP 1.0 send to {self.target} failed, cannot connect to ",
+        )
+        self._broker, endpoint = index, self.brokers.endpoints[index]
         self._connection = connection
         # The link is attached by hand rather than with connection.create_sender, which waits for the attach
         # even when the broker has already refused it by ending the session (RabbitMQ does that when the queue
@@ -340,7 +330,7 @@ class Amqp10Forwarder:
             reason = _remote_conditions(connection)
             self._discard()
             raise DeliveryError(f"could not attach to {self.address!r} on {endpoint.safe_url}: {exc}{reason}") from exc
-        log.info("AMQP 1.0 connected to %s", self.target)
+        log.info("AMQP 1.0 connected to %s", endpoint.safe_url, extra={"target": self.target})
         self._sender = sender
         return sender
 
@@ -354,6 +344,14 @@ class Amqp10Forwarder:
             connection.close()
         except Exception:  # it is being thrown away: the error that got us here is the one that matters
             log.debug("AMQP 1.0 close of %s failed", self.target, exc_info=True)
+
+
+def _still_queued(sender: BlockingSender) -> bool:
+    """Whether the link still holds the delivery that failed, unwritten (say, the broker gave no credit)."""
+    try:
+        return bool(sender.link.queued)
+    except Exception:  # the link is gone with its connection: nothing says the transfer was not written
+        return False
 
 
 def _remote_conditions(connection: _Connection) -> str:

@@ -16,6 +16,8 @@ other 4xx                                   permanent (:class:`HttpRejectedError
 5xx, anything else                          transient (:class:`HttpStatusError`)
 timeouts, refused/reset connections, TLS    transient: the network or the configuration may be fixed without
                                             the message changing (a rejected client certificate included)
+no complete answer once the POST was sent   transient and *in doubt* (:class:`InDoubtDeliveryError`): a read
+                                            timeout, a connection closed or reset before or while answering
 ==========================================  =====================================================================
 
 The client is urllib3 (already installed as the transport underneath ``requests``/zeep): its ``PoolManager``
@@ -38,7 +40,9 @@ from collections.abc import Mapping
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import urllib3
+from urllib3.exceptions import ConnectTimeoutError
 from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import SSLError as Urllib3SslError
 
 from adaptor.config import ConfigError, Settings
 from adaptor.delivery.forwarders import (
@@ -46,6 +50,7 @@ from adaptor.delivery.forwarders import (
     FHIR_JSON,
     Delivery,
     DeliveryError,
+    InDoubtDeliveryError,
     PermanentDeliveryError,
 )
 
@@ -183,14 +188,21 @@ class FhirHttpForwarder:
                 preload_content=False,
             )
         except (Urllib3Error, OSError) as exc:
-            # Refused, reset, TLS handshake or verification failed, or timed out. After a read timeout the
-            # receiver may have processed the POST after all; retrying is still right (receivers deduplicate).
-            raise DeliveryError(f"POST {self.target} failed: {_describe_network_error(exc)}") from exc
+            if _before_sending(exc):  # refused, unreachable, connect timeout, TLS handshake or verification
+                raise DeliveryError(f"POST {self.target} failed: {_describe_network_error(exc)}") from exc
+            # A read timeout, or the connection closed or reset before the answer: the receiver may have processed
+            # the POST after all. Retrying is still right (receivers deduplicate); the store counts the copy.
+            raise InDoubtDeliveryError(
+                f"POST {self.target}: no answer after the request was sent, so it may have been delivered "
+                f"({_describe_network_error(exc)})"
+            ) from exc
         try:
             status = response.status
             body = _read_bounded(response)
         except (Urllib3Error, OSError) as exc:
-            raise DeliveryError(f"POST {self.target} failed reading the response: {type(exc).__name__}") from exc
+            raise InDoubtDeliveryError(
+                f"POST {self.target} failed reading the response ({type(exc).__name__}), so it may have been delivered"
+            ) from exc
         finally:
             response.release_conn()
         log.debug(
@@ -314,6 +326,18 @@ def _describe_issue(issue: Mapping[str, object]) -> str:
 
 def _shorten(text: str) -> str:
     return text if len(text) <= _MAX_DETAIL_CHARS else text[: _MAX_DETAIL_CHARS - 1] + "…"
+
+
+def _before_sending(exc: BaseException) -> bool:
+    """Whether ``exc`` ended the POST before any of it was sent: no connection, or the server's certificate
+    refused. Anything else may have come after the request was written (with TLS 1.3 a server refuses a client
+    certificate only after the client has sent its request), so it is in doubt: an upper bound."""
+    if isinstance(exc, ConnectTimeoutError):  # NewConnectionError and NameResolutionError among them
+        return True
+    if isinstance(exc, Urllib3SslError):  # the server's certificate refused: the handshake never completed
+        reasons = (exc.__cause__, exc.__context__, *exc.args)
+        return any(isinstance(reason, ssl.SSLCertVerificationError) for reason in reasons)
+    return False
 
 
 def _describe_network_error(exc: BaseException) -> str:
