@@ -23,8 +23,8 @@ from server_fixture import nhs111_command
 from waiting import wait_until
 
 from adaptor import composition
-from adaptor.config import Settings
-from adaptor.delivery.forwarders import Forwarder
+from adaptor.config import ConfigError, Settings
+from adaptor.delivery.forwarders import Forwarder, forwarder_from_settings
 from adaptor.delivery.forwarders.folder import FolderForwarder
 from adaptor.delivery.outbox import JITTER, backoff_seconds
 from adaptor.itk import rules as itk
@@ -455,3 +455,10 @@ def test_a_folder_forwarder_instance_is_shared_by_the_threads(tmp_path: Path) ->
     finally:
         harness.close()
     assert harness.worker.deliverer.forwarder is forwarder and len(harness.files()) == 12
+
+
+def test_an_unsupported_target_is_refused_without_echoing_it() -> None:
+    """The value may carry a password (``ftp://user:secret@host``): the error names the scheme, never the value."""
+    with pytest.raises(ConfigError) as refused:
+        forwarder_from_settings(Settings(forward_target="ftp://nhs111:s3cret@files.example/out"))
+    assert "'ftp'" in str(refused.value) and "s3cret" not in str(refused.value)

@@ -135,7 +135,9 @@ def forwarder_from_settings(settings: Settings) -> Forwarder:
         from adaptor.delivery.forwarders.fhir_http import FhirHttpForwarder
 
         return FhirHttpForwarder(settings)
+    # Named by its scheme only: the value may carry a password (user:secret@host).
+    named = f"scheme {scheme!r}" if separator else "a value without a scheme"
     raise ConfigError(
-        f"PEM111_FORWARD_TARGET {target!r} is not supported: use dir:<folder>, amqp[s]://host[:port] (or a "
+        f"PEM111_FORWARD_TARGET ({named}) is not supported: use dir:<folder>, amqp[s]://host[:port] (or a "
         "failover:(...) list of them) or http[s]://<FHIR endpoint>"
     )
