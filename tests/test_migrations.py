@@ -263,7 +263,9 @@ def test_step_2_keeps_a_bundle_already_sent_as_version_1(database_url: str, engi
                     replays=0, updated_at=_now(),
                 ))  # fmt: skip
         old.upgrade_schema()
-        assert (old.get("with-bundle").bundle, old.get("with-bundle").bundle_version) == ('{"sent": 1}', 1)
+        kept = old.get("with-bundle")
+        assert (kept.bundle, kept.bundle_version) == ('{"sent": 1}', 1)
+        assert kept.converted_at is not None and kept.converted_at <= kept.updated_at  # the row's updated_at
         assert (old.get("without").bundle, old.get("without").bundle_version) == (None, None)
         claims = {c.record_id: c for c in (old.claim_due("w", 60), old.claim_due("w", 60))}
         assert (claims["with-bundle"].bundle, claims["with-bundle"].bundle_version) == ('{"sent": 1}', 1)
