@@ -198,6 +198,7 @@ def test_metrics_after_a_known_sequence_of_requests(server: RunningServer) -> No
     assert value(samples, "nhs111_outbox_oldest_age_seconds") == 0
     assert value(samples, "nhs111_outbox_messages", state="dead_letter") == 1
     assert value(samples, "nhs111_outbox_messages", state="pending") == 0
+    assert value(samples, "nhs111_outbox_messages", state="rejected") == 0
     assert any(name.startswith("process_") for name, _ in samples)
 
     # No identifier anywhere: not as a label value, not in a help text.

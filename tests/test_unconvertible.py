@@ -150,6 +150,7 @@ def test_the_rejection_is_counted_with_its_rule(tmp_path: Path) -> None:
     finally:
         server.stop()
     assert 'error_code="2200"' in metrics and 'rule="E3"' in metrics
+    assert 'nhs111_outbox_messages{state="rejected"} 1.0' in metrics
 
 
 # == resends and reconversion ======================================================================================
