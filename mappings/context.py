@@ -5,6 +5,7 @@ The mapping layer never reads the SOAP/ITK envelope itself; :mod:`adaptor.conver
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -57,7 +58,19 @@ class MappingContext:
     config: MappingConfig = field(default_factory=MappingConfig)
     #: The conversion time (Bundle.meta.lastUpdated, ReferralRequest.authoredOn fallback).
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    #: Where the resource ids come from: ``None`` draws each at random; a text (the adaptor passes the stored
+    #: message's record id) draws them from a hash of it, so that converting the same message again gives its
+    #: resources the same ids (a new version of a Bundle keeps the ids of the one it replaces).
+    id_seed: str | None = None
+    _issued: dict[str, int] = field(default_factory=dict, init=False, repr=False)
 
     def new_resource(self, resource_type: str) -> Json:
-        """A new resource dict with a fresh lower-case UUID v4 ``id``."""
-        return {"resourceType": resource_type, "id": str(uuid.uuid4())}
+        """A new resource dict with a lower-case UUID v4 ``id``: random, or the next one drawn from
+        :attr:`id_seed` for this resource type (the n-th Observation of a seed always gets the same id)."""
+        if self.id_seed is None:
+            return {"resourceType": resource_type, "id": str(uuid.uuid4())}
+        count = self._issued[resource_type] = self._issued.get(resource_type, 0) + 1
+        # The hash stands in for the random bits of a version-4 UUID; the version and variant bits are set as
+        # for any v4 UUID, so the ids have the shape the mapping specification gives them.
+        digest = hashlib.sha256(f"{self.id_seed}\n{resource_type}\n{count}".encode()).digest()
+        return {"resourceType": resource_type, "id": str(uuid.UUID(bytes=digest[:16], version=4))}

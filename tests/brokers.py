@@ -68,7 +68,8 @@ class Received:
     ``body`` is the payload as bytes (an AMQP 1.0 ``amqp-value`` string is UTF-8 encoded); ``body_kind`` says
     what it was on the wire: ``"amqp-value:str"``, ``"amqp-value:<type>"`` or ``"data"`` for AMQP 1.0 and
     ``"0-9-1"`` for AMQP 0-9-1. ``properties`` are the AMQP 1.0 application properties or the 0-9-1 headers.
-    ``durable`` is the 1.0 header's durable flag or 0-9-1 ``delivery_mode == 2``.
+    ``durable`` is the 1.0 header's durable flag or 0-9-1 ``delivery_mode == 2``. ``created`` is the 1.0
+    ``creation-time`` or the 0-9-1 ``timestamp``, in seconds.
     """
 
     body: bytes
@@ -78,6 +79,7 @@ class Received:
     message_id: str | None
     durable: bool
     annotations: dict[str, Any] = field(default_factory=dict)
+    created: float | None = None
 
     @property
     def text(self) -> str:
@@ -410,6 +412,7 @@ class PrivateRabbitMQ:
                         content_type=properties.content_type,
                         message_id=properties.message_id,
                         durable=properties.delivery_mode == 2,
+                        created=None if properties.timestamp is None else float(properties.timestamp),
                     )
                 )
                 channel.basic_ack(method.delivery_tag)
@@ -647,6 +650,7 @@ def _from_proton(message: Any) -> Received:
         message_id=None if message.id is None else str(message.id),
         durable=bool(message.durable),
         annotations={str(k): v for k, v in (message.annotations or {}).items()},
+        created=message.creation_time or None,
     )
 
 

@@ -481,11 +481,18 @@ def test_the_message_page(console: Console) -> None:
     # The attempt and its error, and the Bundle converted for it.
     assert page.count("<td>failed</td>") == 1 and 'id="last-error"' in page and "File exists" in page
     assert "&#34;resourceType&#34;: &#34;Bundle&#34;" in page and "Preview" not in page
-    # Before the first attempt nothing is stored: a preview, said to be one.
+    # The Bundle is stored at acceptance: shown before the first attempt too.
     pending_id, _ = console.accept()
     pending = client.get(f"/console/messages/{pending_id}").text
-    assert "Preview: no Bundle is stored yet" in pending and "&#34;resourceType&#34;: &#34;Bundle&#34;" in pending
-    assert "No delivery attempt yet." in pending
+    assert "Preview" not in pending and "&#34;resourceType&#34;: &#34;Bundle&#34;" in pending
+    assert "No delivery attempt yet." in pending and "version 1" in pending
+    # A message without one (stored before schema version 2): a preview, said to be one.
+    with console.store.engine.begin() as conn:
+        forget = "UPDATE messages SET bundle = NULL, bundle_version = NULL WHERE message_id = ?"
+        conn.exec_driver_sql(forget, (pending_id,))
+    pending = client.get(f"/console/messages/{pending_id}").text
+    assert "Preview: this message has no stored Bundle" in pending
+    assert "&#34;resourceType&#34;: &#34;Bundle&#34;" in pending
 
     record_id = console.record_id(dead_id)
     assert dead_tracking in client.get(f"/console/messages/{record_id}").text  # by record id too
@@ -538,7 +545,9 @@ def test_replay_one_message_and_all_dead_letters(console: Console) -> None:
     record_id = console.record_id(first_id)
     response = client.post(f"/console/messages/{record_id}/replay", data={"csrf_token": csrf})
     assert response.status_code == 303 and response.headers["Location"] == f"/console/messages/{record_id}"
-    assert "Queued for delivery again (it was dead letter)." in client.get(response.headers["Location"]).text
+    assert "Queued for delivery again (it was dead letter), with the same Bundle." in client.get(
+        response.headers["Location"]
+    ).text
     assert console.status(first_id) is Status.PENDING
     console.worker.drain()
     assert console.status(first_id) is Status.DELIVERED

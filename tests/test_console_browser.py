@@ -227,7 +227,9 @@ def test_find_open_and_replay_a_dead_letter(browser: object, server: RunningServ
     # Replaying it: queued, then delivered by the server's worker.
     find(By.ID, "replay").click()
     wait_for(driver, "the replay notice", lambda d: d.find_elements(By.CSS_SELECTOR, "[role=status]"))
-    assert "Queued for delivery again (it was dead letter)." in find(By.CSS_SELECTOR, "[role=status]").text
+    assert "Queued for delivery again (it was dead letter), with the same Bundle." in find(
+        By.CSS_SELECTOR, "[role=status]"
+    ).text
     deadline = time.monotonic() + 30
     while find(By.ID, "state").text != "Delivered":
         assert time.monotonic() < deadline, f"still {find(By.ID, 'state').text}"

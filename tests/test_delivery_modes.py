@@ -3,7 +3,7 @@ answers OK only once delivered, 2100 during an outage, and never delivers behind
 
 Targets: the folder (an outage is a regular file where the folder should be) and a private RabbitMQ node
 (:mod:`brokers`; an outage is a real broker shutdown). In-process tests cover what HTTP cannot produce: a
-conversion failure and a permanent refusal in sync mode, and a switch of mode between a failure and a resend.
+permanent refusal in sync mode, and a switch of mode between a failure and a resend.
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ from lxml import etree
 from server_fixture import RunningServer, start_server
 from test_outbox import Harness, block, fast_settings, unblock
 
+from adaptor.delivery.conversion import bundle_text, convert_message
 from adaptor.itk import rules as itk
 from adaptor.itk.faults import ItkFault
 from adaptor.itk.message import ItkMessage
-from adaptor.store import AttemptOutcome, Claim, MessageStore, Status
+from adaptor.store import AttemptOutcome, Claim, MessageStore, Status, utc_now
 
 SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
 ITK = "urn:nhs-itk:ns:201005"
@@ -269,22 +270,6 @@ def validated(harness: Harness, raw: bytes) -> ItkMessage:
     return itk.validate_request(itk.parse_request(raw, harness.settings), harness.settings, harness.allow_list)
 
 
-def test_sync_conversion_failure_is_dead_lettered_and_answered_2200(tmp_path: Path) -> None:
-    harness = sync_harness(tmp_path)
-    try:
-        message = validated(harness, to_bytes(build_request()))
-        with pytest.raises(ItkFault) as fault:
-            # A request that passed validation but cannot be converted: the converter gets other bytes.
-            harness.service.accept(message, b"<unmappable/>")
-        stored = harness.record(message)
-    finally:
-        harness.close()
-
-    assert fault.value.error_code == 2200 and fault.value.relates_to == message.message_id
-    assert stored.status is Status.DEAD_LETTER and stored.status_reason.startswith("conversion failed: ")
-    assert harness.files() == []
-
-
 def test_sync_permanent_refusal_is_dead_lettered_and_answered_2200(tmp_path: Path) -> None:
     with FhirServer() as endpoint:
         endpoint.reply(400, b"no")
@@ -336,8 +321,11 @@ def test_an_interrupted_sync_delivery_is_held_for_the_resend(tmp_path: Path) -> 
         raw = to_bytes(build_request())
         message = validated(harness, raw)
         # What the killed process left: the message stored with its synchronous claim, an attempt started.
-        record_id, _ = harness.store.accept(message, raw, claim_for="killed-request", lease_seconds=0.0)
-        claim = Claim.for_new_message(record_id, message, raw, "killed-request")
+        bundle, converted_at = bundle_text(convert_message(message)), utc_now()
+        record_id, _ = harness.store.accept(
+            message, raw, bundle, converted_at=converted_at, claim_for="killed-request", lease_seconds=0.0
+        )
+        claim = Claim.for_new_message(record_id, message, raw, bundle, converted_at, "killed-request")
         harness.store.start_attempt(claim, harness.forwarder.target, 0.0, None)
 
         assert harness.worker.drain() == []

@@ -30,14 +30,10 @@ from lxml import etree
 from server_fixture import RunningServer, corpus_addresses, corpus_requests, free_port, require_corpus, start_server
 from werkzeug.test import Client
 
-from adaptor.accept import ReceiverService
 from adaptor.config import Settings
 from adaptor.delivery.forwarders.folder import FolderForwarder
-from adaptor.delivery.outbox import OutboxWorker
 from adaptor.http import server as server_module
 from adaptor.http.app import create_app
-from adaptor.itk import rules as itk
-from adaptor.itk.allowlist import AllowList
 from adaptor.itk.message import ItkMessage
 from adaptor.store import AttemptOutcome, MessageStore, Status
 
@@ -1099,31 +1095,6 @@ def test_e2_unexpected_error_is_a_2200_fault_without_details(tmp_path: Path) -> 
     assert fault.relates_to == message_id
     assert b"Jane Doe" not in response.data and b"ZeroDivisionError" not in response.data
     assert b"Traceback" not in response.data
-
-
-def test_conversion_failure_is_recorded_and_still_ok(tmp_path: Path) -> None:
-    """The message is safe in the store, so the sender gets OK; the worker dead-letters it with the reason (in
-    process: a request that passes validation but cannot be converted needs the converter to be handed other
-    bytes)."""
-    settings = Settings(itk_ods_code_list=corpus_addresses().ods_codes, data_dir=str(tmp_path))
-    store = MessageStore(settings.resolved_database_url)
-    allow_list = AllowList(settings)
-    forwarder = FolderForwarder(tmp_path / "outbox")
-    receiver = ReceiverService(settings, store, forwarder)
-    envelope, message_id = fresh_request()
-    message = itk.validate_request(itk.parse_request(to_bytes(envelope), settings), settings, allow_list)
-    try:
-        receiver.accept(message, b"<not-an-itk-request/>")
-        [queued] = store.find_by_message_id(message_id)
-        OutboxWorker(settings, store, forwarder, threads=0).drain()
-        [stored] = store.find_by_message_id(message_id)
-    finally:
-        store.close()
-
-    assert queued.status is Status.PENDING
-    assert stored.status is Status.DEAD_LETTER and stored.status_reason.startswith("conversion failed: ")
-    assert stored.raw == b"<not-an-itk-request/>"
-    assert not (tmp_path / "outbox").exists()
 
 
 def _as_requests_response(response: object) -> requests.Response:

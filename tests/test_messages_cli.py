@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner, Result
 from itk_factory import RECIPIENT_DOS, RECIPIENT_ODS, build_request, find, to_bytes
 from server_fixture import nhs111_command
+from test_store import make_message
 from werkzeug.security import check_password_hash
 
 from adaptor.accept import ReceiverService
@@ -183,7 +184,12 @@ def test_show_bundle_and_raw(filled: Filled) -> None:
     raw = run(filled, "messages", "show", filled.pending, "--raw")
     assert raw.exit_code == 0 and raw.stdout_bytes == filled.raw
 
-    one_line_error(run(filled, "messages", "show", filled.pending, "--bundle"), "has no Bundle yet")
+    # The Bundle is stored when the message is accepted, before any delivery attempt.
+    pending = run(filled, "messages", "show", filled.pending, "--bundle")
+    assert pending.exit_code == 0 and json.loads(pending.stdout)["resourceType"] == "Bundle"
+
+    rejected_id, _ = filled.store.reject(make_message(), b"<raw/>", "conversion failed: /ClinicalDocument: no")
+    one_line_error(run(filled, "messages", "show", rejected_id, "--bundle"), "has no Bundle (rejected)")
 
 
 def test_show_a_reused_message_id_lists_its_messages(filled: Filled, tmp_path: Path) -> None:

@@ -189,14 +189,16 @@ def test_metrics_after_a_known_sequence_of_requests(server: RunningServer) -> No
     assert value(samples, "nhs111_dead_letters_total", reason="out_of_attempts") == 1
     assert value(samples, "nhs111_dead_letters_total", reason="refused") == 0
     assert value(samples, "nhs111_dead_letters_total", reason="conversion_failed") == 0
-    # Each message converted once: the retry sent the Bundle the first attempt had converted.
-    assert value(samples, "nhs111_conversion_duration_seconds_count") == 4
+    # Each request that passed validation converted once, when it arrived (the resend too); the retry sent the
+    # stored Bundle.
+    assert value(samples, "nhs111_conversion_duration_seconds_count") == 5
 
     assert value(samples, "nhs111_store_up") == 1
     assert value(samples, "nhs111_outbox_depth") == 0
     assert value(samples, "nhs111_outbox_oldest_age_seconds") == 0
     assert value(samples, "nhs111_outbox_messages", state="dead_letter") == 1
     assert value(samples, "nhs111_outbox_messages", state="pending") == 0
+    assert value(samples, "nhs111_outbox_messages", state="rejected") == 0
     assert any(name.startswith("process_") for name, _ in samples)
 
     # No identifier anywhere: not as a label value, not in a help text.

@@ -51,14 +51,20 @@ def open_store(database_url: str) -> MessageStore:
     return store
 
 
+#: This adaptor's schema version, every version up to it, and the one a later release would add.
+HEAD = migrations.head_version()
+ALL = list(range(1, HEAD + 1))
+NEXT = HEAD + 1
+
+
 @pytest.fixture
-def step_2(monkeypatch: pytest.MonkeyPatch) -> migrations.Step:
-    """A second version, as a later release would add: ``messages.note``, a nullable column."""
+def step_next(monkeypatch: pytest.MonkeyPatch) -> migrations.Step:
+    """The next version, as a later release would add: ``messages.note``, a nullable column."""
 
     def add_note(conn) -> None:  # type: ignore[no-untyped-def]
         conn.execute(text("ALTER TABLE messages ADD COLUMN note TEXT"))
 
-    step = migrations.Step(2, "messages.note", add_note)
+    step = migrations.Step(NEXT, "messages.note", add_note)
     monkeypatch.setattr(migrations, "STEPS", (*migrations.STEPS, step))
     return step
 
@@ -70,20 +76,20 @@ def test_an_empty_database_is_created_at_this_adaptors_version(database_url: str
     store = open_store(database_url)
     try:
         state = store.schema_state()
-        assert state.version == migrations.head_version() == 1
+        assert state.version == HEAD
         assert state.tables == migrations.STORE_TABLES
-        [applied] = state.history
-        assert applied.version == 1 and applied.applied_at.tzinfo is not None
+        assert [applied.version for applied in state.history] == ALL
+        assert all(applied.applied_at.tzinfo is not None for applied in state.history)
         record_id, _ = store.accept(make_message(), b"x")
         assert store.get(record_id) is not None
     finally:
         store.close()
-    assert versions(engine) == [1]
+    assert versions(engine) == ALL
 
 
 def test_the_steps_build_exactly_the_tables_the_store_uses(database_url: str, engine: Engine) -> None:
-    """The frozen version-1 tables and :data:`adaptor.store.metadata` must not drift apart: compare what the
-    database reflects after the steps with what the store's tables would create."""
+    """The steps (from the frozen version-1 tables on) and :data:`adaptor.store.metadata` must not drift apart:
+    compare what the database reflects after the steps with what the store's tables would create."""
     open_store(database_url).close()
     reflected = _layout(engine)
     expected_engine = _twin_engine(database_url, engine)
@@ -98,7 +104,7 @@ def test_a_database_with_other_applications_tables_counts_as_empty(database_url:
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE someone_elses (id INTEGER PRIMARY KEY)"))
     open_store(database_url).close()
-    assert versions(engine) == [1]
+    assert versions(engine) == ALL
 
 
 # -- version 0: databases from before versioning ---------------------------------------------------------------------
@@ -123,11 +129,11 @@ def test_a_version_0_database_is_refused_then_adopted_by_upgrade_with_its_data(
     upgrader = MessageStore(database_url)
     result = upgrader.upgrade_schema()
     upgrader.close()
-    assert result.before.unversioned and [s.version for s in result.applied] == [1] and result.after == 1
+    assert result.before.unversioned and [s.version for s in result.applied] == ALL and result.after == HEAD
 
     store = open_store(database_url)
     try:
-        [history] = store.schema_state().history
+        history = store.schema_state().history[0]
         assert "adopted" in history.description
         [old] = store.list_rejections()
         assert old.error_id == "E-OLD"
@@ -157,14 +163,19 @@ def test_tables_of_another_layout_are_refused_by_upgrade_and_nothing_changes(dat
 # -- later versions -------------------------------------------------------------------------------------------------
 
 
-def test_an_older_version_is_refused_until_upgraded(database_url: str, engine: Engine, step_2) -> None:  # noqa: ANN001
-    with migrations.locked(engine) as conn:  # a database at version 1, as the previous release left it
+def test_an_older_version_is_refused_until_upgraded(database_url: str, engine: Engine, step_next) -> None:  # noqa: ANN001
+    with migrations.locked(engine) as conn:  # a database at this version, as the previous release left it
         migrations._versions_metadata.create_all(conn)
-        migrations.STEPS[0].apply(conn)
-        conn.execute(migrations.schema_version.insert().values(version=1, description="v1", applied_at=_now()))
+        for step in migrations.STEPS[:-1]:
+            step.apply(conn)
+            conn.execute(
+                migrations.schema_version.insert().values(version=step.version, description="old", applied_at=_now())
+            )
 
     refused = MessageStore(database_url)
-    with pytest.raises(SchemaVersionError, match=r"at schema version 1; this adaptor needs version 2.*db upgrade"):
+    with pytest.raises(
+        SchemaVersionError, match=rf"at schema version {HEAD}; this adaptor needs version {NEXT}.*db upgrade"
+    ):
         refused.open()
     refused.close()
 
@@ -172,9 +183,9 @@ def test_an_older_version_is_refused_until_upgraded(database_url: str, engine: E
     result = upgrader.upgrade_schema()
     again = upgrader.upgrade_schema()
     upgrader.close()
-    assert [s.version for s in result.applied] == [2] and result.after == 2
-    assert again.applied == () and again.before.version == 2  # idempotent
-    assert versions(engine) == [1, 2]
+    assert [s.version for s in result.applied] == [NEXT] and result.after == NEXT
+    assert again.applied == () and again.before.version == NEXT  # idempotent
+    assert versions(engine) == [*ALL, NEXT]
     assert "note" in {c["name"] for c in inspect(engine).get_columns("messages")}
     open_store(database_url).close()
 
@@ -185,14 +196,14 @@ def test_a_failing_step_leaves_the_database_as_it_was(database_url: str, engine:
     def half_done(conn) -> None:  # type: ignore[no-untyped-def]
         conn.execute(text("ALTER TABLE messages ADD COLUMN note TEXT"))
         conn.execute(text("CREATE TABLE scratch (id INTEGER)"))
-        raise RuntimeError("step 2 failed half-way")
+        raise RuntimeError("the step failed half-way")
 
-    monkeypatch.setattr(migrations, "STEPS", (*migrations.STEPS, migrations.Step(2, "broken", half_done)))
+    monkeypatch.setattr(migrations, "STEPS", (*migrations.STEPS, migrations.Step(NEXT, "broken", half_done)))
     upgrader = MessageStore(database_url)
     with pytest.raises(RuntimeError, match="half-way"):
         upgrader.upgrade_schema()
     upgrader.close()
-    assert versions(engine) == [1]
+    assert versions(engine) == ALL
     assert "note" not in {c["name"] for c in inspect(engine).get_columns("messages")}
     assert "scratch" not in inspect(engine).get_table_names()
 
@@ -204,7 +215,7 @@ def test_a_newer_compatible_version_is_used_with_a_warning(
     open_store(database_url).close()
     with engine.begin() as conn:
         conn.execute(text("ALTER TABLE messages ADD COLUMN note TEXT"))
-        conn.execute(migrations.schema_version.insert().values(version=2, description="later", applied_at=_now()))
+        conn.execute(migrations.schema_version.insert().values(version=NEXT, description="later", applied_at=_now()))
 
     with caplog.at_level(logging.WARNING, logger="adaptor.store"):
         store = open_store(database_url)
@@ -221,11 +232,46 @@ def test_a_newer_incompatible_version_is_refused(database_url: str, engine: Engi
         conn.execute(text("ALTER TABLE messages ADD COLUMN priority INTEGER NOT NULL DEFAULT 0"))
         conn.execute(text("CREATE TABLE scratch (id INTEGER)"))
         conn.execute(text("ALTER TABLE outbox RENAME COLUMN replays TO replay_count"))
-        conn.execute(migrations.schema_version.insert().values(version=2, description="later", applied_at=_now()))
+        conn.execute(migrations.schema_version.insert().values(version=NEXT, description="later", applied_at=_now()))
     store = MessageStore(database_url)
-    with pytest.raises(SchemaVersionError, match=r"newer than this adaptor's 1.*outbox lacks replays"):
+    with pytest.raises(SchemaVersionError, match=rf"newer than this adaptor's {HEAD}.*outbox lacks replays"):
         store.open()
     store.close()
+
+
+def test_step_2_keeps_a_bundle_already_sent_as_version_1(database_url: str, engine: Engine) -> None:
+    """Version 1 kept the Bundle of a message's first attempt: that is the Bundle its consumers have, so it
+    becomes version 1 and is what every later attempt sends; a message without one gets it at its next attempt."""
+    with migrations.locked(engine) as conn:
+        migrations._versions_metadata.create_all(conn)
+        migrations.STEPS[0].apply(conn)
+        conn.execute(migrations.schema_version.insert().values(version=1, description="v1", applied_at=_now()))
+    old = MessageStore(database_url)
+    try:
+        with migrations.locked(old.engine) as conn:  # two messages as version 1 stored them
+            tables = migrations.version_1_tables()
+            for record_id, bundle in (("with-bundle", '{"sent": 1}'), ("without", None)):
+                row = {c.name: None for c in tables.tables["messages"].c}
+                row.update(
+                    id=record_id, message_id=record_id, tracking_id="T", digest=record_id, service="s",
+                    interaction="i", ods_codes="[]", dos_ids="[]", sender="x", received_at=_now(), raw=b"<r/>",
+                    bundle=bundle, updated_at=_now(),
+                )  # fmt: skip
+                conn.execute(tables.tables["messages"].insert().values(**row))
+                conn.execute(tables.tables["outbox"].insert().values(
+                    record_id=record_id, state="retrying", attempts=1, next_attempt_at=_now(), synchronous=0,
+                    replays=0, updated_at=_now(),
+                ))  # fmt: skip
+        old.upgrade_schema()
+        kept = old.get("with-bundle")
+        assert (kept.bundle, kept.bundle_version) == ('{"sent": 1}', 1)
+        assert kept.converted_at is not None and kept.converted_at <= kept.updated_at  # the row's updated_at
+        assert (old.get("without").bundle, old.get("without").bundle_version) == (None, None)
+        claims = {c.record_id: c for c in (old.claim_due("w", 60), old.claim_due("w", 60))}
+        assert (claims["with-bundle"].bundle, claims["with-bundle"].bundle_version) == ('{"sent": 1}', 1)
+        assert claims["without"].bundle is None
+    finally:
+        old.close()
 
 
 # -- concurrency ----------------------------------------------------------------------------------------------------
@@ -253,10 +299,10 @@ def test_replicas_starting_together_create_the_schema_once(database_url: str, en
     for store in stores:
         store.close()
     assert errors == []
-    assert versions(engine) == [1]
+    assert versions(engine) == ALL
 
 
-def test_concurrent_upgrades_apply_each_step_once(database_url: str, engine: Engine, step_2) -> None:  # noqa: ANN001
+def test_concurrent_upgrades_apply_each_step_once(database_url: str, engine: Engine, step_next) -> None:  # noqa: ANN001
     make_version_0(engine)
     stores = [MessageStore(database_url) for _ in range(6)]
     results: list[migrations.UpgradeResult] = []
@@ -278,8 +324,8 @@ def test_concurrent_upgrades_apply_each_step_once(database_url: str, engine: Eng
     for store in stores:
         store.close()
     assert errors == []
-    assert versions(engine) == [1, 2]
-    assert sorted(len(r.applied) for r in results) == [0] * 5 + [2]
+    assert versions(engine) == [*ALL, NEXT]
+    assert sorted(len(r.applied) for r in results) == [0] * 5 + [NEXT]
 
 
 # -- the commands ---------------------------------------------------------------------------------------------------
@@ -314,14 +360,14 @@ def test_db_current_and_upgrade_on_the_default_sqlite_store(tmp_path: Path) -> N
 
     upgraded = nhs111(tmp_path, "db", "upgrade")
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "applied step 1" in upgraded.stdout and "now at schema version 1 (was empty)" in upgraded.stdout
+    assert "applied step 1" in upgraded.stdout and f"now at schema version {HEAD} (was empty)" in upgraded.stdout
 
     again = nhs111(tmp_path, "db", "upgrade")
-    assert again.returncode == 0 and "already at schema version 1; nothing to do" in again.stdout
+    assert again.returncode == 0 and f"already at schema version {HEAD}; nothing to do" in again.stdout
 
     current = nhs111(tmp_path, "db", "current")
     assert current.returncode == 0
-    assert "version 1: up to date" in current.stdout
+    assert f"version {HEAD}: up to date" in current.stdout
     assert f"sqlite:///{database.resolve()}" in current.stdout
 
 
@@ -408,9 +454,9 @@ def test_db_commands_fail_in_one_line_when_the_database_is_unreachable(tmp_path:
 def test_db_upgrade_on_postgresql(tmp_path: Path, postgres_database: str) -> None:
     upgraded = nhs111(tmp_path, "db", "upgrade", database_url=postgres_database)
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "postgresql+psycopg://" in upgraded.stdout and "now at schema version 1" in upgraded.stdout
+    assert "postgresql+psycopg://" in upgraded.stdout and f"now at schema version {HEAD}" in upgraded.stdout
     current = nhs111(tmp_path, "db", "current", database_url=postgres_database)
-    assert "version 1: up to date" in current.stdout
+    assert f"version {HEAD}: up to date" in current.stdout
 
 
 # -- helpers --------------------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from adaptor.config import ConfigError, Settings
 from adaptor.delivery.forwarders import Forwarder, forwarder_from_settings
 from adaptor.delivery.forwarders.folder import FolderForwarder
 from adaptor.delivery.outbox import JITTER, backoff_seconds
+from adaptor.delivery.replay import reconvert, redeliver
 from adaptor.itk import rules as itk
 from adaptor.itk.message import ItkMessage
 from adaptor.store import AttemptOutcome, Status, StoredMessage
@@ -225,20 +226,28 @@ def test_out_of_attempts_is_dead_lettered_with_the_last_error(tmp_path: Path) ->
         harness.close()
 
 
-def test_a_conversion_failure_is_dead_lettered_at_once(harness: Harness) -> None:
-    message = harness.accept()
+def test_a_message_stored_without_a_bundle_is_converted_once_or_dead_lettered(harness: Harness) -> None:
+    """Messages stored by an adaptor before schema version 2 have no Bundle: the first attempt converts and
+    keeps it (as version 1, every later attempt sends it), or dead-letters the message if it cannot."""
+    message, old = harness.accept(), harness.accept()
     # A stored request the converter cannot read: what a mapping defect looks like from here.
     with harness.store.engine.begin() as conn:
+        forget = "UPDATE messages SET bundle = NULL, bundle_version = NULL, converted_at = NULL WHERE message_id = ?"
+        conn.exec_driver_sql(forget, (message.message_id,))
+        conn.exec_driver_sql(forget, (old.message_id,))
         conn.exec_driver_sql("UPDATE messages SET raw = ? WHERE message_id = ?", (b"<unmappable/>", message.message_id))
 
-    [outcome] = harness.worker.drain()
+    outcome, converted = harness.worker.drain()
+
+    kept = harness.record(old)
+    assert converted.status is Status.DELIVERED and kept.bundle_version == 1 and kept.converted_at is not None
+    assert [f.read_bytes() for f in harness.files()] == [kept.bundle.encode("utf-8")]
 
     assert outcome.status is Status.DEAD_LETTER
     stored = harness.record(message)
     assert stored.status_reason.startswith("conversion failed: ") and stored.attempts == 1
     [attempt] = harness.store.delivery_history(stored.id)
-    assert attempt.outcome is AttemptOutcome.CONVERSION_FAILED
-    assert harness.files() == []
+    assert attempt.outcome is AttemptOutcome.CONVERSION_FAILED and attempt.bundle_version is None
 
 
 def test_a_permanent_refusal_is_dead_lettered_at_once(tmp_path: Path) -> None:
@@ -282,8 +291,7 @@ def test_an_interrupted_attempt_is_delivered_again_and_counted(harness: Harness)
     delivers the message again (same bytes, same MessageID) and the possible duplicate is counted."""
     message = harness.accept()
     dead = harness.store.claim_due("dead-worker", 0.0)
-    bundle = json.dumps({"resourceType": "Bundle", "id": "sent-before-the-crash"})
-    harness.store.start_attempt(dead, harness.forwarder.target, 0.0, bundle)
+    harness.store.start_attempt(dead, harness.forwarder.target, 0.0, None)
 
     [outcome] = harness.worker.drain()
 
@@ -291,7 +299,7 @@ def test_an_interrupted_attempt_is_delivered_again_and_counted(harness: Harness)
     [redelivery] = harness.store.possible_redeliveries()
     assert (redelivery.message_id, redelivery.interrupted_attempts) == (message.message_id, 1)
     [delivered] = harness.files()  # the stored Bundle, sent again as it was
-    assert json.loads(delivered.read_text(encoding="utf-8"))["id"] == "sent-before-the-crash"
+    assert delivered.read_bytes() == dead.bundle.encode("utf-8") == harness.record(message).bundle.encode("utf-8")
 
 
 def test_many_messages_many_threads_each_delivered_once(tmp_path: Path) -> None:
@@ -341,21 +349,34 @@ def test_stop_lets_the_delivery_in_flight_finish(tmp_path: Path) -> None:
     assert stored.status is Status.DELIVERED and stored.lease_owner is None
 
 
-def test_replay_reconverts_from_the_raw_request(harness: Harness) -> None:
+def test_redeliver_sends_the_same_bytes_and_reconvert_a_new_version_that_replaces_the_file(harness: Harness) -> None:
     message = harness.accept()
     harness.worker.drain()
     first = harness.record(message)
-    with harness.store.engine.begin() as conn:  # the Bundle an older mapping produced
-        conn.exec_driver_sql("UPDATE messages SET bundle = '{\"old\": true}' WHERE id = ?", (first.id,))
+    [delivered] = harness.files()
+    sent = delivered.read_bytes()
+    assert sent == first.bundle.encode("utf-8")  # the stored Bundle is what was delivered
 
-    [result] = harness.store.replay([first.id])
-    assert result.requeued and result.previous is Status.DELIVERED
+    [result] = redeliver(harness.store, [first.id])
+    assert result.requeued and result.previous is Status.DELIVERED and result.bundle_version == 1
     [outcome] = harness.worker.drain()
+    assert outcome.status is Status.DELIVERED
+    assert harness.files() == [delivered] and delivered.read_bytes() == sent  # the same file, the same bytes
 
+    [result] = reconvert(harness.store, harness.settings, [first.id])
+    assert result.requeued and result.bundle_version == 2
+    [outcome] = harness.worker.drain()
     replayed = harness.record(message)
-    assert outcome.status is Status.DELIVERED and replayed.replays == 1 and replayed.attempts == 1
-    assert json.loads(replayed.bundle)["resourceType"] == "Bundle"  # converted again, not the stored one
-    assert len(harness.store.delivery_history(replayed.id)) == 2  # the history is kept
+    assert outcome.status is Status.DELIVERED and replayed.replays == 2 and replayed.attempts == 1
+    assert replayed.bundle_version == 2 and replayed.converted_at > first.converted_at
+    new_version = json.loads(replayed.bundle)
+    old_version = json.loads(sent)
+    assert new_version["meta"]["lastUpdated"] != old_version["meta"]["lastUpdated"]
+    # The same referral: the resource ids are kept, so the folder's file is replaced rather than joined.
+    assert [e["fullUrl"] for e in new_version["entry"]] == [e["fullUrl"] for e in old_version["entry"]]
+    assert harness.files() == [delivered] and delivered.read_bytes() == replayed.bundle.encode("utf-8")
+    history = harness.store.delivery_history(replayed.id)
+    assert [a.bundle_version for a in history] == [1, 1, 2]  # the history is kept, with the version each sent
 
 
 # == nhs111 replay / nhs111 worker ===============================================================================
@@ -406,9 +427,22 @@ def test_nhs111_replay_by_message_id_and_dead_letters(tmp_path: Path) -> None:
         assert "2 message(s) queued for delivery" in letters.stderr
 
         assert [o.status for o in harness.worker.drain()] == [Status.DELIVERED] * 3
-        assert harness.record(delivered).replays == 1
-        # Replayed = converted again (a new Bundle.meta.lastUpdated): the folder keeps both deliveries.
-        assert len(harness.files_for(delivered)) == 2
+        record = harness.record(delivered)
+        assert record.replays == 1
+        # Redelivered: the same Bundle, so the same file with the same bytes.
+        [file] = harness.files_for(delivered)
+        assert file.read_bytes() == record.bundle.encode("utf-8")
+
+        again = nhs111(harness.settings, "replay", "--reconvert", delivered.message_id)
+        assert again.returncode == 0, again.stderr
+        assert f"queued  {delivered.message_id}" in again.stdout and "Bundle version 2" in again.stdout
+        assert [o.status for o in harness.worker.drain()] == [Status.DELIVERED]
+        record = harness.record(delivered)
+        assert record.bundle_version == 2 and harness.files_for(delivered) == [file]  # replaced in place
+        assert file.read_bytes() == record.bundle.encode("utf-8")
+
+        rejected = nhs111(harness.settings, "replay", "--rejected")
+        assert rejected.returncode == 2 and "--reconvert" in rejected.stderr
     finally:
         harness.close()
 

@@ -31,8 +31,8 @@ def _add_note(conn: Any) -> None:
     conn.execute(text("ALTER TABLE messages ADD COLUMN note TEXT"))
 
 
-#: A second step, as a later release would add, so that an upgrade has more than one step to apply once.
-STEP_2 = migrations.Step(2, "messages.note", _add_note)
+#: The next step, as a later release would add, so that an upgrade has more than one step to apply once.
+NEXT_STEP = migrations.Step(migrations.head_version() + 1, "messages.note", _add_note)
 
 
 def _one(database: str, index: int) -> tuple[str, tuple[int, ...]]:
@@ -49,7 +49,7 @@ def _one(database: str, index: int) -> tuple[str, tuple[int, ...]]:
 
 def _process(databases: list[str], start: Barrier, results: Any, process: int) -> None:
     """One process: THREADS threads, all meeting every other process's at ``start`` before each round."""
-    migrations.STEPS = (*migrations.STEPS, STEP_2)
+    migrations.STEPS = (*migrations.STEPS, NEXT_STEP)
 
     def thread(index: int) -> None:
         for round_, database in enumerate(databases):
@@ -98,6 +98,6 @@ def test_processes_and_threads_open_and_upgrade_a_new_store_together(tmp_path: P
         finally:
             engine.dispose()
         # An opener that came first created the whole schema at once; otherwise one upgrader applied each step.
-        assert recorded == [1, 2], (round_, recorded)
+        assert recorded == list(range(1, NEXT_STEP.version + 1)), (round_, recorded)
         assert mode == "wal"
     print(f"{ROUNDS} rounds, {PROCESSES} processes x {THREADS} threads: {expected} opens/upgrades in {elapsed:.1f} s")

@@ -246,11 +246,12 @@ def test_a_synchronous_claim_is_never_delivered_by_a_worker(store: MessageStore)
     """Sync mode: the request's own claim, even expired (its process died while the sender waited), is held for
     the sender's resend, which may claim it; in async mode the resend hands it to the workers."""
     message = make_message()
-    record_id, is_new = store.accept(message, b"x", claim_for="sync-request", lease_seconds=0.0)
+    record_id, is_new = store.accept(message, b"x", "{}", claim_for="sync-request", lease_seconds=0.0)
     assert is_new
     claimed = store.get(record_id)
     assert (claimed.status, claimed.lease_owner, claimed.attempts) == (Status.DELIVERING, "sync-request", 1)
-    store.start_attempt(Claim.for_new_message(record_id, message, b"x", "sync-request"), "dir:/out", 0.0, "{}")
+    claim = Claim.for_new_message(record_id, message, b"x", "{}", claimed.converted_at, "sync-request")
+    store.start_attempt(claim, "dir:/out", 0.0, None)
 
     assert store.claim_due("worker", LEASE) is None
     held = store.get(record_id)
@@ -270,24 +271,77 @@ def test_a_synchronous_claim_is_never_delivered_by_a_worker(store: MessageStore)
     assert store.claim_for_sender(record_id, "sync-late", LEASE) is Status.DELIVERED
 
 
-def test_replay_requeues_from_the_raw_request_and_keeps_the_history(store: MessageStore) -> None:
-    delivered_id, _ = store.accept(make_message(), b"x")
-    deliver(store, store.claim_due("worker", LEASE), bundle='{"old": "mapping"}')
-    busy_id, _ = store.accept(make_message(), b"x")
+def test_replay_redelivers_the_stored_bundle_and_keeps_the_history(store: MessageStore) -> None:
+    delivered_id, _ = store.accept(make_message(), b"x", '{"the": "bundle"}')
+    deliver(store, store.claim_due("worker", LEASE))
+    busy_id, _ = store.accept(make_message(), b"x", "{}")
     store.claim_due("worker", LEASE)
+    rejected_id, _ = store.reject(make_message(), b"x", "conversion failed: /ClinicalDocument: no")
 
-    results = store.replay([delivered_id, busy_id, str(uuid.uuid4())])
+    results = store.replay([delivered_id, busy_id, rejected_id, str(uuid.uuid4())])
 
-    assert [(r.record_id, r.previous, r.requeued) for r in results] == [
-        (delivered_id, Status.DELIVERED, True),
-        (busy_id, Status.DELIVERING, False),  # being delivered right now: left alone
+    assert [(r.record_id, r.previous, r.requeued, r.bundle_version) for r in results] == [
+        (delivered_id, Status.DELIVERED, True, 1),
+        (busy_id, Status.DELIVERING, False, 1),  # being delivered right now: left alone
+        (rejected_id, Status.REJECTED, False, None),  # nothing to redeliver
     ]
+    assert "reconvert" in (results[2].skipped or "")
     replayed = store.get(delivered_id)
     assert (replayed.status, replayed.attempts, replayed.replays) == (Status.PENDING, 0, 1)
-    assert replayed.bundle is None  # converted again from raw
+    assert (replayed.bundle, replayed.bundle_version) == ('{"the": "bundle"}', 1)  # the same Bundle
     assert len(store.delivery_history(delivered_id)) == 1
     again = store.claim_due("worker", LEASE)
-    assert again.record_id == delivered_id and again.attempt == 1 and again.bundle is None
+    assert again.record_id == delivered_id and again.attempt == 1 and again.bundle == '{"the": "bundle"}'
+    assert store.get(rejected_id).status is Status.REJECTED
+
+
+def test_a_reconverted_bundle_is_the_next_version_and_each_attempt_records_its_version(store: MessageStore) -> None:
+    first_conversion = utc_now()
+    record_id, _ = store.accept(make_message(), b"x", '{"v": 1}', converted_at=first_conversion)
+    deliver(store, store.claim_due("worker", LEASE))
+    later = utc_now()
+
+    result = store.replay_reconverted(record_id, '{"v": 2}', later)
+
+    assert result is not None and (result.requeued, result.bundle_version, result.previous) == (
+        True,
+        2,
+        Status.DELIVERED,
+    )
+    stored = store.get(record_id)
+    assert (stored.bundle, stored.bundle_version, stored.converted_at) == ('{"v": 2}', 2, later)
+    claim = store.claim_due("worker", LEASE)
+    assert (claim.bundle, claim.bundle_version, claim.converted_at) == ('{"v": 2}', 2, later)
+    deliver(store, claim)
+    assert [a.bundle_version for a in store.delivery_history(record_id)] == [1, 2]
+    assert store.replay_reconverted(str(uuid.uuid4()), "{}", later) is None
+
+
+def test_a_rejected_message_is_kept_never_claimed_and_adopts_a_bundle_once(store: MessageStore) -> None:
+    message = make_message()
+    record_id, is_new = store.reject(message, b"<raw/>", "conversion failed: /ClinicalDocument/x: bad")
+    assert is_new
+    assert store.reject(message, b"<raw/>", "again")[0] == record_id  # a resend finds it
+    assert store.accept(message, b"<raw/>", "{}") == (record_id, False)
+
+    stored = store.get(record_id)
+    assert (stored.status, stored.status_reason, stored.raw, stored.bundle) == (
+        Status.REJECTED,
+        "conversion failed: /ClinicalDocument/x: bad",
+        b"<raw/>",
+        None,
+    )
+    assert store.state_of(record_id) is Status.REJECTED
+    assert store.claim_due("worker", LEASE) is None
+    assert store.claim_for_sender(record_id, "sync", LEASE) is Status.REJECTED
+    assert not store.requeue_held(record_id)
+    assert store.list_messages(statuses=[Status.REJECTED])[0].id == record_id
+
+    assert store.adopt_bundle(record_id, '{"now": "converts"}', utc_now())
+    assert not store.adopt_bundle(record_id, "{}", utc_now())  # once
+    adopted = store.get(record_id)
+    assert (adopted.status, adopted.bundle, adopted.bundle_version) == (Status.PENDING, '{"now": "converts"}', 1)
+    assert store.claim_due("worker", LEASE).bundle == '{"now": "converts"}'
 
 
 def test_record_ids_and_counts_by_status(store: MessageStore) -> None:

@@ -85,19 +85,35 @@ def worker() -> None:
 @main.command()
 @click.argument("message_ids", nargs=-1, metavar="[MESSAGE_ID]...")
 @click.option("--dead-letters", is_flag=True, help="Replay every dead-lettered message.")
-def replay(message_ids: tuple[str, ...], dead_letters: bool) -> None:
+@click.option("--rejected", is_flag=True, help="Reconvert every message rejected at acceptance (needs --reconvert).")
+@click.option(
+    "--reconvert",
+    is_flag=True,
+    help="Convert the stored request again and deliver the result as a new Bundle version (after a mapping fix), "
+    "instead of redelivering the stored Bundle.",
+)
+def replay(message_ids: tuple[str, ...], dead_letters: bool, rejected: bool, reconvert: bool) -> None:
     """Queue messages for delivery again: every stored message with each MESSAGE_ID (a reused MessageID can
-    name several), and with --dead-letters every dead-lettered one.
+    name several), with --dead-letters every dead-lettered one, with --rejected every rejected one.
 
-    Each is converted again from the request as received, so a mapping fix reaches old messages, and gets a
-    full set of attempts; its delivery history is kept. A running server or worker delivers it within
-    PEM111_DELIVERY_POLL_SECONDS. A message being delivered at this moment is left alone. Exit status 1 when
-    a MESSAGE_ID is not stored.
+    By default each is *redelivered*: the target gets the stored Bundle again, byte for byte (same ids, file
+    name, broker message id and properties). With --reconvert the request as received is converted again, so a
+    mapping fix reaches old messages, and the result is delivered as the message's next Bundle version (same
+    resource ids; a version property or header, or the folder's file replaced). A message rejected at
+    acceptance has no Bundle: only --reconvert delivers it. Each gets a full set of attempts; its delivery
+    history is kept. A running server or worker delivers it within PEM111_DELIVERY_POLL_SECONDS. A message being
+    delivered at this moment is left alone. Exit status 1 when a MESSAGE_ID is not stored or a reconversion
+    failed.
     """
+    from adaptor.delivery.replay import CONVERSION_FAILED, redeliver
+    from adaptor.delivery.replay import reconvert as reconvert_records
     from adaptor.store import Status
 
-    if not message_ids and not dead_letters:
-        raise click.UsageError("name at least one MESSAGE_ID, or --dead-letters")
+    if not message_ids and not dead_letters and not rejected:
+        raise click.UsageError("name at least one MESSAGE_ID, or --dead-letters, or --rejected")
+    if rejected and not reconvert:
+        raise click.UsageError("rejected messages have no Bundle to redeliver: add --reconvert")
+    settings = settings_or_fail()
     unknown: list[str] = []
     with existing_store() as store:  # a store that is not there is not created to find nothing in it
         record_ids: dict[str, None] = {}  # an ordered set: a record is named once however often it is asked for
@@ -108,19 +124,28 @@ def replay(message_ids: tuple[str, ...], dead_letters: bool) -> None:
             record_ids.update(dict.fromkeys(m.id for m in found))
         if dead_letters:
             record_ids.update(dict.fromkeys(store.record_ids(Status.DEAD_LETTER)))
-        results = store.replay(record_ids)
+        if rejected:
+            record_ids.update(dict.fromkeys(store.record_ids(Status.REJECTED)))
+        results = reconvert_records(store, settings, record_ids) if reconvert else redeliver(store, record_ids)
 
     for result in results:
         if result.requeued:
-            click.echo(f"queued  {result.message_id} (record {result.record_id}, was {result.previous.value})")
+            version = f", Bundle version {result.bundle_version}" if result.bundle_version is not None else ""
+            click.echo(
+                f"queued  {result.message_id} (record {result.record_id}, was {result.previous.value}{version})"
+            )
         else:
-            click.echo(f"skipped {result.message_id} (record {result.record_id}): being delivered right now")
+            click.echo(f"skipped {result.message_id} (record {result.record_id}): {_one_line(result.skipped or '')}")
     for message_id in unknown:
         click.echo(f"Error: no stored message with MessageID {message_id}", err=True)
     requeued = sum(1 for result in results if result.requeued)
     click.echo(f"{requeued} message(s) queued for delivery", err=True)
-    if unknown:
+    if unknown or any(result.skipped and result.skipped.startswith(CONVERSION_FAILED) for result in results):
         sys.exit(1)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 # Operator commands (issue 5) live in their own module; registered here so `nhs111 --help` lists them all.

@@ -99,7 +99,7 @@ def list_messages(statuses: tuple[str, ...], since: str | None, tracking_id: str
 
 @messages.command("show")
 @click.argument("key", metavar="ID")
-@click.option("--bundle", "what", flag_value="bundle", help="Print only the FHIR Bundle (JSON) last converted.")
+@click.option("--bundle", "what", flag_value="bundle", help="Print only the FHIR Bundle (JSON) it delivers.")
 @click.option("--raw", "what", flag_value="raw", help="Print only the request exactly as received.")
 def show(key: str, what: str | None) -> None:
     """Show a stored message: ID is its MessageID or its record id. The envelope facts, the delivery state, every
@@ -134,8 +134,8 @@ def _print_content(message: StoredMessage, what: str) -> None:
         return
     if message.bundle is None:
         fail(
-            f"record {message.id} has no Bundle yet: it is converted when delivered (a replay clears it); "
-            "`nhs111 messages show --raw ID | nhs111 convert -` shows what it converts to"
+            f"record {message.id} has no Bundle ({message.status.value}); "
+            "`nhs111 messages show --raw ID | nhs111 convert -` shows what it converts to now"
         )
     try:
         click.echo(json.dumps(json.loads(message.bundle), indent=2, ensure_ascii=False))
@@ -165,14 +165,19 @@ def _print_details(message: StoredMessage, history: list[DeliveryAttempt]) -> No
         fields.append(("Replays", str(message.replays)))
     if message.status_reason:
         fields.append(("Last error", message.status_reason))
-    fields.append(("Bundle", "stored" if message.bundle is not None else "not converted yet"))
+    if message.bundle_version is not None:
+        converted = f", converted {_when(message.converted_at)}" if message.converted_at is not None else ""
+        fields.append(("Bundle", f"version {message.bundle_version}{converted}"))
+    else:
+        fields.append(("Bundle", "none"))
     width = max(len(name) for name, _ in fields)
     for name, value in fields:
         click.echo(f"{name + ':':<{width + 1}} {escape_control(value)}")
     click.echo(f"Delivery attempts ({len(history)}):")
     for attempt in history:
         outcome = attempt.outcome.value if attempt.outcome is not None else "in progress"
-        line = f"  {_when(attempt.started_at)}  {outcome:<17} {attempt.target}  ({attempt.owner})"
+        version = f"  Bundle v{attempt.bundle_version}" if attempt.bundle_version is not None else ""
+        line = f"  {_when(attempt.started_at)}  {outcome:<17} {attempt.target}  ({attempt.owner}){version}"
         click.echo(escape_control(line))
         if attempt.error:
             click.echo(f"    error: {escape_control(attempt.error)}")

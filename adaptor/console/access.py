@@ -54,6 +54,7 @@ STATUS_LABELS = {
     Status.HELD: "Held",
     Status.DELIVERED: "Delivered",
     Status.DEAD_LETTER: "Dead letter",
+    Status.REJECTED: "Rejected",
 }
 
 _LOGIN_ERROR = "The user name or password is not right."

@@ -1,8 +1,9 @@
 """The console's pages and forms: server-rendered, usable without JavaScript.
 
-Data flows one way: pages read the store; the two replay forms ask the store to queue messages again and wake
-the outbox workers (the same as ``nhs111 replay``). Nothing here converts, delivers or edits a message (the
-Bundle preview is converted for display only).
+Data flows one way: pages read the store; the replay forms queue messages again, redelivering the stored Bundle
+or reconverting the request into a new Bundle version (:mod:`adaptor.delivery.replay`, as ``nhs111 replay``), and
+wake the outbox workers. Nothing else here converts, delivers or edits a message (the Bundle preview of a message
+without one is converted for display only).
 
 Each view is a route on :data:`adaptor.console.access.blueprint`, which signs requests in and checks them before
 any view runs. Importing this module adds the routes, so :mod:`adaptor.console` registers the blueprint from here.
@@ -22,6 +23,7 @@ from adaptor.console.access import STATUS_LABELS, blueprint, see_other, signed_i
 from adaptor.console.cda_text import readable_document
 from adaptor.console.state import console_state
 from adaptor.delivery.conversion import ConversionError, convert
+from adaptor.delivery.replay import reconvert, redeliver
 from adaptor.store import MessageQuery, Status, StoredMessage
 
 #: The console blueprint, with these routes added to those of :mod:`.access`.
@@ -54,10 +56,12 @@ def messages() -> str:
     page, pages = _page_of(total)
     rows = store.list_messages(where=where, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
     counts = store.count_by_status()
-    rejected = store.count_rejections()
-    accepted = sum(counts.values())
+    rejected = store.count_rejections()  # every fault answered, E3 (a stored rejected message) included
+    stored = sum(counts.values())
+    accepted = stored - counts[Status.REJECTED]
     counters = {
         "received": accepted + rejected,
+        "stored": stored,
         "accepted": accepted,
         "rejected": rejected,
         "delivered": counts[Status.DELIVERED],
@@ -107,7 +111,13 @@ def rejections() -> str:
 @blueprint.post("/messages/<record_id>/replay")
 def replay_message(record_id: str) -> BaseResponse:
     console = console_state()
-    results = console.store.replay([record_id])
+    mode = request.form.get("mode", "redeliver")
+    if mode not in ("redeliver", "reconvert"):
+        abort(400, description="Replay is redeliver or reconvert.")
+    if mode == "reconvert":
+        results = reconvert(console.store, console.settings, [record_id])
+    else:
+        results = redeliver(console.store, [record_id])
     if not results:
         abort(404, description="No stored message has this record id.")
     [result] = results
@@ -119,19 +129,26 @@ def replay_message(record_id: str) -> BaseResponse:
                 "record_id": record_id,
                 "message_id": result.message_id,
                 "previous_status": result.previous.value,
+                "mode": mode,
+                "bundle_version": result.bundle_version,
             },
         )
         console.wake()
-        flash(f"Queued for delivery again (it was {STATUS_LABELS[result.previous].lower()}).", "success")
+        previous = STATUS_LABELS[result.previous].lower()
+        if mode == "reconvert":
+            what = f"Reconverted as Bundle version {result.bundle_version} and queued for delivery (it was {previous})."
+        else:
+            what = f"Queued for delivery again (it was {previous}), with the same Bundle."
+        flash(what, "success")
     else:
-        flash("Not queued: the message is being delivered right now.", "error")
+        flash(f"Not queued: {result.skipped or 'the message is being delivered right now'}.", "error")
     return see_other("console.message", key=record_id)
 
 
 @blueprint.post("/dead-letters/replay")
 def replay_dead_letters() -> BaseResponse:
     console = console_state()
-    results = console.store.replay(console.store.record_ids(Status.DEAD_LETTER))
+    results = redeliver(console.store, console.store.record_ids(Status.DEAD_LETTER))
     queued = sum(1 for result in results if result.requeued)
     log.info("console: dead-lettered messages replayed", extra={"user": signed_in_user(), "count": queued})
     if queued:
@@ -154,8 +171,8 @@ def _find(key: str) -> list[StoredMessage]:
 
 
 def _bundle_view(record: StoredMessage) -> dict[str, str | None]:
-    """The stored Bundle pretty-printed; before the first delivery attempt (or after a replay) a preview
-    converted now, said to be one (its ids and times differ from what will be delivered)."""
+    """The stored Bundle pretty-printed; for a message without one (rejected at acceptance, or stored by an
+    adaptor before schema version 2) a preview converted now, said to be one."""
     if record.bundle is not None:
         try:
             return {"text": _pretty(json.loads(record.bundle)), "note": None}
@@ -167,8 +184,8 @@ def _bundle_view(record: StoredMessage) -> dict[str, str | None]:
         return {"text": None, "note": f"The request cannot be converted: {exc}"}
     return {
         "text": _pretty(preview),
-        "note": "Preview: no Bundle is stored yet (it is converted when delivered), so ids and times differ "
-        "from the Bundle that will be delivered.",
+        "note": "Preview: this message has no stored Bundle (it was rejected, or stored before Bundles were kept "
+        "at acceptance); this is what converting it now gives, with other ids and times.",
     }
 
 

@@ -1,13 +1,14 @@
 """Which ITK requests are being answered right now, so that delivery threads in the same process let them go first.
 
 ``nhs111 serve`` answers requests and (by default) delivers from the outbox in one Python process, where every
-thread takes turns on one interpreter lock. Converting a Bundle takes several milliseconds of that lock, and a
-request that waits for it waits for the sender's OK: under a burst, deliveries running beside the requests were
-most of the requests' latency. The outbox is durable, so a delivery can wait a little for a quiet moment and the
-sender cannot: before claiming the next message a delivery thread waits until no request has been in flight for
-:data:`QUIET_SECONDS`, for at most ``PEM111_DELIVERY_DEFER_SECONDS``, and then delivers anyway, so a server that is
-never idle still delivers (at least one message per thread per that many seconds) and catches up in the quiet
-that follows.
+thread takes turns on one interpreter lock. A delivery holds that lock for a while (reading the stored Bundle,
+the target's client library sending it; before Bundles were made at acceptance, converting them took several
+milliseconds), and a request that waits for it waits for the sender's OK: under a burst, deliveries running
+beside the requests were most of the requests' latency. The outbox is durable, so a delivery can wait a little
+for a quiet moment and the sender cannot: before claiming the next message a delivery thread waits until no
+request has been in flight for :data:`QUIET_SECONDS`, for at most ``PEM111_DELIVERY_DEFER_SECONDS``, and then
+delivers anyway, so a server that is never idle still delivers (at least one message per thread per that many
+seconds) and catches up in the quiet that follows.
 """
 
 from __future__ import annotations

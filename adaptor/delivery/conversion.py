@@ -1,20 +1,31 @@
-"""Request bytes → FHIR STU3 Encounter Report Bundle: the glue between the wire format and :mod:`mappings`.
+"""Request → FHIR STU3 Encounter Report Bundle: the glue between the wire format and :mod:`mappings`.
 
-Accepts a whole SOAP request, a bare ``itk:DistributionEnvelope`` or a bare ``hl7:ClinicalDocument``. This
-module reads the few envelope fields the Bundle carries (MessageID, interaction, addresses), picks the
-ClinicalDocument (newest ``effectiveTime``, as validation does) and hands it to
-:func:`mappings.encounter_report`. It does not validate the envelope: the endpoint does that before
-anything is converted.
+Two ways in, one mapping:
+
+* :func:`convert_message`, on the request path (:mod:`adaptor.accept`): a validated
+  :class:`~adaptor.itk.message.ItkMessage` already holds the envelope fields and the selected ClinicalDocument,
+  so nothing is parsed twice.
+* :func:`convert`, from request bytes: a whole SOAP request, a bare ``itk:DistributionEnvelope`` or a bare
+  ``hl7:ClinicalDocument`` (``nhs111 convert``, the console's preview, and reconverting a stored request).
+  It reads the few envelope fields the Bundle carries (MessageID, interaction, addresses) and picks the
+  ClinicalDocument (newest ``effectiveTime``, as validation does). It does not validate the envelope: the
+  endpoint does that before anything is converted.
+
+A stored message's Bundle is converted with its record id as ``id_seed`` (see
+:attr:`mappings.MappingContext.id_seed`), and kept as :func:`bundle_text` serialises it: every delivery sends
+those bytes.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
 from lxml import etree
 
 from adaptor.config import Settings
+from adaptor.itk.message import ItkMessage
 from adaptor.itk.payloads import (
     CLINICAL_DOCUMENT,
     MAX_REQUEST_NODES,
@@ -40,11 +51,23 @@ _ADDRESSES = xpath("itk:header/itk:addresslist/itk:address")
 
 
 class ConversionError(ValueError):
-    """The request cannot be converted. ``str(exc)`` is one line naming the element at fault."""
+    """The request cannot be converted. ``str(exc)`` is one line naming the element at fault; it may quote the
+    document's values. :attr:`element` names the element alone: what may be told to the sender."""
+
+    def __init__(self, text: str, element: str | None = None) -> None:
+        super().__init__(text)
+        self.element = element if element is not None else text.partition(": ")[0]
 
 
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
+
+
+def _from_document(path: str) -> str:
+    """A mapping error's path from the ClinicalDocument down (``/ClinicalDocument/recordTarget/...``), without
+    the envelope elements above it when the document sat inside the request's tree."""
+    start = path.find("/ClinicalDocument")
+    return path[start:] if start > 0 else path
 
 
 def _message_id(envelope: etree._Element) -> str:
@@ -68,8 +91,9 @@ def _interaction(distribution_envelope: etree._Element) -> str:
 
 
 def _addresses(distribution_envelope: etree._Element) -> tuple[tuple[str | None, str], ...]:
-    addresses = _ADDRESSES(distribution_envelope)
-    return tuple((address.get("type"), address.get("uri", "")) for address in addresses if address.get("uri"))
+    """Every ``itk:address`` with a ``uri``, trimmed as validation trims it (:func:`convert_message` agrees)."""
+    uris = ((address.get("type"), (address.get("uri") or "").strip()) for address in _ADDRESSES(distribution_envelope))
+    return tuple((kind, uri) for kind, uri in uris if uri)
 
 
 def _select(documents: list[etree._Element]) -> etree._Element:
@@ -118,31 +142,68 @@ def read_request(request: bytes) -> tuple[etree._Element, EnvelopeFields]:
     return _select(documents), fields
 
 
-def convert(request: bytes, *, config: Settings | None = None, now: datetime | None = None) -> dict[str, Any]:
+def convert(
+    request: bytes, *, config: Settings | None = None, now: datetime | None = None, id_seed: str | None = None
+) -> dict[str, Any]:
     """The Encounter Report Bundle (FHIR STU3 JSON as a dict) for ``request``.
 
-    ``now`` is the conversion time (``Bundle.meta.lastUpdated``); default: the current time. When
-    ``config.validate_fhir`` is set the Bundle is also validated. Raises :class:`ConversionError`, never
-    anything else, for input that cannot be converted.
+    ``now`` is the conversion time (``Bundle.meta.lastUpdated``); default: the current time. ``id_seed``: see
+    :attr:`mappings.MappingContext.id_seed` (``None``: random ids). When ``config.validate_fhir`` is set the
+    Bundle is also validated. Raises :class:`ConversionError`, never anything else, for input that cannot be
+    converted.
     """
-    settings = config if config is not None else Settings()
     document, fields = read_request(request)
+    return _map(document, fields, config, now, id_seed)
+
+
+def convert_message(
+    message: ItkMessage, *, config: Settings | None = None, now: datetime | None = None, id_seed: str | None = None
+) -> dict[str, Any]:
+    """:func:`convert` for a request that passed validation, from what validation read: the same Bundle as
+    :func:`convert` of the request's bytes, without parsing them again."""
+    fields = EnvelopeFields(
+        message_id=message.message_id,
+        interaction=message.interaction,
+        addresses=tuple((address.type, address.uri) for address in message.addresses if address.uri),
+    )
+    return _map(message.selected, fields, config, now, id_seed)
+
+
+def bundle_text(bundle: dict[str, Any]) -> str:
+    """The Bundle as it is stored and delivered: compact JSON, non-ASCII characters as they are (UTF-8 on the
+    way out)."""
+    return json.dumps(bundle, ensure_ascii=False)
+
+
+def _map(
+    document: etree._Element,
+    fields: EnvelopeFields,
+    config: Settings | None,
+    now: datetime | None,
+    id_seed: str | None,
+) -> dict[str, Any]:
+    settings = config if config is not None else Settings()
     ctx = MappingContext(
         document=document,
         envelope=fields,
         config=MappingConfig(source_endpoint=settings.soap_source_endpoint, device_version=settings.version),
         now=now if now is not None else datetime.now(UTC),
+        id_seed=id_seed,
     )
     try:
         bundle: dict[str, Any] = encounter_report(ctx)
     except MappingError as exc:
-        raise ConversionError(_one_line(str(exc))) from None
+        element = _from_document(_one_line(exc.element))
+        raise ConversionError(f"{element}: {_one_line(exc.problem)}", element) from None
     except Exception as exc:  # a document shape no rule foresaw: still one line, the cause kept for logs
-        raise ConversionError(f"hl7:ClinicalDocument: cannot be mapped ({type(exc).__name__})") from exc
+        raise ConversionError(
+            f"hl7:ClinicalDocument: cannot be mapped ({type(exc).__name__})", "hl7:ClinicalDocument"
+        ) from exc
     if settings.validate_fhir:
         problems = validate_bundle(bundle)
         if problems:
-            raise ConversionError(f"invalid FHIR STU3 Bundle: {_one_line(problems[0])}")
+            problem = _one_line(problems[0])
+            raise ConversionError(f"invalid FHIR STU3 Bundle: {problem}", f"FHIR {problem.partition(': ')[0]}")
     return bundle
 
 

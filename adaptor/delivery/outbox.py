@@ -1,12 +1,14 @@
-"""Delivery from the outbox: claim a stored message, convert it from its raw request, forward it, record it.
+"""Delivery from the outbox: claim a stored message, forward its stored Bundle, record the attempt.
 
-The request path only stores a message (:meth:`adaptor.store.MessageStore.accept`); everything after that
-happens here, so a target that is down for an hour costs retries, never a lost message:
+The request path converts a message and stores it with its Bundle (:mod:`adaptor.accept`); everything after
+that happens here, so a target that is down for an hour costs retries, never a lost message:
 
-* :class:`Deliverer` delivers one claimed message: converts ``raw`` (or reuses the Bundle an earlier attempt
-  converted, so a retry sends identical bytes), logs the attempt as started, hands the Bundle to the
-  forwarder, and records the outcome. It decides what a failure means: a conversion failure or a permanent
-  refusal dead-letters the message at once; a transient failure is retried after an exponential backoff with
+* :class:`Deliverer` delivers one claimed message: logs the attempt as started (with the Bundle's version),
+  hands the stored Bundle to the forwarder, and records the outcome. Every attempt sends the same bytes: only an
+  operator's reconversion (:mod:`adaptor.delivery.replay`) makes a new version. (A message stored by an adaptor
+  before schema version 2 has no Bundle yet: its first attempt converts it and keeps the result as version 1.)
+  It decides what a failure means: a permanent refusal (or a conversion failure of such an old message)
+  dead-letters the message at once; a transient failure is retried after an exponential backoff with
   jitter, until ``PEM111_DELIVERY_MAX_ATTEMPTS``, then dead-lettered with the last error. Sync mode uses it in
   the request thread (:mod:`adaptor.accept`); a failure there holds the message for the sender's resend.
 * :class:`OutboxWorker` runs deliverers in threads (``nhs111 serve``, or ``nhs111 worker`` on its own). Each
@@ -28,7 +30,6 @@ at most once: forwarders never send again inside one call (a retry is a new atte
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -37,11 +38,11 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from adaptor.config import Settings
 from adaptor.delivery.activity import RequestActivity
-from adaptor.delivery.conversion import ConversionError, convert
+from adaptor.delivery.conversion import ConversionError, bundle_text, convert
 from adaptor.delivery.forwarders import (
     Delivery,
     Forwarder,
@@ -120,7 +121,7 @@ def _ms(seconds: float) -> float:
 
 
 class Deliverer:
-    """Delivers claimed messages: convert → record the start → forward → record the outcome. Thread-safe.
+    """Delivers claimed messages: record the start → forward the stored Bundle → record the outcome. Thread-safe.
 
     ``metrics`` counts deliveries, retries, dead letters and conversion times (:mod:`adaptor.ops.metrics`).
     """
@@ -150,15 +151,18 @@ class Deliverer:
             self.metrics.dead_lettered("out_of_attempts")
             return self._finish(claim, Status.DEAD_LETTER, AttemptOutcome.FAILED, target, None, error)
 
-        bundle_json = claim.bundle
+        bundle_json, bundle_version, converted_at = claim.bundle, claim.bundle_version or 1, claim.converted_at
         newly_converted = None
-        if bundle_json is None:
-            converted = self._convert(claim)
+        if bundle_json is None:  # stored before schema version 2: converted once, kept as version 1
+            converted_at = utc_now()
+            converted = self._convert(claim, converted_at)
             if isinstance(converted, Outcome):
                 return converted
             bundle_json = newly_converted = converted
+            bundle_version = 1
 
-        attempt_id = self.store.start_attempt(claim, target, self.settings.delivery_lease_seconds, newly_converted)
+        lease = self.settings.delivery_lease_seconds
+        attempt_id = self.store.start_attempt(claim, target, lease, newly_converted, converted_at)
         if attempt_id is None:
             log.warning("lease lost before sending, not sent (another worker has it)", extra=_fields(claim))
             return Outcome(Status.DELIVERING, "lease lost", recorded=False)
@@ -174,6 +178,8 @@ class Deliverer:
                     ods_codes=claim.ods_codes,
                     dos_ids=claim.dos_ids,
                     bundle_json=bundle_json.encode("utf-8"),
+                    bundle_version=bundle_version,
+                    converted_at=converted_at,
                 )
             )
         except PermanentDeliveryError as exc:
@@ -202,12 +208,13 @@ class Deliverer:
         self.metrics.message_delivered(target)
         return self._finish(claim, Status.DELIVERED, AttemptOutcome.DELIVERED, target, attempt_id, None)
 
-    def _convert(self, claim: Claim) -> str | Outcome:
-        """The Bundle JSON for ``claim.raw``, or the dead-letter outcome when it cannot be converted."""
+    def _convert(self, claim: Claim, now: datetime) -> str | Outcome:
+        """The Bundle JSON for ``claim.raw`` (a message stored without one), or the dead-letter outcome when it
+        cannot be converted."""
         target = self.forwarder.target
         started = time.perf_counter()
         try:
-            bundle = convert(claim.raw, config=self.settings)
+            bundle = convert(claim.raw, config=self.settings, now=now, id_seed=claim.record_id)
         except ConversionError as exc:
             self.metrics.conversion_took(time.perf_counter() - started)
             # The reason can quote document values: it goes to the store, and to the log only at DEBUG.
@@ -226,7 +233,7 @@ class Deliverer:
         seconds = time.perf_counter() - started
         self.metrics.conversion_took(seconds)
         log.debug("message converted", extra={"record_id": claim.record_id, "duration_ms": _ms(seconds)})
-        return json.dumps(bundle, ensure_ascii=False)
+        return bundle_text(bundle)
 
     def _failed(
         self, claim: Claim, target: str, attempt_id: int, error: str, summary: str, outcome: AttemptOutcome

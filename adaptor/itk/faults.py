@@ -81,6 +81,20 @@ def internal(error_id: str, *, relates_to: str | None = None) -> ItkFault:
     )
 
 
+#: The ErrorText of rule E3 (ErrorCode 2200).
+UNCONVERTIBLE_TEXT = "ClinicalDocument could not be converted"
+
+
+def unconvertible(element: str, *, relates_to: str | None = None) -> ItkFault:
+    """A 2200 fault: the message passed validation but cannot be converted to the FHIR Encounter Report (rule
+    E3). Receiver-side and permanent: the message was valid by every published rule, what failed is this
+    receiver's mapping of it, and sending it again unchanged gives the same result. The diagnostic names the
+    element that failed, never its value (which can be patient data)."""
+    return ItkFault(
+        2200, UNCONVERTIBLE_TEXT, f"Cannot convert {element}"[:2000], relates_to=relates_to, rule="E3"
+    )
+
+
 def log_internal_error(log: logging.Logger, event: str, cause: BaseException, **fields: object) -> str:
     """Log an unexpected exception under a new error id, and return the id (the ErrorID of fault 2200).
 

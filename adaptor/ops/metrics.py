@@ -32,8 +32,9 @@ Label values come only from small fixed sets: never a MessageID, trackingid, NHS
                                                delivering, retrying, held), from the store
 ``nhs111_outbox_oldest_age_seconds``           how long the oldest of those has been waiting since it was
                                                received (0 when there is none)
-``nhs111_outbox_messages``                     the same by ``state``, and ``dead_letter``: the dead letters in
-                                               the store now (a replay takes them out)
+``nhs111_outbox_messages``                     the same by ``state``, and ``dead_letter`` and ``rejected``: the
+                                               dead letters and the messages rejected at acceptance (rule E3)
+                                               in the store now (a replay takes them out)
 ``nhs111_store_up``                            1 when the outbox gauges could be read at this scrape, else 0
 ``process_*``                                  CPU, memory, open files (prometheus_client's process collector)
 =============================================  ===============================================================
@@ -250,9 +251,9 @@ class OutboxCollector:
 
 
 def outbox_snapshot(store: MessageStore) -> tuple[dict[Status, int], datetime | None]:
-    """How many messages are in each waiting state and in ``dead_letter``, and when the oldest waiting message
-    was received (UTC; ``None`` when nothing waits). Raises :class:`StoreError`."""
-    counted = (*WAITING_STATES, Status.DEAD_LETTER)
+    """How many messages are in each waiting state, in ``dead_letter`` and in ``rejected``, and when the oldest
+    waiting message was received (UTC; ``None`` when nothing waits). Raises :class:`StoreError`."""
+    counted = (*WAITING_STATES, Status.DEAD_LETTER, Status.REJECTED)
     count_query = (
         select(outbox.c.state, func.count())
         .where(outbox.c.state.in_([state.value for state in counted]))

@@ -9,8 +9,11 @@ The schema is versioned and created or upgraded by :mod:`adaptor.store.migration
 Four tables:
 
 ``messages``
-    One row per accepted message: the envelope facts, the request bytes exactly as received (``raw``) and the
-    Bundle last converted from them (``bundle``). A message is identified by (MessageID, trackingid,
+    One row per message that passed validation: the envelope facts, the request bytes exactly as received
+    (``raw``) and the Bundle converted from them when the message was accepted (``bundle``, with its
+    ``bundle_version``: every delivery sends these bytes; only an operator's reconversion makes a new version).
+    A message that could not be converted is kept too, without a Bundle, in the state ``rejected``.
+    A message is identified by (MessageID, trackingid,
     DistributionEnvelope digest): an identical resend finds the stored record instead of creating a second one,
     while a reused MessageID with different content is a new message (wire-contract.md section 5.3).
 ``outbox``

@@ -1,11 +1,11 @@
-"""The request path: storing an accepted message, finding an identical resend, and giving a held message back to
-the workers when its sender resends it."""
+"""The request path: storing an accepted message with its Bundle (or a rejected one with the reason), finding an
+identical resend, and giving a held or rejected message back to the workers when its sender resends it."""
 
 from __future__ import annotations
 
 import json
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, or_, update
@@ -14,29 +14,75 @@ from sqlalchemy.exc import IntegrityError
 from adaptor.itk.message import ItkMessage
 from adaptor.itk.wire import utc_now
 from adaptor.store.engine import StoreEngine
-from adaptor.store.records import Status, StoreError
-from adaptor.store.schema import outbox
-from adaptor.store.statements import _FIND_IDENTITY, _INSERT_MESSAGE, _INSERT_OUTBOX, _queue_values
+from adaptor.store.records import Status, StoreError, without_nul
+from adaptor.store.schema import messages, outbox
+from adaptor.store.statements import _FIND_IDENTITY, _INSERT_MESSAGE, _INSERT_OUTBOX, _STATE_OF, _queue_values
 
 
 class Accepting(StoreEngine):
     """Storing what the request path accepts (see :class:`~adaptor.store.MessageStore`)."""
 
     def accept(
-        self, message: ItkMessage, raw: bytes, *, claim_for: str | None = None, lease_seconds: float = 0
+        self,
+        message: ItkMessage,
+        raw: bytes,
+        bundle: str | None = None,
+        *,
+        converted_at: datetime | None = None,
+        record_id: str | None = None,
+        claim_for: str | None = None,
+        lease_seconds: float = 0,
     ) -> tuple[str, bool]:
-        """Record ``message`` (and the request bytes ``raw``) in one transaction, committed on return.
+        """Record ``message``, the request bytes ``raw`` and the ``bundle`` converted from them at
+        ``converted_at`` (default: now) as version 1, in one transaction, committed on return. (The request path
+        always passes a Bundle; without one the message is stored as an adaptor before schema version 2 stored
+        it, and its first delivery attempt converts it.)
 
-        The message is queued (``pending``) for the outbox workers; with ``claim_for`` it is instead stored
-        already claimed by that synchronous request for ``lease_seconds`` (sync mode), so no worker takes it.
+        ``record_id`` is the id to give it (the one its Bundle's ids were drawn from; a new one by default). The
+        message is queued (``pending``) for the outbox workers; with ``claim_for`` it is instead stored already
+        claimed by that synchronous request for ``lease_seconds`` (sync mode), so no worker takes it.
 
         Returns ``(record_id, is_new)``. An identical resend (same MessageID, trackingid and digest) returns the
-        existing record's id and ``False`` and writes nothing (see
-        :meth:`~adaptor.store.claims.Claims.claim_for_sender` and
-        :meth:`requeue_held` for what a resend may do to it).
+        existing record's id and ``False`` and writes nothing (see :meth:`state_of`,
+        :meth:`~adaptor.store.claims.Claims.claim_for_sender`, :meth:`requeue_held` and :meth:`adopt_bundle` for
+        what a resend may do to it).
         """
         now = utc_now()
-        record_id = str(uuid.uuid4())
+        outbox_row: dict[str, Any] = {}
+        if claim_for is not None:
+            outbox_row.update(
+                state=Status.DELIVERING.value,
+                attempts=1,
+                lease_owner=claim_for,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
+                synchronous=1,
+            )
+        bundle_values: dict[str, Any] = {"bundle": None, "bundle_version": None, "converted_at": None}
+        if bundle is not None:
+            bundle_values = {"bundle": bundle, "bundle_version": 1, "converted_at": converted_at or now}
+        return self._insert(message, raw, record_id, now, bundle_values, outbox_row)
+
+    def reject(self, message: ItkMessage, raw: bytes, reason: str, *, record_id: str | None = None) -> tuple[str, bool]:
+        """Record ``message`` as rejected (:attr:`Status.REJECTED`): it passed validation, could not be converted,
+        and its sender is told so. Kept with ``raw`` and ``reason`` for operators, and never delivered on its own.
+
+        Returns ``(record_id, is_new)`` as :meth:`accept` does: an identical resend finds the stored record,
+        whatever its state, and writes nothing.
+        """
+        outbox_row = {"state": Status.REJECTED.value, "last_error": without_nul(reason)}
+        no_bundle = {"bundle": None, "bundle_version": None, "converted_at": None}
+        return self._insert(message, raw, record_id, utc_now(), no_bundle, outbox_row)
+
+    def _insert(
+        self,
+        message: ItkMessage,
+        raw: bytes,
+        record_id: str | None,
+        now: datetime,
+        bundle_values: dict[str, Any],
+        outbox_values: dict[str, Any],
+    ) -> tuple[str, bool]:
+        record_id = record_id or str(uuid.uuid4())
         message_row = {
             "id": record_id,
             "message_id": message.message_id,
@@ -49,7 +95,7 @@ class Accepting(StoreEngine):
             "sender": message.sender,
             "received_at": now,
             "raw": raw,
-            "bundle": None,
+            **bundle_values,
             "updated_at": now,
         }
         outbox_row: dict[str, Any] = {
@@ -58,15 +104,8 @@ class Accepting(StoreEngine):
             "last_error": None,
             "delivered_at": None,
             "replays": 0,
+            **outbox_values,
         }
-        if claim_for is not None:
-            outbox_row.update(
-                state=Status.DELIVERING.value,
-                attempts=1,
-                lease_owner=claim_for,
-                lease_expires_at=now + timedelta(seconds=lease_seconds),
-                synchronous=1,
-            )
         try:
             # Insert first: new messages are the common case, and the unique constraint (not a prior SELECT)
             # decides a race between two copies of the same resend arriving at once.
@@ -82,6 +121,38 @@ class Accepting(StoreEngine):
         if existing is None:  # the IntegrityError was not the identity constraint after all
             raise StoreError("message store rejected the new record")
         return existing, False
+
+    def state_of(self, record_id: str) -> Status:
+        """The delivery state of a stored record (a resend's). Raises :class:`StoreError` for an unknown id."""
+        with self._reading() as conn:
+            state = conn.execute(_STATE_OF, {"b_record_id": record_id}).scalar_one_or_none()
+        if state is None:
+            raise StoreError(f"no stored message with id {record_id}")
+        return Status(state)
+
+    def adopt_bundle(self, record_id: str, bundle: str, converted_at: datetime, *, for_sender: bool = False) -> bool:
+        """A resend of a rejected message that converts now (the mapping was fixed since): keep ``bundle``, made
+        at ``converted_at``, as its version 1 and queue it: ``pending`` for the workers, or ``held`` for the
+        synchronous sender to claim (``for_sender``, sync mode). Returns whether it did (``False``: it is no
+        longer rejected)."""
+        now = utc_now()
+        queue = _queue_values(now)
+        if for_sender:
+            queue["state"] = Status.HELD.value
+        with self._transaction() as conn:
+            queued = conn.execute(
+                update(outbox)
+                .where(outbox.c.record_id == record_id, outbox.c.state == Status.REJECTED.value)
+                .values(**queue, last_error=None)
+            )
+            if queued.rowcount != 1:
+                return False
+            conn.execute(
+                update(messages)
+                .where(messages.c.id == record_id)
+                .values(bundle=bundle, bundle_version=1, converted_at=converted_at, updated_at=now)
+            )
+        return True
 
     def _find_identity(self, message_id: str, tracking_id: str, digest: str) -> str | None:
         params = {"b_message_id": message_id, "b_tracking_id": tracking_id, "b_digest": digest}

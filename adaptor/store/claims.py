@@ -19,7 +19,15 @@ from sqlalchemy.engine import Connection
 
 from adaptor.itk.wire import utc_now
 from adaptor.store.engine import StoreEngine
-from adaptor.store.records import AttemptOutcome, Claim, ReplayResult, Status, StoreError, optional_without_nul
+from adaptor.store.records import (
+    AttemptOutcome,
+    Claim,
+    ReplayResult,
+    Status,
+    StoreError,
+    optional_utc,
+    optional_without_nul,
+)
 from adaptor.store.schema import messages, outbox
 from adaptor.store.statements import (
     _CLAIM_DUE,
@@ -133,9 +141,18 @@ class Claims(StoreEngine):
                 "synchronous delivery was interrupted; held for the sender's resend", extra={"record_id": record_id}
             )
 
-    def start_attempt(self, claim: Claim, target: str, lease_seconds: float, bundle_json: str | None) -> int | None:
+    def start_attempt(
+        self,
+        claim: Claim,
+        target: str,
+        lease_seconds: float,
+        bundle_json: str | None,
+        converted_at: datetime | None = None,
+    ) -> int | None:
         """Just before handing the Bundle to ``target``: renew the lease, keep a newly converted
-        ``bundle_json`` (``None``: the claim's bundle is sent again) and log the attempt as started.
+        ``bundle_json`` as version 1, made at ``converted_at`` (only for a message stored without a Bundle;
+        ``None``: the claim's Bundle is sent) and log the attempt as started, with the version of the Bundle it
+        sends.
 
         Returns the attempt id, or ``None`` when the claim is no longer ours (the lease expired and another
         worker took the message): then nothing must be sent.
@@ -145,9 +162,12 @@ class Claims(StoreEngine):
             renewed = conn.execute(_RENEW_LEASE, _claim_params(claim.record_id, claim.owner, now, lease_seconds))
             if renewed.rowcount != 1:
                 return None
-            if bundle_json is not None:
-                conn.execute(_KEEP_BUNDLE, {"b_record_id": claim.record_id, "b_bundle": bundle_json, "b_now": now})
-            attempt = conn.execute(_INSERT_ATTEMPT, _attempt_row(claim, target, now))
+            version = claim.bundle_version
+            if bundle_json is not None and claim.bundle is None:
+                keep = {"b_record_id": claim.record_id, "b_bundle": bundle_json, "b_now": now}
+                conn.execute(_KEEP_BUNDLE, {**keep, "b_converted_at": converted_at or now})
+                version = 1
+            attempt = conn.execute(_INSERT_ATTEMPT, _attempt_row(claim, target, now, bundle_version=version))
             attempt_id = attempt.inserted_primary_key
             assert attempt_id is not None
             return int(attempt_id[0])
@@ -219,6 +239,8 @@ class Claims(StoreEngine):
             dos_ids=tuple(json.loads(row.dos_ids)),
             raw=row.raw,
             bundle=row.bundle,
+            bundle_version=row.bundle_version,
+            converted_at=optional_utc(row.converted_at),
             owner=owner,
             attempt=row.attempts,
             synchronous=bool(row.synchronous),
@@ -233,35 +255,74 @@ class Claims(StoreEngine):
     # -- operators -------------------------------------------------------------------------------------------
 
     def replay(self, record_ids: Iterable[str]) -> list[ReplayResult]:
-        """Queue each record for delivery again, from the start: attempts reset, the stored Bundle dropped so it
-        is converted again from ``raw`` (a mapping fix reaches old messages); the history is kept. A message
-        being delivered right now (live lease) is left alone. Unknown ids are skipped."""
+        """*Redeliver*: queue each record for delivery again, from the start, with the Bundle it has (the same
+        bytes as every earlier attempt): attempts reset, the history kept. A message being delivered right now
+        (live lease) is left alone, and so is one without a Bundle to send (rejected at acceptance: reconvert
+        it). Unknown ids are skipped."""
         results: list[ReplayResult] = []
         for record_id in record_ids:
-            now = utc_now()
             with self._transaction() as conn:
-                found = conn.execute(
-                    select(messages.c.message_id, outbox.c.state)
-                    .select_from(_WITH_OUTBOX)
-                    .where(messages.c.id == record_id)
-                ).first()
-                if found is None:
-                    continue
-                requeued = conn.execute(
-                    update(outbox)
-                    .where(outbox.c.record_id == record_id, _not_being_delivered(now))
-                    .values(**_queue_values(now), last_error=None, replays=outbox.c.replays + 1)
-                )
-                if requeued.rowcount == 1:
-                    conn.execute(update(messages).where(messages.c.id == record_id).values(bundle=None, updated_at=now))
-                results.append(ReplayResult(record_id, found.message_id, Status(found.state), requeued.rowcount == 1))
+                result = self._requeue(conn, record_id)
+            if result is not None:
+                results.append(result)
         return results
+
+    def replay_reconverted(self, record_id: str, bundle: str, converted_at: datetime) -> ReplayResult | None:
+        """*Reconvert*: keep ``bundle``, converted again from the stored request at ``converted_at``, as the
+        record's next Bundle version (1 for a message that had none) and queue it for delivery as :meth:`replay`
+        does, in one transaction. A message being delivered right now is left alone, its Bundle unchanged.
+        ``None`` for an unknown id."""
+        with self._transaction() as conn:
+            return self._requeue(conn, record_id, bundle, converted_at)
+
+    def _requeue(
+        self,
+        conn: Connection,
+        record_id: str,
+        new_bundle: str | None = None,
+        converted_at: datetime | None = None,
+    ) -> ReplayResult | None:
+        now = utc_now()
+        found = conn.execute(
+            select(messages.c.message_id, messages.c.bundle_version, messages.c.bundle.is_not(None), outbox.c.state)
+            .select_from(_WITH_OUTBOX)
+            .where(messages.c.id == record_id)
+        ).first()
+        if found is None:
+            return None
+        message_id, version, has_bundle, state = found
+        previous = Status(state)
+        if new_bundle is None and previous is Status.REJECTED:
+            return ReplayResult(record_id, message_id, previous, False, None, "no Bundle to redeliver: reconvert it")
+        requeued = conn.execute(
+            update(outbox)
+            .where(outbox.c.record_id == record_id, _not_being_delivered(now))
+            .values(**_queue_values(now), last_error=None, replays=outbox.c.replays + 1)
+        )
+        if requeued.rowcount != 1:
+            return ReplayResult(record_id, message_id, previous, False, version, "being delivered right now")
+        if new_bundle is not None:
+            version = (version or 0) + 1
+            conn.execute(
+                update(messages)
+                .where(messages.c.id == record_id)
+                .values(bundle=new_bundle, bundle_version=version, converted_at=converted_at or now, updated_at=now)
+            )
+        elif not has_bundle:
+            version = None  # stored by an adaptor before schema version 2: its first attempt converts it
+        return ReplayResult(record_id, message_id, previous, True, version)
 
 
 def _attempt_row(
-    claim: Claim, target: str, now: datetime, finished: tuple[AttemptOutcome, str | None] | None = None
+    claim: Claim,
+    target: str,
+    now: datetime,
+    finished: tuple[AttemptOutcome, str | None] | None = None,
+    *,
+    bundle_version: int | None = None,
 ) -> dict[str, Any]:
-    """A ``delivery_attempts`` row started ``now``: in progress, or ``finished`` at once with (outcome, error)."""
+    """A ``delivery_attempts`` row started ``now``, sending version ``bundle_version`` of the Bundle: in
+    progress, or ``finished`` at once with (outcome, error)."""
     outcome, error = finished if finished is not None else (None, None)
     return {
         "message_record_id": claim.record_id,
@@ -271,4 +332,5 @@ def _attempt_row(
         "finished_at": None if finished is None else now,
         "outcome": None if outcome is None else outcome.value,
         "error": error,
+        "bundle_version": bundle_version,
     }

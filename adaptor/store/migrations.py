@@ -223,8 +223,29 @@ def _step_1(conn: Connection) -> None:
     tables.create_all(conn, checkfirst=True)
 
 
+def _step_2(conn: Connection) -> None:
+    """Bundles made at acceptance, in versions: ``messages.bundle_version`` and ``messages.converted_at``, and
+    the version each attempt sent (``delivery_attempts.bundle_version``). All nullable: a message stored before
+    this step has no Bundle yet (its first delivery converts it as version 1), and rejected messages have none.
+
+    A Bundle that an earlier adaptor kept after a delivery attempt is the one it sent: it becomes version 1, made
+    when it was kept (the row's ``updated_at``, which only that and a replay changed), so that its later
+    attempts carry one creation time.
+    """
+    for table, column, kind in (
+        ("messages", "bundle_version", Integer()),
+        ("messages", "converted_at", DateTime(timezone=True)),
+        ("delivery_attempts", "bundle_version", Integer()),
+    ):
+        conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {kind.compile(dialect=conn.dialect)}"))
+    conn.execute(text("UPDATE messages SET bundle_version = 1, converted_at = updated_at WHERE bundle IS NOT NULL"))
+
+
 #: Every step, in order; the last one's version is the version this adaptor reads and writes.
-STEPS: tuple[Step, ...] = (Step(1, "the message store: messages, outbox, delivery_attempts, rejections", _step_1),)
+STEPS: tuple[Step, ...] = (
+    Step(1, "the message store: messages, outbox, delivery_attempts, rejections", _step_1),
+    Step(2, "Bundles converted at acceptance, in versions: messages.bundle_version, converted_at", _step_2),
+)
 
 
 def head_version() -> int:

@@ -54,6 +54,8 @@ def _row_to_message(row: Any) -> StoredMessage:
         updated_at=updated_at,
         raw=mapping.get("raw"),
         bundle=mapping.get("bundle"),
+        bundle_version=mapping["bundle_version"],
+        converted_at=optional_utc(mapping["converted_at"]),
     )
 
 
@@ -179,6 +181,7 @@ class Queries(StoreEngine):
                     finished_at=optional_utc(row.finished_at),
                     outcome=None if row.outcome is None else AttemptOutcome(row.outcome),
                     error=row.error,
+                    bundle_version=row.bundle_version,
                 )
                 for row in conn.execute(query)
             ]

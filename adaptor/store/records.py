@@ -26,9 +26,14 @@ class Status(enum.StrEnum):
     HELD = "held"
     #: The target accepted the Bundle. Final (only ``nhs111 replay MESSAGE_ID`` delivers it again).
     DELIVERED = "delivered"
-    #: Given up: conversion failed, the target refused the Bundle for good, or every attempt failed.
-    #: ``last_error`` says why. Final until ``nhs111 replay``.
+    #: Given up: the target refused the Bundle for good, or every attempt failed (or, for a message stored
+    #: without a Bundle by an adaptor before schema version 2, conversion failed). ``last_error`` says why.
+    #: Final until ``nhs111 replay``.
     DEAD_LETTER = "dead_letter"
+    #: Refused at acceptance: it passed validation but could not be converted, so the sender was answered with
+    #: fault 2200 (rule E3) and it has no Bundle. Kept, with ``last_error`` saying why, for operators; never
+    #: delivered unless an operator reconverts it (``nhs111 replay --reconvert``) or the sender's resend converts.
+    REJECTED = "rejected"
 
 
 class AttemptOutcome(enum.StrEnum):
@@ -79,6 +84,8 @@ class StoredMessage:
     updated_at: datetime  # the later of the message's and its outbox row's updates
     raw: bytes | None = None
     bundle: str | None = None
+    bundle_version: int | None = None  # the version of ``bundle`` (also in listings); None: no Bundle
+    converted_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,7 @@ class DeliveryAttempt:
     finished_at: datetime | None
     outcome: AttemptOutcome | None  # None: in progress (or the process died and nobody has claimed it since)
     error: str | None
+    bundle_version: int | None = None  # the version of the Bundle this attempt sent; None: it sent none
 
 
 @dataclass(frozen=True)
@@ -130,7 +138,11 @@ class Claim:
     ods_codes: tuple[str, ...]
     dos_ids: tuple[str, ...]
     raw: bytes
-    bundle: str | None  # the Bundle converted by an earlier attempt (sent again as is); None: convert ``raw``
+    #: The stored Bundle, which every attempt sends as it is. ``None`` only for a message stored by an adaptor
+    #: before schema version 2: the attempt converts ``raw`` and keeps the result as version 1.
+    bundle: str | None
+    bundle_version: int | None
+    converted_at: datetime | None  # when ``bundle`` was made: the same for every attempt
     owner: str
     attempt: int  # the number of this attempt since acceptance or the last replay (1 = first)
     synchronous: bool  # claimed by a synchronous request: failures hold the message for the sender's resend
@@ -139,7 +151,9 @@ class Claim:
     interrupted: int
 
     @classmethod
-    def for_new_message(cls, record_id: str, message: ItkMessage, raw: bytes, owner: str) -> Claim:
+    def for_new_message(
+        cls, record_id: str, message: ItkMessage, raw: bytes, bundle: str, converted_at: datetime, owner: str
+    ) -> Claim:
         """The claim :meth:`MessageStore.accept` stored with ``claim_for=owner``, built from what the caller
         already holds instead of being read back."""
         return cls(
@@ -150,7 +164,9 @@ class Claim:
             ods_codes=message.ods_codes,
             dos_ids=message.dos_ids,
             raw=raw,
-            bundle=None,
+            bundle=bundle,
+            bundle_version=1,
+            converted_at=converted_at,
             owner=owner,
             attempt=1,
             synchronous=True,
@@ -174,7 +190,12 @@ class ReplayResult:
     record_id: str
     message_id: str
     previous: Status
-    requeued: bool  # False: it was being delivered right now (a live lease), so it was left alone
+    requeued: bool
+    #: The version of the Bundle it will deliver (a reconversion's new one); None when it has none yet.
+    bundle_version: int | None = None
+    #: Why it was not queued: being delivered right now (a live lease), no Bundle to redeliver, or the
+    #: reconversion failed (its reason). None when queued.
+    skipped: str | None = None
 
 
 def optional_utc(value: datetime | None) -> datetime | None:

@@ -37,8 +37,14 @@ messages = Table(
     Column("sender", Text, nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=False),  # UTC
     Column("raw", LargeBinary, nullable=False),  # the request exactly as received
-    Column("bundle", Text, nullable=True),  # the FHIR Bundle JSON last converted (cleared by a replay)
+    # The Bundle every delivery sends: converted once when the message was accepted, replaced only by an
+    # operator's reconversion, which makes a new version. NULL: none (a rejected message, or one stored by an
+    # adaptor before schema version 2 and not yet delivered).
+    Column("bundle", Text, nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False),  # UTC
+    # Added by schema version 2, hence last:
+    Column("bundle_version", Integer, nullable=True),  # 1 for the first Bundle, +1 for each reconversion
+    Column("converted_at", DateTime(timezone=True), nullable=True),  # UTC, when ``bundle`` was made
     UniqueConstraint("message_id", "tracking_id", "digest", name="uq_messages_identity"),
 )
 Index("ix_messages_message_id", messages.c.message_id)
@@ -76,6 +82,7 @@ delivery_attempts = Table(
     Column("finished_at", DateTime(timezone=True), nullable=True),  # NULL: in progress, or never finished
     Column("outcome", String(32), nullable=True),  # an AttemptOutcome value; NULL until finished
     Column("error", Text, nullable=True),
+    Column("bundle_version", Integer, nullable=True),  # the version of the Bundle sent; NULL: none was
 )
 Index("ix_delivery_attempts_record", delivery_attempts.c.message_record_id)
 Index("ix_delivery_attempts_outcome", delivery_attempts.c.outcome)

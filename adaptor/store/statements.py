@@ -149,12 +149,13 @@ _CLAIM_DUE = (
     .where(outbox.c.record_id == _B_RECORD_ID, outbox.c.synchronous == 0, _DUE)
     .values(**_claim_values(synchronous=False))
 )
-#: A synchronous request claims a resent message that is not delivered nor being delivered. Same parameters.
+#: A synchronous request claims a resent message that is not delivered, rejected, nor being delivered. Same
+#: parameters.
 _CLAIM_FOR_SENDER = (
     update(outbox)
     .where(
         outbox.c.record_id == _B_RECORD_ID,
-        outbox.c.state != Status.DELIVERED.value,
+        outbox.c.state.not_in([Status.DELIVERED.value, Status.REJECTED.value]),
         _not_being_delivered(_B_NOW),
     )
     .values(**_claim_values(synchronous=True))
@@ -171,6 +172,8 @@ _LOAD_CLAIM = (
         messages.c.dos_ids,
         messages.c.raw,
         messages.c.bundle,
+        messages.c.bundle_version,
+        messages.c.converted_at,
         outbox.c.attempts,
         outbox.c.synchronous,
     )
@@ -212,11 +215,17 @@ _STILL_CLAIMED = (
 )
 #: Parameters: those of _STILL_CLAIMED, b_lease_expires_at, b_now.
 _RENEW_LEASE = update(outbox).where(*_STILL_CLAIMED).values(lease_expires_at=_B_LEASE_EXPIRES_AT, updated_at=_B_NOW)
-#: Parameters: b_record_id, b_bundle, b_now.
+#: A message stored before schema version 2 converted by its first attempt: the Bundle is kept as version 1 and
+#: every later attempt sends it. Parameters: b_record_id, b_bundle, b_converted_at, b_now.
 _KEEP_BUNDLE = (
     update(messages)
-    .where(messages.c.id == _B_RECORD_ID)
-    .values(bundle=bindparam("b_bundle", type_=Text()), updated_at=_B_NOW)
+    .where(messages.c.id == _B_RECORD_ID, messages.c.bundle.is_(None))
+    .values(
+        bundle=bindparam("b_bundle", type_=Text()),
+        bundle_version=1,
+        converted_at=bindparam("b_converted_at", type_=DateTime(timezone=True)),
+        updated_at=_B_NOW,
+    )
 )
 #: Executed with a value for every column but ``id``.
 _INSERT_ATTEMPT = insert(delivery_attempts)

@@ -22,7 +22,9 @@ transfer).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from adaptor.config import ConfigError, Settings
@@ -32,7 +34,12 @@ FHIR_JSON = "application/fhir+json"
 
 @dataclass(frozen=True)
 class Delivery:
-    """One converted message on its way out: the Bundle and the envelope facts transports carry beside it."""
+    """One converted message on its way out: the Bundle and the envelope facts transports carry beside it.
+
+    Everything a forwarder sends is taken from here and from nothing that changes between attempts, so every
+    attempt and every redelivery of one Bundle version is the same message at the target: same body, file name,
+    broker message id, properties and headers.
+    """
 
     record_id: str  # the store's id: unique, unlike message_id (senders reuse wsa:MessageID)
     message_id: str  # the SOAP wsa:MessageID: the reference's ``messageId`` property, for consumer dedup
@@ -41,15 +48,32 @@ class Delivery:
     ods_codes: tuple[str, ...]
     dos_ids: tuple[str, ...]
     bundle_json: bytes  # the Bundle as UTF-8 JSON: the content `nhs111 convert` prints
+    #: 1 for the Bundle made when the message was accepted, 2, 3... for each operator's reconversion.
+    bundle_version: int = 1
+    #: When this Bundle version was made (the broker message's creation time); ``None``: now.
+    converted_at: datetime | None = None
+
+    @property
+    def broker_message_id(self) -> str:
+        """The broker message id: the MessageID for version 1, ``<MessageID>/v<n>`` for a reconverted version,
+        so that a broker or consumer deduplicating on message ids drops repeats of one version but takes a new
+        version."""
+        return self.message_id if self.bundle_version == 1 else f"{self.message_id}/v{self.bundle_version}"
+
+    def created(self) -> float:
+        """:attr:`converted_at` as a POSIX time (the same for every attempt); the current time without one."""
+        return self.converted_at.timestamp() if self.converted_at is not None else time.time()
 
     def properties(self) -> dict[str, str]:
-        """The message properties/headers every broker and HTTP target carries (names as the reference)."""
+        """The message properties/headers every broker and HTTP target carries: the reference's names, and
+        ``bundleVersion`` (which version of the Bundle this is)."""
         return {
             "messageId": self.message_id,
             "trackingId": self.tracking_id,
             "interaction": self.interaction,
             "odsCode": ",".join(self.ods_codes),
             "dosServiceId": ",".join(self.dos_ids),
+            "bundleVersion": str(self.bundle_version),
         }
 
 

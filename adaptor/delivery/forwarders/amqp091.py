@@ -35,7 +35,6 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
-import time
 from typing import Any
 
 import pika
@@ -254,8 +253,8 @@ def route(settings: Settings) -> tuple[str, str]:
 
 
 def _properties(delivery: Delivery) -> pika.BasicProperties:
-    message_id: str | None = delivery.message_id
-    if len(delivery.message_id.encode("utf-8")) > _MAX_SHORTSTR_BYTES:
+    message_id: str | None = delivery.broker_message_id
+    if len(delivery.broker_message_id.encode("utf-8")) > _MAX_SHORTSTR_BYTES:
         # Too long for the message_id property (pika could not encode the message at all); the messageId
         # header carries it in full either way.
         message_id = None
@@ -263,7 +262,7 @@ def _properties(delivery: Delivery) -> pika.BasicProperties:
         content_type=FHIR_JSON,
         delivery_mode=pika.DeliveryMode.Persistent.value,  # 2: written to disk in a durable queue
         message_id=message_id,
-        timestamp=int(time.time()),
+        timestamp=int(delivery.created()),
         headers=delivery.properties(),
     )
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Any
 
 from proton import (
@@ -101,10 +100,10 @@ def build_message(delivery: Delivery) -> Message:
     """The AMQP 1.0 message for one delivery (see the module docstring for why it looks like this)."""
     return Message(
         body=delivery.bundle_json.decode("utf-8"),  # str -> amqp-value string: a JMS TextMessage
-        id=delivery.message_id,
+        id=delivery.broker_message_id,
         durable=True,
         content_type=FHIR_JSON,
-        creation_time=time.time(),
+        creation_time=delivery.created(),
         properties=delivery.properties(),
         annotations={JMS_MSG_TYPE: JMS_TEXT_MESSAGE},
     )

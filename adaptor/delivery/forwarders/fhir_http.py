@@ -65,6 +65,7 @@ PROPERTY_HEADERS: Mapping[str, str] = {
     "interaction": "X-Interaction",
     "odsCode": "X-Ods-Code",
     "dosServiceId": "X-Dos-Service-Id",
+    "bundleVersion": "X-Bundle-Version",
 }
 
 #: Statuses that mean "not now" rather than "not this": Request Timeout, Too Early, Too Many Requests.

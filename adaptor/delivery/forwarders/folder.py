@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import uuid
@@ -29,8 +30,11 @@ class FolderForwarder:
     The file is written under a temporary name, fsynced, then linked into place, and the folder is fsynced,
     so a reader of the folder never sees a partial file and a delivered file survives a crash. A MessageID
     already used by a *different* message gets ``<MessageID>-<first 8 of record id>.json`` instead of
-    overwriting it; the same bytes delivered again are not written twice. The metadata is not written: the
-    folder holds exactly what a consumer reads, one Bundle per file.
+    overwriting it; the same bytes delivered again are not written twice. A reconverted version of a Bundle
+    (``bundle_version`` above 1) atomically replaces the file of an earlier version of the same message, found
+    by its resource ids (a reconversion keeps them, see :attr:`mappings.MappingContext.id_seed`); when the folder
+    has none (a consumer took it away), it is written as a new file. The metadata is not written: the folder holds
+    exactly what a consumer reads, one Bundle per file.
     """
 
     def __init__(self, folder: str | os.PathLike[str]) -> None:
@@ -42,9 +46,16 @@ class FolderForwarder:
         self.folder.mkdir(parents=True, exist_ok=True)
         stem = safe_file_stem(message_id)
         temporary = self.folder / f".{stem}.{uuid.uuid4().hex}.tmp"
+        names = (f"{stem}.json", f"{stem}-{record_id[:8]}.json")
         try:
             self._write_synced(temporary, bundle_json)
-            for name in (f"{stem}.json", f"{stem}-{record_id[:8]}.json"):
+            earlier = self._earlier_version(names, delivery) if delivery.bundle_version > 1 else None
+            if earlier is not None:
+                if not self._already_there(earlier, bundle_json):
+                    os.replace(temporary, earlier)
+                _fsync_directory(self.folder)
+                return
+            for name in names:
                 final = self.folder / name
                 if self._already_there(final, bundle_json) or self._link_new(temporary, final):
                     break
@@ -77,6 +88,26 @@ class FolderForwarder:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+
+    def _earlier_version(self, names: tuple[str, ...], delivery: Delivery) -> Path | None:
+        """The file, among ``names``, that holds an earlier version of ``delivery``'s Bundle: one that contains
+        the fullUrl of its second entry (the first is the MessageHeader, whose id is the MessageID that other
+        messages may share; the others' ids are drawn from the record id and kept by a reconversion)."""
+        try:
+            entries = json.loads(delivery.bundle_json).get("entry", [])
+            marker = entries[1]["fullUrl"].encode("utf-8") if len(entries) > 1 else None
+        except (ValueError, AttributeError, KeyError, TypeError):
+            marker = None
+        if not marker:
+            return None
+        for name in names:
+            path = self.folder / name
+            try:
+                if marker in path.read_bytes():
+                    return path
+            except FileNotFoundError:
+                continue
+        return None
 
     @staticmethod
     def _already_there(path: Path, data: bytes) -> bool:
