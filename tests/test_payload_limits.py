@@ -28,6 +28,7 @@ from lxml import etree
 from adaptor import composition
 from adaptor.config import Settings
 from adaptor.console.cda_text import readable_document
+from adaptor.delivery import replay
 from adaptor.delivery.conversion import ConversionError, convert
 from adaptor.itk import payloads
 from adaptor.itk.allowlist import AllowList
@@ -212,8 +213,9 @@ def test_conversion_and_console_refuse_truncated_gzip() -> None:
     assert "truncated" in str(readable_document(raw).problem)
 
 
-def test_replay_of_a_bomb_stored_before_the_limits_is_dead_lettered_fast(tmp_path: Path) -> None:
-    """A message stored by a version without these limits: a replay converts it again, on the bounded path."""
+def test_reconverting_a_bomb_stored_before_the_limits_is_refused_fast(tmp_path: Path) -> None:
+    """A message stored by a version without these limits: reconverting it (``nhs111 replay --reconvert``) runs
+    on the bounded path, and the record keeps its stored Bundle."""
     settings = Settings(
         data_dir=str(tmp_path / "data"),
         forward_target=f"dir:{tmp_path / 'outbox'}",
@@ -229,12 +231,12 @@ def test_replay_of_a_bomb_stored_before_the_limits_is_dead_lettered_fast(tmp_pat
         [stored] = components.store.find_by_message_id(message.message_id)
         with components.store.engine.begin() as connection:
             connection.exec_driver_sql("UPDATE messages SET raw = ? WHERE id = ?", (issue_element_bomb(), stored.id))
-        [replayed] = components.store.replay([stored.id])
-        assert replayed.requeued
-        [outcome] = within(5, components.worker.drain)
-        assert outcome.status is Status.DEAD_LETTER
+        [result] = within(5, lambda: replay.reconvert(components.store, settings, [stored.id]))
+        assert not result.requeued
+        assert result.skipped is not None and result.skipped.startswith(replay.CONVERSION_FAILED)
+        assert "limit" in result.skipped
         [record] = components.store.find_by_message_id(message.message_id)
-        assert record.status_reason is not None and "limit" in record.status_reason
+        assert record.status is Status.DELIVERED and record.bundle_version == stored.bundle_version
     finally:
         components.close()
 
