@@ -358,6 +358,13 @@ class PrivateRabbitMQ:
                 return False
             raise
 
+    def consume(self, queue: str, protocol: str, count: int, timeout: float = 10.0) -> list[Received]:
+        """Read back with the protocol the messages were sent with (``"1.0"`` or ``"0-9-1"``): RabbitMQ 3.x does not
+        translate AMQP 1.0 bodies for 0-9-1 consumers."""
+        if protocol == "1.0":
+            return self.consume_amqp10(queue, count, timeout)
+        return self.consume_091(queue, count, timeout)
+
     def consume_amqp10(self, queue: str, count: int, timeout: float = 10.0) -> list[Received]:
         """Take up to ``count`` messages off ``queue`` over AMQP 1.0, accepting each; stops at ``timeout`` seconds.
 
@@ -713,3 +720,12 @@ def rabbitmq(private_rabbitmq: PrivateRabbitMQ) -> Iterator[PrivateRabbitMQ]:
     private_rabbitmq.resume()
     if not private_rabbitmq.running:
         private_rabbitmq.start()
+
+
+@pytest.fixture
+def forwarders() -> Iterator[list[Any]]:
+    """Collects the forwarders a test makes and closes them afterwards."""
+    made: list[Any] = []
+    yield made
+    for forwarder in made:
+        forwarder.close()

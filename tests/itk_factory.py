@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from lxml import etree
 
+from adaptor.delivery.forwarders import Delivery
 from adaptor.itk.wire import DOS_ADDRESS_TYPE as DOS_TYPE
 from adaptor.itk.wire import INTERACTION_KEY
 from adaptor.itk.wire import new_upper_uuid as new_id
@@ -34,6 +35,7 @@ from adaptor.samples.envelope import (
 #: What tests import from here: this module's own builders and constants, and the namespaces and envelope names of
 #: ``adaptor.itk.xmlsafe`` and ``adaptor.samples.envelope`` re-exported, so that a test needs one import.
 __all__ = [
+    "sample_delivery",
     # re-exported
     "ANONYMOUS",
     "DOS_TYPE",
@@ -188,3 +190,22 @@ def spec(root: etree._Element, key: str = INTERACTION_KEY) -> etree._Element:
         if element.get("key") == key:
             return element
     raise AssertionError(f"no spec {key}")
+
+
+def sample_delivery(
+    message_id: str = "uuid:MSG-1",
+    bundle_json: bytes = b'{"resourceType":"Bundle"}',
+    *,
+    record_id: str = "0f6c7a52-0000-4000-8000-000000000001",
+) -> Delivery:
+    """What the outbox hands a forwarder, with the envelope facts of a synthetic referral (two ODS codes, one DoS
+    id) and a stand-in Bundle."""
+    return Delivery(
+        record_id=record_id,
+        message_id=message_id,
+        tracking_id="TRACK-1",
+        interaction="urn:nhs-itk:interaction:primaryGeneralPractitionerRecipientNHS111CDADocument-v2-0",
+        ods_codes=("A91000", "B82001"),
+        dos_ids=("2000012345",),
+        bundle_json=bundle_json,
+    )

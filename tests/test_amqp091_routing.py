@@ -17,24 +17,13 @@ from pathlib import Path
 
 import pytest
 from brokers import PrivateRabbitMQ
+from itk_factory import sample_delivery as delivery
 from server_fixture import nhs111_command
 from waiting import wait_until
 
 from adaptor.config import ConfigError, Settings
-from adaptor.delivery.forwarders import Delivery, DeliveryError, PermanentDeliveryError, forwarder_from_settings
+from adaptor.delivery.forwarders import DeliveryError, PermanentDeliveryError, forwarder_from_settings
 from adaptor.delivery.forwarders.amqp091 import Amqp091Forwarder, route
-
-
-def delivery(message_id: str = "uuid:ROUTED-1") -> Delivery:
-    return Delivery(
-        record_id="record-1",
-        message_id=message_id,
-        tracking_id="TRACK-1",
-        interaction="urn:nhs-itk:interaction:primaryGeneralPractitionerRecipientNHS111CDADocument-v2-0",
-        ods_codes=("A91000",),
-        dos_ids=(),
-        bundle_json=b'{"resourceType":"Bundle"}',
-    )
 
 
 @pytest.mark.parametrize(
@@ -68,7 +57,7 @@ def test_only_a_routing_key_delivers_through_amq_direct(rabbitmq: PrivateRabbitM
     try:
         assert isinstance(forwarder, Amqp091Forwarder)
         assert "exchange amq.direct" in forwarder.target
-        forwarder.send(delivery())
+        forwarder.send(delivery("uuid:ROUTED-1"))
         [got] = rabbitmq.consume_091(queue, 1)
         assert got.message_id == "uuid:ROUTED-1"
         # The routing key is a key, not a queue: nothing was declared under it (or under the queue name).
@@ -80,7 +69,7 @@ def test_only_a_routing_key_delivers_through_amq_direct(rabbitmq: PrivateRabbitM
     unbound = forwarder_from_settings(Settings.from_env({**env, "PEM111_AMQP_ROUTING_KEY": key + "-unbound"}))
     try:
         with pytest.raises(DeliveryError, match="no queue is bound") as returned:
-            unbound.send(delivery())
+            unbound.send(delivery("uuid:ROUTED-1"))
         assert not isinstance(returned.value, PermanentDeliveryError)  # held in the outbox until a binding exists
         assert not rabbitmq.queue_exists(key + "-unbound")
     finally:

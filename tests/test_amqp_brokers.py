@@ -17,14 +17,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from brokers import BrokerUnavailable, PrivateRabbitMQ, Received, start_private_rabbitmq
+from brokers import BrokerUnavailable, PrivateRabbitMQ, start_private_rabbitmq
 from itk_factory import RECIPIENT_DOS, RECIPIENT_ODS, build_request, to_bytes
+from itk_factory import sample_delivery as delivery
 from unavailable import unavailable
 from waiting import wait_until
 
 from adaptor import composition
 from adaptor.config import ConfigError, Settings
-from adaptor.delivery.forwarders import Delivery, DeliveryError, PermanentDeliveryError, forwarder_from_settings
+from adaptor.delivery.forwarders import DeliveryError, PermanentDeliveryError, forwarder_from_settings
 from adaptor.delivery.forwarders.amqp091 import Amqp091Forwarder
 from adaptor.delivery.forwarders.amqp10 import Amqp10Forwarder
 from adaptor.delivery.forwarders.brokers import read_brokers
@@ -38,16 +39,6 @@ AnyForwarder = Amqp10Forwarder | Amqp091Forwarder
 DOWN_SECONDS = 5.0
 
 
-def delivery(message_id: str) -> Delivery:
-    return Delivery(
-        record_id=f"record-{message_id}",
-        message_id=message_id,
-        tracking_id="TRACK-1",
-        interaction="urn:nhs-itk:interaction:primaryGeneralPractitionerRecipientNHS111CDADocument-v2-0",
-        ods_codes=("A91000",),
-        dos_ids=(),
-        bundle_json=b'{"resourceType":"Bundle"}',
-    )
 
 
 def closed_port() -> int:
@@ -67,18 +58,8 @@ def broker_settings(broker_url: str, queue: str, protocol: str, **changes: objec
     ).replace(**changes)
 
 
-def consume(broker: PrivateRabbitMQ, queue: str, protocol: str, count: int, timeout: float = 10.0) -> list[Received]:
-    if protocol == "1.0":
-        return broker.consume_amqp10(queue, count, timeout)
-    return broker.consume_091(queue, count, timeout)
 
 
-@pytest.fixture
-def forwarders() -> Iterator[list[AnyForwarder]]:
-    made: list[AnyForwarder] = []
-    yield made
-    for forwarder in made:
-        forwarder.close()
 
 
 def make(made: list[AnyForwarder], config: Settings) -> AnyForwarder:
@@ -243,7 +224,7 @@ def test_a_closed_port_first_in_the_list(
     forwarder.check()  # readiness: one broker is enough
     assert time.monotonic() - started < DOWN_SECONDS
 
-    [got] = consume(rabbitmq, queue, protocol, 1)
+    [got] = rabbitmq.consume(queue, protocol, 1)
     assert got.message_id == "via-the-second"
 
 
@@ -289,10 +270,10 @@ def test_a_failover_list_survives_its_first_broker_stopping(
     first_broker.start()
     forwarder.send(delivery("after-the-restart"))  # stays with the broker it is connected to
 
-    assert [got.message_id for got in consume(rabbitmq, queue, protocol, 2)] == ["after-the-stop", "after-the-restart"]
+    assert [got.message_id for got in rabbitmq.consume(queue, protocol, 2)] == ["after-the-stop", "after-the-restart"]
     assert rabbitmq.queue_depth(queue) == 0
     # The first broker kept what it had accepted (durable queue, persistent message), and got nothing else.
-    assert [got.message_id for got in consume(first_broker, queue, protocol, 1)] == ["to-the-first"]
+    assert [got.message_id for got in first_broker.consume(queue, protocol, 1)] == ["to-the-first"]
     assert first_broker.queue_depth(queue) == 0
 
 

@@ -186,10 +186,7 @@ def broker_settings(broker: PrivateRabbitMQ, queue: str, protocol: str = "1.0") 
 
 def consume(broker: PrivateRabbitMQ, queue: str, protocol: str, count: int) -> list[Received]:
     """Every message on ``queue`` (``count`` expected), checking that nothing more is there."""
-    if protocol == "1.0":
-        received = broker.consume_amqp10(queue, count, timeout=10)
-    else:
-        received = broker.consume_091(queue, count, timeout=10)
+    received = broker.consume(queue, protocol, count)
     assert broker.queue_depth(queue) == 0, "more messages on the queue than delivered"
     return received
 

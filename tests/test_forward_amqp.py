@@ -18,11 +18,11 @@ import json
 import ssl
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
-from brokers import PrivateRabbitMQ, Received
+from brokers import PrivateRabbitMQ
 from conftest import require_shared
+from itk_factory import sample_delivery as delivery
 from lxml import etree
 from proton import Condition
 from proton import Delivery as ProtonDelivery
@@ -57,16 +57,6 @@ DOWN_SECONDS = 5.0
 HUNG_TIMEOUT = 2.0
 
 
-def delivery(bundle_json: bytes = b'{"resourceType":"Bundle"}', message_id: str = "uuid:MSG-1") -> Delivery:
-    return Delivery(
-        record_id="0f6c7a52-0000-4000-8000-000000000001",
-        message_id=message_id,
-        tracking_id="TRACK-1",
-        interaction="urn:nhs-itk:interaction:primaryGeneralPractitionerRecipientNHS111CDADocument-v2-0",
-        ods_codes=("A91000", "B82001"),
-        dos_ids=("2000012345",),
-        bundle_json=bundle_json,
-    )
 
 
 def corpus_deliveries() -> list[Delivery]:
@@ -107,20 +97,8 @@ def settings(broker: PrivateRabbitMQ, queue: str, protocol: str = "1.0", **chang
     ).replace(**changes)
 
 
-def consume(broker: PrivateRabbitMQ, queue: str, protocol: str, count: int, timeout: float = 10.0) -> list[Received]:
-    """Read back with the protocol the message was sent with (RabbitMQ 3.x does not translate 1.0 bodies)."""
-    if protocol == "1.0":
-        return broker.consume_amqp10(queue, count, timeout)
-    return broker.consume_091(queue, count, timeout)
 
 
-@pytest.fixture
-def forwarders() -> Iterator[list[AnyForwarder]]:
-    """Collects the forwarders a test makes and closes them afterwards."""
-    made: list[AnyForwarder] = []
-    yield made
-    for forwarder in made:
-        forwarder.close()
 
 
 def make(made: list[AnyForwarder], config: Settings, **kwargs: float) -> Amqp10Forwarder | Amqp091Forwarder:
@@ -151,7 +129,7 @@ def test_corpus_bundles_arrive_with_the_reference_properties(
 
     # Each send returned once the broker had the message: the queue holds exactly what was sent, no copy.
     assert rabbitmq.queue_depth(queue) == len(deliveries), "the queue does not hold what was sent"
-    received = consume(rabbitmq, queue, protocol, len(deliveries))
+    received = rabbitmq.consume(queue, protocol, len(deliveries))
     assert len(received) == len(deliveries)
     assert rabbitmq.queue_depth(queue) == 0, "more on the queue than was sent"
     for sent, got in zip(deliveries, received, strict=True):
@@ -219,7 +197,7 @@ def test_concurrent_sends_on_one_forwarder_all_arrive(
     assert not errors
     expected = {f"MSG-{w}-{n}" for w in range(threads_per_protocol) for n in range(each)}
     for protocol, queue in queues.items():
-        received = consume(rabbitmq, queue, protocol, len(expected))
+        received = rabbitmq.consume(queue, protocol, len(expected))
         assert {got.message_id for got in received} == expected, protocol
         assert rabbitmq.queue_depth(queue) == 0, protocol
 
@@ -345,7 +323,7 @@ def test_broker_down_then_back_same_forwarders_deliver_and_nothing_is_lost(
         sender.send(delivery(message_id="after"))  # the same instance reconnects by itself, first time
     for protocol, queue in queues.items():
         # Durable queue + persistent message: what was accepted before the stop survived it.
-        received = consume(rabbitmq, queue, protocol, 2)
+        received = rabbitmq.consume(queue, protocol, 2)
         assert [got.message_id for got in received] == ["before", "after"], protocol
         assert rabbitmq.queue_depth(queue) == 0, protocol
 
@@ -392,7 +370,7 @@ def test_a_connection_the_broker_closed_is_replaced_before_sending(
     forwarder.send(delivery(message_id="after"))  # the dead connection is noticed before the transfer
 
     assert transfers.count == 1  # once, on a new connection: never first on the dead one, then again
-    assert [got.message_id for got in consume(rabbitmq, queue, protocol, 2)] == ["before", "after"]
+    assert [got.message_id for got in rabbitmq.consume(queue, protocol, 2)] == ["before", "after"]
     assert rabbitmq.queue_depth(queue) == 0
 
 
@@ -424,7 +402,7 @@ def test_a_send_that_fails_is_not_sent_again_inside_the_same_send(
     assert transfers.count == 1
     forwarder.send(delivery(message_id="next"))  # the next send (the outbox's next attempt) opens a connection
     assert transfers.count == 2
-    received = [got.message_id for got in consume(rabbitmq, queue, protocol, 2)]
+    received = [got.message_id for got in rabbitmq.consume(queue, protocol, 2)]
     assert received == ["before", "next"]
     assert rabbitmq.queue_depth(queue) == 0
 
@@ -513,7 +491,7 @@ def test_tls_verifies_the_broker(
     # Trusted through OpenSSL's standard variable: delivered, encrypted.
     monkeypatch.setenv("SSL_CERT_FILE", str(rabbitmq.ca_file))
     make(forwarders, config).send(delivery())
-    assert len(consume(rabbitmq, queue, protocol, 1)) == 1
+    assert len(rabbitmq.consume(queue, protocol, 1)) == 1
 
     # Trusted CA but the wrong host name (the certificate names localhost only): refused.
     wrong_host = config.replace(amqp_broker=rabbitmq.tls_url.replace("localhost", "127.0.0.1"))

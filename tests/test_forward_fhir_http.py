@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import require_shared
 from fhir_server import FhirServer, Pki, free_port, make_pki, server_tls
+from itk_factory import sample_delivery as delivery
 
 from adaptor.config import ConfigError, Settings
 from adaptor.delivery.conversion import convert as convert_request
@@ -31,16 +32,6 @@ OPERATION_OUTCOME = {
 }
 
 
-def delivery(bundle_json: bytes = b'{"resourceType":"Bundle"}', message_id: str = "MSG-1") -> Delivery:
-    return Delivery(
-        record_id="0f6c7a52-0000-4000-8000-000000000001",
-        message_id=message_id,
-        tracking_id="TRACK-1",
-        interaction="urn:nhs-itk:interaction:primaryGeneralPractitionerRecipientNHS111CDADocument-v2-0",
-        ods_codes=("A91000", "B82001"),
-        dos_ids=("2000012345",),
-        bundle_json=bundle_json,
-    )
 
 
 def forwarder(url: str, **settings: object) -> FhirHttpForwarder:
