@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 from pathlib import Path
 from types import ModuleType
 
@@ -85,3 +86,14 @@ def shared_tool(name: str) -> ModuleType:
 def parity_tool() -> ModuleType:
     """``../shared/tools/parity.py``, the shared judge of Bundle parity."""
     return shared_tool("parity")
+
+
+@pytest.fixture
+def doctype_targets(tmp_path: Path) -> dict[str, Path]:
+    """What a hostile DOCTYPE may name: a file that exists, one that does not, and a FIFO that nobody writes to
+    (a reader would wait for ever). A safe parser answers the same whichever it names, and opens none."""
+    existing = tmp_path / "existing.dtd"
+    existing.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    fifo = tmp_path / "fifo.dtd"
+    os.mkfifo(fifo)
+    return {"existing": existing, "missing": tmp_path / "missing.dtd", "fifo": fifo}

@@ -70,7 +70,6 @@ The issue's checklist, attack -> test (in this module unless another is named):
 from __future__ import annotations
 
 import json
-import os
 import re
 import select
 import socket
@@ -400,35 +399,29 @@ def test_large_plain_bodies_are_refused_in_bounded_memory(server: RunningServer,
 # == DOCTYPEs ========================================================================================================
 
 
-@pytest.fixture
-def targets(tmp_path: Path) -> dict[str, Path]:
-    """What a DOCTYPE may name: a file that exists, one that does not, and a FIFO that nobody writes to."""
-    existing = tmp_path / "existing.dtd"
-    existing.write_text("root:x:0:0:root:/root:/bin/bash\n")
-    fifo = tmp_path / "fifo.dtd"
-    os.mkfifo(fifo)
-    return {"existing": existing, "missing": tmp_path / "missing.dtd", "fifo": fifo}
 
 
 @pytest.mark.parametrize(("name", "codec", "bom"), WIDE_ENCODINGS, ids=[encoding_id(*e) for e in WIDE_ENCODINGS])
 def test_doctype_in_a_wide_encoding_gets_one_answer_whatever_it_names(
-    server: RunningServer, targets: dict[str, Path], name: str, codec: str, bom: bytes
+    server: RunningServer, doctype_targets: dict[str, Path], name: str, codec: str, bom: bytes
 ) -> None:
     """In the request and in a base64 payload: the same fault whether the named file exists, is missing or is a
     FIFO (a FIFO would hold the request if libxml2 opened it)."""
-    for kind, path in targets.items():
+    for kind, path in doctype_targets.items():
         reply = exchange(server.port, post(with_doctype(str(path), name, codec, bom)), timeout=PROBE_TIMEOUT)
         assert assert_fault(reply, NOT_XML).diagnostic == DOCTYPE_REFUSED, kind
         reply = exchange(server.port, post(payload_with_doctype(str(path), name, codec, bom)), timeout=PROBE_TIMEOUT)
         assert assert_fault(reply, NOT_DECODED).diagnostic == PAYLOAD_DOCTYPE_REFUSED
-    assert targets["fifo"].exists() and not targets["missing"].exists()
+    assert doctype_targets["fifo"].exists() and not doctype_targets["missing"].exists()
 
 
-def test_doctype_in_a_pathways_attachment_is_never_read(server: RunningServer, targets: dict[str, Path]) -> None:
+def test_doctype_in_a_pathways_attachment_is_never_read(
+    server: RunningServer, doctype_targets: dict[str, Path]
+) -> None:
     """The attachment is optional: the report is accepted, and converted and delivered without the attachment
     (a FIFO would hold the conversion if it were opened)."""
     for name, codec, bom in WIDE_ENCODINGS[:3:2]:  # UTF-16 and UTF-32, with their byte order marks
-        for path in targets.values():
+        for path in doctype_targets.values():
             message_id = new_id()
             raw = attachment_with_doctype(str(path), name, codec, bom, message_id=message_id)
             reply = exchange(server.port, post(raw), timeout=PROBE_TIMEOUT)

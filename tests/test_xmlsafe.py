@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,13 +42,6 @@ def encode(text: str, name: str, codec: str, bom: bytes) -> bytes:
     return bom + (f'<?xml version="1.0" encoding="{name}"?>' + text).encode(codec)
 
 
-@pytest.fixture
-def targets(tmp_path: Path) -> dict[str, Path]:
-    existing = tmp_path / "existing.dtd"
-    existing.write_text("root:x:0:0:root:/root:/bin/bash\n")
-    fifo = tmp_path / "fifo.dtd"
-    os.mkfifo(fifo)
-    return {"existing": existing, "missing": tmp_path / "missing.dtd", "fifo": fifo}
 
 
 def refusal(parse: Callable[[bytes], object], data: bytes) -> str:
@@ -73,23 +65,23 @@ def refusal(parse: Callable[[bytes], object], data: bytes) -> str:
 @pytest.mark.parametrize(("name", "codec", "bom"), ENCODINGS, ids=ENCODING_IDS)
 @pytest.mark.parametrize("text", ["<x/>", "<x>&e;</x>"], ids=["plain", "entity-reference"])
 def test_doctype_naming_a_file_gets_one_answer_in_every_encoding(
-    targets: dict[str, Path], name: str, codec: str, bom: bytes, text: str
+    doctype_targets: dict[str, Path], name: str, codec: str, bom: bytes, text: str
 ) -> None:
     answers = {
         kind: refusal(parse_xml, encode(f'<!DOCTYPE x SYSTEM "{path}">{text}', name, codec, bom))
-        for kind, path in targets.items()
+        for kind, path in doctype_targets.items()
     }
-    assert answers == dict.fromkeys(targets, DOCTYPE_REFUSED)
-    assert targets["fifo"].exists() and not targets["missing"].exists()
+    assert answers == dict.fromkeys(doctype_targets, DOCTYPE_REFUSED)
+    assert doctype_targets["fifo"].exists() and not doctype_targets["missing"].exists()
 
 
 @pytest.mark.parametrize(("name", "codec", "bom"), ENCODINGS, ids=ENCODING_IDS)
 def test_doctype_after_a_long_prolog_is_refused_without_opening_the_file(
-    targets: dict[str, Path], name: str, codec: str, bom: bytes
+    doctype_targets: dict[str, Path], name: str, codec: str, bom: bytes
 ) -> None:
     """Beyond the scanned prolog only the resolver stands between libxml2 and the file: it must hold too."""
     padding = "<!--" + "x" * 20_000 + "-->"
-    for path in targets.values():
+    for path in doctype_targets.values():
         data = encode(f'{padding}<!DOCTYPE x SYSTEM "{path}"><x/>', name, codec, bom)
         assert refusal(parse_xml, data) == DOCTYPE_REFUSED
 
@@ -139,18 +131,18 @@ def test_utf16_soap_request_parses() -> None:
     assert etree.QName(root).localname == "Envelope"
 
 
-def test_xinclude_and_schema_location_are_not_processed(targets: dict[str, Path]) -> None:
+def test_xinclude_and_schema_location_are_not_processed(doctype_targets: dict[str, Path]) -> None:
     root = parse_xml(
         f'<x xmlns:xi="http://www.w3.org/2001/XInclude" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"'
-        f' xsi:noNamespaceSchemaLocation="{targets["fifo"]}"><xi:include href="{targets["existing"]}"'
+        f' xsi:noNamespaceSchemaLocation="{doctype_targets["fifo"]}"><xi:include href="{doctype_targets["existing"]}"'
         ' parse="text"/></x>'.encode()
     )
     assert etree.QName(root[0]).localname == "include" and "root:" not in "".join(root.itertext())
 
 
 @pytest.mark.parametrize("kind", ["existing", "missing", "fifo"])
-def test_base64_payload_with_doctype_in_utf16_is_refused_alike(targets: dict[str, Path], kind: str) -> None:
-    hostile = f'<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE x SYSTEM "{targets[kind]}"><x/>'
+def test_base64_payload_with_doctype_in_utf16_is_refused_alike(doctype_targets: dict[str, Path], kind: str) -> None:
+    hostile = f'<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE x SYSTEM "{doctype_targets[kind]}"><x/>'
     root = build_request(encoding="base64")
     find(root, "itk:payloads/itk:payload").text = base64.b64encode(hostile.encode("utf-16")).decode()
     distribution_envelope = root.find("soap:Body/itk:DistributionEnvelope", NS)
@@ -160,11 +152,11 @@ def test_base64_payload_with_doctype_in_utf16_is_refused_alike(targets: dict[str
 
 @pytest.mark.parametrize(("name", "codec", "bom"), ENCODINGS, ids=ENCODING_IDS)
 def test_pathways_case_with_doctype_is_not_read_in_any_encoding(
-    targets: dict[str, Path], name: str, codec: str, bom: bytes
+    doctype_targets: dict[str, Path], name: str, codec: str, bom: bytes
 ) -> None:
     """The mapping reads the Pathways attachment itself (mappings/ cannot use adaptor's parser): as UTF-8 only."""
     case = pathways_case().decode("utf-8").split("?>", 1)[-1]
-    for path in targets.values():
+    for path in doctype_targets.values():
         attachment = encode(f'<!DOCTYPE x SYSTEM "{path}">{case}', name, codec, bom)
         document = clinical_document(pathways_base64=base64.b64encode(attachment).decode())
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
