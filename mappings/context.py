@@ -5,6 +5,7 @@ The mapping layer never reads the SOAP/ITK envelope itself; :mod:`adaptor.conver
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import uuid
 from dataclasses import dataclass, field
@@ -49,6 +50,16 @@ class MappingConfig:
     device_version: str = "1.0.3"
 
 
+class Unread(enum.Enum):
+    """The type of :data:`UNREAD`."""
+
+    UNREAD = "unread"
+
+
+#: :attr:`MappingContext.pathways_case` when the caller has not read the case: the mapping reads it.
+UNREAD = Unread.UNREAD
+
+
 @dataclass
 class MappingContext:
     """One conversion: inputs plus an id source. Mappers read from it and never mutate the document."""
@@ -62,6 +73,9 @@ class MappingContext:
     #: message's record id) draws them from a hash of it, so that converting the same message again gives its
     #: resources the same ids (a new version of a Bundle keeps the ids of the one it replaces).
     id_seed: str | None = None
+    #: The document's Pathways case as :func:`mappings.questionnaire.parse_case` read it (``None``: there is none
+    #: that can be read), when the caller has read it already; :data:`UNREAD`: the mapping reads it itself.
+    pathways_case: Element | None | Unread = UNREAD
     _issued: dict[str, int] = field(default_factory=dict, init=False, repr=False)
 
     def new_resource(self, resource_type: str) -> Json:

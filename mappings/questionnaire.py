@@ -11,11 +11,12 @@ import base64
 import binascii
 import re
 from datetime import datetime
+from typing import Any
 
 from lxml import etree
 
 from . import hl7
-from .context import MappingContext
+from .context import UNREAD, MappingContext
 from .hl7 import Element, Json
 
 _MEDIA_VALUE = hl7.xpath("hl7:observationMedia/hl7:value")
@@ -49,20 +50,46 @@ _DOCTYPE = re.compile(rb"<!(DOCTYPE|ENTITY)", re.IGNORECASE)
 #: Nodes (elements, comments, processing instructions) a case may hold, counted while parsing: the payload
 #: limit of ``adaptor.itk.payloads.MAX_NODES`` (mappings imports nothing from adaptor; a test keeps them equal).
 MAX_CASE_NODES = 100_000
+#: The fewest bytes a counted node takes (``<a>``; a comment ``<!---->`` takes 7, a processing instruction
+#: ``<?a?>`` 5): data this many times the limit long or shorter cannot pass it, and is parsed without counting.
+MIN_NODE_BYTES = 3
 _FEED_CHUNK = 64 * 1024
 
 
 def read_pathways_case(document: Element) -> Element | None:
     """The ``pw:PathwaysCase`` carried by the first ObservationMedia entry; ``None`` when there is none or it
     cannot be read (bad base64, not UTF-8, not well-formed, a DTD, another root element)."""
+    encoded = attachment_text(document)
+    data = attachment_bytes(encoded) if encoded is not None else None
+    return parse_case(data) if data is not None else None
+
+
+def attachment_text(document: Element) -> str | None:
+    """The base64 text of the first ObservationMedia entry's ``value``; ``None`` when there is none."""
     entries = hl7.template_entries(document, "COCD_TP146002GB01#ObservationMedia")
     value = hl7.one(_MEDIA_VALUE, entries[0]) if entries else None
-    encoded = hl7.first_text(value)
-    if encoded is None:
+    return hl7.first_text(value)
+
+
+def attachment_bytes(text: str) -> bytes | None:
+    """Decode like a MIME base64 decoder: characters outside the alphabet are skipped, ``=`` ends the data and
+    padding is optional. ``None`` when the remaining characters cannot be base64."""
+    alphabet_only = _NOT_BASE64.sub("", text).split("=", 1)[0]
+    if len(alphabet_only) % 4 == 1:
         return None
-    data = _base64_decode(encoded)
-    if data is None:
+    try:
+        return base64.b64decode(alphabet_only + "=" * (-len(alphabet_only) % 4), validate=True)
+    except (binascii.Error, ValueError):
         return None
+
+
+def parse_case(data: bytes) -> Element | None:
+    """The ``pw:PathwaysCase`` in decoded attachment bytes; ``None`` when they are not UTF-8, name a DTD or an
+    entity, are not well-formed, pass :data:`MAX_CASE_NODES` or hold another root element.
+
+    The adaptor's rule D6 reads the case with this function before schema-validating it, and hands the result
+    to the mapping (:attr:`MappingContext.pathways_case`): what D6 says of the case is what the mapping sees.
+    """
     try:
         data.decode("utf-8")
     except UnicodeDecodeError:
@@ -77,16 +104,18 @@ def _parse_bounded(data: bytes) -> Element | None:
     """The root element, or ``None`` when ``data`` is not well-formed or passes :data:`MAX_CASE_NODES`."""
     # Read as the UTF-8 just checked, whatever its first bytes or declaration say: the byte scan above is then
     # exact, and no DOCTYPE in UTF-16 or UTF-32 can make libxml2 open a file it names.
-    parser = etree.XMLPullParser(
-        events=("start", "comment", "pi"),
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        huge_tree=False,
-        encoding="utf-8",
-    )
-    nodes = 0
+    options: dict[str, Any] = {
+        "resolve_entities": False,
+        "no_network": True,
+        "load_dtd": False,
+        "huge_tree": False,
+        "encoding": "utf-8",
+    }
     try:
+        if len(data) <= MIN_NODE_BYTES * MAX_CASE_NODES:  # cannot hold too many nodes: no need to count them
+            return etree.fromstring(data, etree.XMLParser(**options))
+        parser = etree.XMLPullParser(events=("start", "comment", "pi"), **options)
+        nodes = 0
         for offset in range(0, len(data), _FEED_CHUNK):
             parser.feed(data[offset : offset + _FEED_CHUNK])
             nodes += sum(1 for _event in parser.read_events())
@@ -94,18 +123,6 @@ def _parse_bounded(data: bytes) -> Element | None:
                 return None
         return parser.close()
     except (etree.XMLSyntaxError, ValueError):
-        return None
-
-
-def _base64_decode(text: str) -> bytes | None:
-    """Decode like a MIME base64 decoder: characters outside the alphabet are skipped, ``=`` ends the data and
-    padding is optional. ``None`` when the remaining characters cannot be base64."""
-    alphabet_only = _NOT_BASE64.sub("", text).split("=", 1)[0]
-    if len(alphabet_only) % 4 == 1:
-        return None
-    try:
-        return base64.b64decode(alphabet_only + "=" * (-len(alphabet_only) % 4), validate=True)
-    except (binascii.Error, ValueError):
         return None
 
 
@@ -200,7 +217,7 @@ def _case_facts(case: Element, end: datetime | None) -> Json:
 def map_triage(ctx: MappingContext, subject: Json | None, encounter: Json) -> list[tuple[Json, Json]]:
     """One (QuestionnaireResponse, Questionnaire) pair per triage line of every ``pw:pathwayTriage``, in
     document order. ``[]`` when the document carries no readable Pathways case."""
-    case = read_pathways_case(ctx.document)
+    case = read_pathways_case(ctx.document) if ctx.pathways_case is UNREAD else ctx.pathways_case
     if case is None:
         return []
     try:

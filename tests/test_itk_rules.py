@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import require_shared
+from conftest import REQUEST_SUFFIX, corpus_pairs, require_shared
 from itk_factory import (
     DOS_TYPE,
     ENDPOINT,
@@ -39,12 +39,14 @@ from itk_factory import (
 from lxml import etree
 
 from adaptor.config import Settings
+from adaptor.delivery import conversion
 from adaptor.itk import rules as itk
 from adaptor.itk import schemas
 from adaptor.itk.allowlist import AllowList
 from adaptor.itk.faults import SOAP_VALIDATION_FAILED, FaultCode, ItkFault
 from adaptor.itk.message import ItkMessage
 from adaptor.itk.rules import classify_interaction, parse_request, validate_request
+from mappings.context import UNREAD
 
 DEFAULT = Settings()
 STRICT = Settings(soap_validation_enabled=True)
@@ -1069,3 +1071,38 @@ def test_an_overlong_message_id_is_refused_as_invalid_not_retryable() -> None:
         validate_request(root, Settings(), AllowList(Settings()))
     assert (caught.value.error_code, caught.value.rule) == (1000, "B1")
     assert caught.value.text == "Invalid MessageId: longer than 255 characters"
+
+
+# -- D6 and the mapping read the Pathways case once, the same way ---------------------------------------------------
+
+
+@pytest.mark.parametrize("pair", corpus_pairs())
+def test_the_mapping_is_given_the_case_d6_read_and_maps_it_as_from_the_raw_request(pair: str) -> None:
+    raw = require_shared("corpus", "reference", f"{pair}{REQUEST_SUFFIX}").read_bytes()
+    settings = schema_settings(itk_accept_any_address=True)
+    message = validate(raw, settings)
+    assert message.pathways_case is not UNREAD
+    now = datetime(2026, 1, 2, tzinfo=UTC)
+    handed_over = conversion.convert_message(message, config=settings, now=now, id_seed="seed")
+    read_again = conversion.convert(raw, config=settings, now=now, id_seed="seed")
+    assert handed_over == read_again
+
+
+def test_d6_warns_of_a_case_the_mapping_cannot_read_and_the_bundle_has_no_triage() -> None:
+    # lxml would read this UTF-16 document; the mapping reads attachments as UTF-8 only (mapping.md 3.18).
+    utf16 = pathways_case().decode().replace('encoding="UTF-8"', 'encoding="UTF-16"').encode("utf-16")
+    message = validate(_with_pathways(base64.b64encode(utf16).decode()), schema_settings())
+    assert message.warnings == ("D6: Pathways attachment could not be decoded; delivered without Pathways data",)
+    assert message.pathways_case is None
+
+
+def test_d6_reads_base64_as_the_mapping_does() -> None:
+    encoded = base64.b64encode(pathways_case()).decode().rstrip("=")  # padding is optional (mapping.md 3.18)
+    message = validate(_with_pathways(f" {encoded[:10]}\n{encoded[10:]}! "), schema_settings())
+    assert [warning[:31] for warning in message.warnings] == ["D6: Pathways attachment invalid"]  # read, not complete
+    assert message.pathways_case is not None and message.pathways_case.tag.endswith("}PathwaysCase")
+
+
+def test_without_a_schema_pack_the_mapping_reads_the_case_itself() -> None:
+    message = validate(_with_pathways(base64.b64encode(pathways_case()).decode()))
+    assert message.pathways_case is UNREAD

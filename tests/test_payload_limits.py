@@ -249,7 +249,7 @@ def comment_bomb_case() -> str:
 def test_pathways_attachment_is_held_to_the_node_limit() -> None:
     assert questionnaire.MAX_CASE_NODES == payloads.MAX_NODES
     with pytest.raises(payloads.PayloadLimitError, match="attachment exceeds the limit"):
-        within(2, lambda: payloads.decode_attachment(comment_bomb_case()))
+        within(2, lambda: payloads.check_attachment(base64.b64decode(comment_bomb_case())))
     document = clinical_document(pathways_base64=comment_bomb_case())
     assert within(2, lambda: questionnaire.read_pathways_case(document)) is None
 

@@ -25,7 +25,7 @@ from typing import Any
 from lxml import etree
 
 from adaptor.config import Settings
-from adaptor.itk.message import ItkMessage
+from adaptor.itk.message import ItkMessage, PathwaysCase
 from adaptor.itk.payloads import (
     CLINICAL_DOCUMENT,
     MAX_REQUEST_NODES,
@@ -37,6 +37,7 @@ from adaptor.itk.payloads import (
 from adaptor.itk.wire import INTERACTION_KEY, INTERACTION_PREFIX, event_of, new_upper_uuid
 from adaptor.itk.xmlsafe import ITK, SOAP11, SOAP12, WSA, XmlRejected, parse_xml, xpath, xpath_values
 from mappings import EnvelopeFields, MappingConfig, MappingContext, MappingError, encounter_report
+from mappings.context import UNREAD
 
 #: The interaction assumed for a bare ClinicalDocument, which carries none: a referral for action
 #: (``primary``), so MessageHeader.event is ``referral-1``.
@@ -166,7 +167,7 @@ def convert_message(
         interaction=message.interaction,
         addresses=tuple((address.type, address.uri) for address in message.addresses if address.uri),
     )
-    return _map(message.selected, fields, config, now, id_seed)
+    return _map(message.selected, fields, config, now, id_seed, pathways_case=message.pathways_case)
 
 
 def bundle_text(bundle: dict[str, Any]) -> str:
@@ -181,6 +182,8 @@ def _map(
     config: Settings | None,
     now: datetime | None,
     id_seed: str | None,
+    *,
+    pathways_case: PathwaysCase = UNREAD,
 ) -> dict[str, Any]:
     settings = config if config is not None else Settings()
     ctx = MappingContext(
@@ -189,6 +192,7 @@ def _map(
         config=MappingConfig(source_endpoint=settings.soap_source_endpoint, device_version=settings.version),
         now=now if now is not None else datetime.now(UTC),
         id_seed=id_seed,
+        pathways_case=pathways_case,
     )
     try:
         bundle: dict[str, Any] = encounter_report(ctx)

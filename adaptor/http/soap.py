@@ -34,6 +34,7 @@ from adaptor.ops.logs import silence_spyne_logging
 # Before the first spyne import: spyne logs while its modules load.
 silence_spyne_logging()
 
+import spyne.const  # noqa: E402
 from spyne import AnyXml, Application, Service, Unicode, rpc  # noqa: E402
 from spyne.error import RequestTooLongError  # noqa: E402
 from spyne.model.fault import Fault as SpyneFault  # noqa: E402
@@ -53,6 +54,11 @@ from adaptor.itk.xmlsafe import ITK, SOAP11, xpath_values  # noqa: E402
 from adaptor.store import MessageStore  # noqa: E402
 
 log = logging.getLogger("adaptor.soap")  # pinned: the JSON log format names it
+
+# spyne runs a full gc.collect() when a context closes, at most once a second: 30-40 ms with the GIL held, under
+# load once a second, for every request in flight. Nothing here needs it: _let_go frees the request's bytes and
+# tree when the answer is made, and the collector's own thresholds deal with the rest.
+spyne.const.MIN_GC_INTERVAL = float("inf")
 
 SERVICE_NAME = "SendNHS111Report-v2-0"
 DISTRIBUTION_ENVELOPE = f"{{{ITK}}}DistributionEnvelope"

@@ -6,6 +6,12 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
+from mappings.context import UNREAD, Unread
+
+#: The Pathways case of the selected document as rule D6 read it (:func:`mappings.questionnaire.parse_case`):
+#: ``None`` when it has none that can be read, :data:`~mappings.context.UNREAD` when D6 did not run.
+PathwaysCase = etree._Element | None | Unread
+
 
 @dataclass(frozen=True)
 class Address:
@@ -42,4 +48,7 @@ class ItkMessage:
     digest: str
     documents: tuple[etree._Element, ...] = field(repr=False)
     selected: etree._Element = field(repr=False)
+    #: What the mapping is given as the case (:attr:`mappings.context.MappingContext.pathways_case`), so that the
+    #: attachment is decoded and parsed once, and what D6 said of it is what the mapping sees.
+    pathways_case: PathwaysCase = field(default=UNREAD, repr=False)
     warnings: tuple[str, ...] = ()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 import zlib
 from dataclasses import dataclass
 
@@ -45,7 +44,6 @@ MAX_REQUEST_NODES = 2 * MAX_NODES
 
 #: Output inflated at a time, so the limits are checked before more memory is taken.
 _INFLATE_CHUNK = 256 * 1024
-_NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/=]")
 
 
 def max_decoded_bytes(request_bytes: int) -> int:
@@ -163,17 +161,14 @@ def _decode(payload: etree._Element, compressed: bool, budget: _Budget) -> etree
     return _parse(data, budget, "decoded payload")
 
 
-def decode_attachment(text: str) -> etree._Element:
-    """The document carried as base64 text by an ``observationMedia/value`` (the Pathways attachment), held to
-    the same limits as a payload. Like the mapping (mapping.md 3.18), characters outside the base64 alphabet
-    are ignored. Raises :class:`PayloadError`."""
-    try:
-        data = base64.b64decode(_NOT_BASE64.sub("", text), validate=True)
-    except (binascii.Error, ValueError):
-        raise PayloadError("attachment is not valid base64") from None
+def check_attachment(data: bytes, *, parse: bool = True) -> None:
+    """Hold the decoded bytes of an ``observationMedia/value`` (the Pathways attachment) to a payload's limits:
+    their size and, with ``parse``, their nodes (counted while parsing them). Raises
+    :class:`PayloadLimitError`, or :class:`PayloadError` when ``parse`` finds them not acceptable XML."""
     budget = _Budget.per_request()
     _check_size(len(data), budget)
-    return _parse(data, budget, "attachment")
+    if parse:
+        _parse(data, budget, "attachment")
 
 
 def clinical_documents(distribution_envelope: etree._Element) -> list[etree._Element]:

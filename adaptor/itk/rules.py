@@ -28,18 +28,20 @@ from adaptor.config import Settings
 from adaptor.itk import schemas
 from adaptor.itk.allowlist import AllowList, dos_id, ods_code
 from adaptor.itk.faults import SOAP_VALIDATION_FAILED, FaultCode, ItkFault, internal, invalid, log_internal_error
-from adaptor.itk.message import Address, ItkMessage
+from adaptor.itk.message import Address, ItkMessage, PathwaysCase
 from adaptor.itk.payloads import (
     MAX_REQUEST_NODES,
     DocumentTimeError,
     PayloadError,
     PayloadLimitError,
+    check_attachment,
     clinical_documents,
-    decode_attachment,
     select_document,
 )
 from adaptor.itk.wire import INTERACTION_KEY, event_of, interaction_name, sender_ods
 from adaptor.itk.xmlsafe import ANONYMOUS, SOAP11, WSA, WSSE, ElementQuery, XmlRejected, first, parse_xml, xpath
+from mappings import questionnaire
+from mappings.context import UNREAD
 
 log = logging.getLogger("adaptor.itk")
 
@@ -513,14 +515,6 @@ def classify_interaction(value: str) -> Interaction | None:
 
 # == D1-D6: the clinical documents ===========================================================================
 
-_PATHWAYS_VALUE = xpath(
-    "hl7:component/hl7:structuredBody/hl7:component/hl7:section/hl7:entry"
-    "[npfitlc:contentId[@root='2.16.840.1.113883.2.1.3.2.4.18.16'"
-    " and @extension='COCD_TP146002GB01#ObservationMedia']]"
-    "/hl7:observationMedia/hl7:value"
-)
-
-
 def _check_documents(de: etree._Element, interaction: str) -> tuple[list[etree._Element], int]:
     """D1-D3. Returns the ClinicalDocuments in payload order and the index of the one to map."""
     try:
@@ -541,8 +535,9 @@ def _check_documents(de: etree._Element, interaction: str) -> tuple[list[etree._
     return documents, selection.index
 
 
-def _check_cda(document: etree._Element, settings: Settings) -> list[str]:
-    """D4 (reject), D5 (warn or reject) and D6 (warn) for the selected document. Returns the warnings."""
+def _check_cda(document: etree._Element, settings: Settings) -> tuple[list[str], PathwaysCase]:
+    """D4 (reject), D5 (warn or reject) and D6 (warn) for the selected document. Returns the warnings, and the
+    Pathways case as D6 read it (:attr:`ItkMessage.pathways_case`)."""
     warnings: list[str] = []
     cda = schemas.cda_schema(settings.schema_dir)
     if cda is not None:
@@ -566,10 +561,10 @@ def _check_cda(document: etree._Element, settings: Settings) -> list[str]:
                 log.debug("D5 level-2 messages: %s", errors)
                 warnings.append(f"D5: CDA level-2 conformance failed ({_messages(errors)})")
 
-    problem = _pathways_problem(document, settings)
+    case, problem = _read_pathways(document, settings)
     if problem:
-        warnings.append(f"D6: {problem}; delivered without Pathways data")
-    return warnings
+        warnings.append(f"D6: {problem}")
+    return warnings, case
 
 
 def _messages(errors: list[str]) -> str:
@@ -577,25 +572,38 @@ def _messages(errors: list[str]) -> str:
     return f"{len(errors)} validator message{'' if len(errors) == 1 else 's'}"
 
 
-def _pathways_problem(document: etree._Element, settings: Settings) -> str | None:
-    """D6: what is wrong with the document's Pathways attachment, or ``None`` (also when it has none)."""
+def _read_pathways(document: etree._Element, settings: Settings) -> tuple[PathwaysCase, str | None]:
+    """D6: the document's Pathways case, read as the mapping reads it (mapping.md 3.18) within a payload's
+    limits, and what is wrong with it, or ``None`` (also when there is no attachment). The case is
+    :data:`~mappings.context.UNREAD` without a schema pack (rule skipped: the mapping reads it itself)."""
     schema = schemas.pathways_schema(settings.schema_dir)
     if schema is None:
-        return None  # no schema pack: rule skipped
-    value = first(_PATHWAYS_VALUE, document)
-    if value is None:
-        return None  # no attachment: nothing to deliver, nothing wrong
+        return UNREAD, None
+    text = questionnaire.attachment_text(document)
+    if text is None:
+        return None, None  # no attachment: nothing to deliver, nothing wrong
+    data = questionnaire.attachment_bytes(text)
     try:
-        case = decode_attachment(value.text or "")
+        if data is not None:
+            check_attachment(data, parse=False)
+        case = questionnaire.parse_case(data) if data is not None else None
+        if case is None and data is not None:
+            check_attachment(data)  # which limit it passes, if it passes one
     except PayloadLimitError as exc:
-        return f"Pathways attachment refused: {exc}"
+        return None, f"Pathways attachment refused: {exc}; {_WITHOUT_PATHWAYS}"
     except PayloadError:
-        return "Pathways attachment could not be decoded"
+        case = None
+    if case is None:
+        return None, f"Pathways attachment could not be decoded; {_WITHOUT_PATHWAYS}"
     errors = schema.errors(case)
     if errors:
         log.debug("D6 Pathways messages: %s", errors)
-        return f"Pathways attachment invalid against {schema.name} ({_messages(errors)})"
-    return None
+        invalid_case = f"Pathways attachment invalid against {schema.name} ({_messages(errors)})"
+        return case, f"{invalid_case}; its Pathways data delivered as far as it could be read"
+    return case, None
+
+
+_WITHOUT_PATHWAYS = "delivered without Pathways data"
 
 
 # == the whole request =======================================================================================
@@ -669,7 +677,8 @@ def _validate(root: etree._Element, settings: Settings, allow_list: AllowList, n
     if errors:
         raise invalid("C18", "schema validation failed", "; ".join(errors))
     documents, selected = _check_documents(de, envelope.interaction)  # D1-D3
-    warnings = list(envelope.warnings) + _check_cda(documents[selected], settings)  # D4-D6
+    cda_warnings, pathways_case = _check_cda(documents[selected], settings)  # D4-D6
+    warnings = list(envelope.warnings) + cda_warnings
 
     addresses = envelope.addresses or ()
     ods_codes = tuple(code.split(":", 1)[0].strip() for code in map(ods_code, addresses) if code)
@@ -691,5 +700,6 @@ def _validate(root: etree._Element, settings: Settings, allow_list: AllowList, n
         digest=digest_of(de),
         documents=tuple(documents),
         selected=documents[selected],
+        pathways_case=pathways_case,
         warnings=tuple(warnings),
     )

@@ -167,8 +167,9 @@ def parse_xml(data: bytes, *, max_nodes: int | None = None) -> etree._Element:
     """Parse untrusted bytes (the XML declaration or BOM decides the encoding) and return the root element.
 
     With ``max_nodes``, elements, comments and processing instructions are counted while parsing and
-    :class:`TooManyNodes` is raised as soon as there are more, before the rest of the tree is built. Nesting is
-    limited by libxml2 itself (256 levels; ``huge_tree`` stays off).
+    :class:`TooManyNodes` is raised as soon as there are more, before the rest of the tree is built (data too
+    short to hold more, :data:`MIN_NODE_BYTES` per node, is parsed without counting). Nesting is limited by
+    libxml2 itself (256 levels; ``huge_tree`` stays off).
 
     Raises :class:`XmlRejected` for an empty body, a DOCTYPE, an encoding that cannot be read, or XML that is
     not well-formed. Nothing named in the document is ever opened: no DTD, entity, XInclude or schema.
@@ -199,8 +200,13 @@ def parse_xml(data: bytes, *, max_nodes: int | None = None) -> etree._Element:
 _FEED_CHUNK = 64 * 1024
 
 
+#: The fewest bytes a counted node takes (``<a>``; a comment ``<!---->`` takes 7, a processing instruction
+#: ``<?a?>`` 5, whatever the encoding): data at most this many times the limit long cannot pass it.
+MIN_NODE_BYTES = 3
+
+
 def _parse(data: bytes, max_nodes: int | None) -> etree._Element:
-    if max_nodes is None:
+    if max_nodes is None or len(data) <= MIN_NODE_BYTES * max_nodes:  # no need to count
         return etree.fromstring(data, _parser())
     parser = _parser(etree.XMLPullParser, events=("start", "comment", "pi"))
     nodes = 0
