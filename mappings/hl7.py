@@ -33,19 +33,22 @@ class ElementQuery(Protocol):
     def __call__(self, element: Element, /, **variables: Any) -> list[Element]: ...
 
 
-#: A path of child steps only (``pw:answers/pw:answer``): no predicates, axes, functions or wildcards.
-_CHILD_STEPS = re.compile(r"(?:hl7|npfitlc|pw):[A-Za-z_][\w.-]*(?:/(?:hl7|npfitlc|pw):[A-Za-z_][\w.-]*)*")
+#: A child step, with at most a position (``hl7:addr[1]``): no other predicates, axes, functions or wildcards.
+_CHILD_STEP = r"(?:hl7|npfitlc|pw):[A-Za-z_][\w.-]*(?:\[[1-9][0-9]*\])?"
+#: A path of child steps only (``pw:answers/pw:answer``, ``hl7:patientRole[1]/hl7:addr[1]``).
+_CHILD_STEPS = re.compile(rf"{_CHILD_STEP}(?:/{_CHILD_STEP})*")
 
 
 def xpath(expression: str) -> ElementQuery:
     """Compile a namespace-aware XPath (prefixes ``hl7``, ``npfitlc``, ``pw``) that selects elements.
 
-    A path of child steps only is answered by lxml's ElementPath (``findall``), which selects the same elements
-    in the same (document) order without setting up an XPath evaluation per call: the mappings ask such paths
-    tens of thousands of times per document (the Pathways triage lines), where that set-up was most of the cost.
+    A path of child steps only is answered by lxml's ElementPath (``findall``; a position counts among the
+    parent's children of that name, as in XPath), which selects the same elements in the same (document) order
+    without setting up an XPath evaluation per call: the mappings ask such paths tens of thousands of times per
+    document (the Pathways triage lines), where that set-up was most of the cost.
     """
     if _CHILD_STEPS.fullmatch(expression):
-        return _ChildSteps(_clark(expression))
+        return _ChildSteps(expression)
     return cast(ElementQuery, etree.XPath(expression, namespaces=NS))
 
 
@@ -59,12 +62,13 @@ def _clark(expression: str) -> str:
 
 
 class _ChildSteps:
-    """``element.findall(path)`` as an :class:`ElementQuery`."""
+    """``element.findall(path)`` as an :class:`ElementQuery`; ``expression`` is the XPath it stands for."""
 
-    __slots__ = ("path",)
+    __slots__ = ("expression", "path")
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+    def __init__(self, expression: str) -> None:
+        self.expression = expression
+        self.path = _clark(expression)
 
     def __call__(self, element: Element, /, **variables: Any) -> list[Element]:
         return cast(list[Element], element.findall(self.path))
@@ -436,6 +440,8 @@ def one(compiled: ElementQuery, element: Element | None) -> Element | None:
     """The first node ``compiled`` finds below ``element``; ``None`` when there is none (or no element)."""
     if element is None:
         return None
+    if compiled.__class__ is _ChildSteps:  # the first match, without a list of all of them
+        return cast(Element | None, element.find(cast(_ChildSteps, compiled).path))
     found = compiled(element)
     return found[0] if found else None
 

@@ -18,10 +18,10 @@ those bytes.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from lxml import etree
 
 from adaptor.config import Settings
@@ -171,9 +171,13 @@ def convert_message(
 
 
 def bundle_text(bundle: dict[str, Any]) -> str:
-    """The Bundle as it is stored and delivered: compact JSON, non-ASCII characters as they are (UTF-8 on the
-    way out)."""
-    return json.dumps(bundle, ensure_ascii=False)
+    """The Bundle as it is stored and delivered: compact JSON (no spaces after separators), non-ASCII characters
+    as they are (UTF-8 on the way out).
+
+    Written by orjson, a tenth of the time of the standard library's encoder (about 1 ms for a 70 KB Bundle, on
+    the accept path of every message). Bundles stored before keep their own bytes: each stored Bundle is
+    delivered as it was stored."""
+    return orjson.dumps(bundle).decode("utf-8")
 
 
 def _map(
