@@ -52,6 +52,10 @@ class Console:
     def client(self) -> FlaskClient:
         return self.app.site.test_client()
 
+    def close(self) -> None:
+        self.app.close()
+        self.store.close()
+
     def post_report(self, root: etree._Element) -> int:
         return Client(self.app).post("/report", data=to_bytes(root), content_type="text/xml").status_code
 
@@ -117,8 +121,7 @@ def open_console(tmp_path: Path, **changes: object) -> Console:
 def console(tmp_path: Path) -> Iterator[Console]:
     running = open_console(tmp_path)
     yield running
-    running.app.close()
-    running.store.close()
+    running.close()
 
 
 def csrf_of(html: str) -> str:
@@ -154,8 +157,7 @@ def test_without_credentials_the_console_is_off(tmp_path: Path, caplog: pytest.L
         assert client.post("/console/login", data={"username": "alice"}).status_code == 404
         assert client.get("/healthz").status_code == 200
     finally:
-        running.app.close()
-        running.store.close()
+        running.close()
     lines = [r.getMessage() for r in caplog.records if r.name == "adaptor.console"]
     assert lines == ["web console off: set PEM111_CONSOLE_USERS or PEM111_CONSOLE_TOKEN to serve it at /console"]
     assert all(r.levelno == logging.INFO for r in caplog.records if r.name == "adaptor.console")

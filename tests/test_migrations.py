@@ -16,9 +16,18 @@ from pathlib import Path
 import pytest
 from server_fixture import REPO, nhs111_command
 from sqlalchemy import Engine, create_engine, inspect, select, text
+from sqlalchemy.engine import Connection
 from test_store import make_message
 
-from adaptor.store import MessageStore, SchemaVersionError, metadata, migrations, sqlalchemy_url, utc_now
+from adaptor.store import (
+    MessageStore,
+    SchemaVersionError,
+    metadata,
+    migrations,
+    sqlalchemy_url,
+    utc_now,
+    versions_not_kept,
+)
 
 # -- fixtures -------------------------------------------------------------------------------------------------------
 
@@ -249,19 +258,8 @@ def test_step_2_keeps_a_bundle_already_sent_as_version_1(database_url: str, engi
     old = MessageStore(database_url)
     try:
         with migrations.locked(old.engine) as conn:  # two messages as version 1 stored them
-            tables = migrations.version_1_tables()
             for record_id, bundle in (("with-bundle", '{"sent": 1}'), ("without", None)):
-                row = {c.name: None for c in tables.tables["messages"].c}
-                row.update(
-                    id=record_id, message_id=record_id, tracking_id="T", digest=record_id, service="s",
-                    interaction="i", ods_codes="[]", dos_ids="[]", sender="x", received_at=_now(), raw=b"<r/>",
-                    bundle=bundle, updated_at=_now(),
-                )  # fmt: skip
-                conn.execute(tables.tables["messages"].insert().values(**row))
-                conn.execute(tables.tables["outbox"].insert().values(
-                    record_id=record_id, state="retrying", attempts=1, next_attempt_at=_now(), synchronous=0,
-                    replays=0, updated_at=_now(),
-                ))  # fmt: skip
+                _insert_version_1_message(conn, record_id, bundle, "retrying")
         old.upgrade_schema()
         kept = old.get("with-bundle")
         assert (kept.bundle, kept.bundle_version) == ('{"sent": 1}', 1)
@@ -272,6 +270,62 @@ def test_step_2_keeps_a_bundle_already_sent_as_version_1(database_url: str, engi
         assert claims["without"].bundle is None
     finally:
         old.close()
+
+
+def test_step_3_keeps_a_version_2_database_and_its_reconversions_then_keep_what_they_replace(
+    database_url: str, engine: Engine
+) -> None:
+    """A database at version 2 with a message delivered as version 1 and one reconverted (by then, the Bundle it
+    replaced was lost): the upgrade changes neither; from then on a reconversion keeps the Bundle it replaces."""
+    with migrations.locked(engine) as conn:
+        migrations._versions_metadata.create_all(conn)
+        for step in migrations.STEPS[:2]:
+            step.apply(conn)
+            applied = {"version": step.version, "description": "old", "applied_at": _now()}
+            conn.execute(migrations.schema_version.insert().values(**applied))
+        for record_id in ("delivered", "reconverted"):
+            _insert_version_1_message(conn, record_id, '{"sent": 1}', "delivered")
+        conn.execute(text("UPDATE messages SET bundle_version = 1, converted_at = updated_at"))
+        conn.execute(
+            text("UPDATE messages SET bundle = :bundle, bundle_version = 2 WHERE id = 'reconverted'"),
+            {"bundle": '{"sent": 2}'},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO delivery_attempts (message_record_id, owner, target, started_at, finished_at, outcome, "
+                "error, bundle_version) VALUES ('reconverted', 'w', 't', :at, :at, 'delivered', NULL, 2)"
+            ),
+            {"at": _now()},
+        )
+
+    refused = MessageStore(database_url)
+    with pytest.raises(SchemaVersionError, match=rf"at schema version 2; this adaptor needs version {HEAD}"):
+        refused.open()
+    refused.close()
+    upgrader = MessageStore(database_url)
+    try:
+        result = upgrader.upgrade_schema()
+        assert [s.version for s in result.applied] == [3] and result.after == HEAD
+        for record_id, bundle, version in (("delivered", '{"sent": 1}', 1), ("reconverted", '{"sent": 2}', 2)):
+            kept = upgrader.get(record_id)
+            assert kept is not None and (kept.bundle, kept.bundle_version, kept.status.value) == (
+                bundle,
+                version,
+                "delivered",
+            )
+            [current] = upgrader.bundle_versions(record_id)
+            assert (current.version, current.bundle, current.current) == (version, bundle, True)
+        assert [a.bundle_version for a in upgrader.delivery_history("reconverted")] == [2]
+        assert versions_not_kept(upgrader.bundle_versions("reconverted")) == [1]  # lost before this step
+
+        upgrader.replay_reconverted("reconverted", '{"sent": 3}', _now())
+        versions = upgrader.bundle_versions("reconverted")
+        assert [(v.version, v.bundle, v.current) for v in versions] == [
+            (2, '{"sent": 2}', False),
+            (3, '{"sent": 3}', True),
+        ]
+    finally:
+        upgrader.close()
 
 
 # -- concurrency ----------------------------------------------------------------------------------------------------
@@ -464,6 +518,21 @@ def test_db_upgrade_on_postgresql(tmp_path: Path, postgres_database: str) -> Non
 
 def _now():  # type: ignore[no-untyped-def]
     return utc_now()
+
+
+def _insert_version_1_message(conn: Connection, record_id: str, bundle: str | None, state: str) -> None:
+    """A message and its outbox row as a version-1 adaptor stored them (the columns later steps add left out)."""
+    tables = migrations.version_1_tables()
+    row = {c.name: None for c in tables.tables["messages"].c}
+    row.update(
+        id=record_id, message_id=record_id, tracking_id="T", digest=record_id, service="s", interaction="i",
+        ods_codes="[]", dos_ids="[]", sender="x", received_at=_now(), raw=b"<r/>", bundle=bundle, updated_at=_now(),
+    )  # fmt: skip
+    conn.execute(tables.tables["messages"].insert().values(**row))
+    conn.execute(tables.tables["outbox"].insert().values(
+        record_id=record_id, state=state, attempts=1, next_attempt_at=_now(), synchronous=0, replays=0,
+        updated_at=_now(),
+    ))  # fmt: skip
 
 
 def _twin_engine(database_url: str, engine: Engine) -> Engine:

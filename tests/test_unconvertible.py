@@ -220,8 +220,7 @@ def test_reconverting_a_rejected_message_delivers_it_or_says_why_not(tmp_path: P
 def console(tmp_path: Path) -> Iterator[Console]:
     running = open_console(tmp_path)
     yield running
-    running.app.close()
-    running.store.close()
+    running.close()
 
 
 def test_the_console_shows_a_rejected_message_and_offers_only_reconversion(console: Console) -> None:

@@ -99,7 +99,8 @@ def replay(message_ids: tuple[str, ...], dead_letters: bool, rejected: bool, rec
     By default each is *redelivered*: the target gets the stored Bundle again, byte for byte (same ids, file
     name, broker message id and properties). With --reconvert the request as received is converted again, so a
     mapping fix reaches old messages, and the result is delivered as the message's next Bundle version (same
-    resource ids; a version property or header, or the folder's file replaced). A message rejected at
+    resource ids; a version property or header, or the folder's file replaced); the version it replaces is kept
+    (`nhs111 messages show ID` lists the versions, --bundle-version N prints one). A message rejected at
     acceptance has no Bundle: only --reconvert delivers it. Each gets a full set of attempts; its delivery
     history is kept. A running server or worker delivers it within PEM111_DELIVERY_POLL_SECONDS. A message being
     delivered at this moment is left alone. Exit status 1 when a MESSAGE_ID is not stored or a reconversion

@@ -22,7 +22,7 @@ import click
 from adaptor.cli.support import OneLineErrors, existing_store, fail
 from adaptor.itk.wire import as_utc, interaction_name
 from adaptor.ops.logs import escape_control
-from adaptor.store import DeliveryAttempt, MessageQuery, Status, StoredMessage
+from adaptor.store import BundleVersion, DeliveryAttempt, MessageQuery, Status, StoredMessage, versions_not_kept
 
 _DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -100,13 +100,26 @@ def list_messages(statuses: tuple[str, ...], since: str | None, tracking_id: str
 @messages.command("show")
 @click.argument("key", metavar="ID")
 @click.option("--bundle", "what", flag_value="bundle", help="Print only the FHIR Bundle (JSON) it delivers.")
+@click.option(
+    "--bundle-version",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Print only version N of its Bundle, the current one or one a reconversion replaced, exactly as stored "
+    "and delivered (byte for byte).",
+)
 @click.option("--raw", "what", flag_value="raw", help="Print only the request exactly as received.")
-def show(key: str, what: str | None) -> None:
-    """Show a stored message: ID is its MessageID or its record id. The envelope facts, the delivery state, every
-    delivery attempt and the errors; or with --bundle / --raw the Bundle or the request itself.
+def show(key: str, what: str | None, bundle_version: int | None) -> None:
+    """Show a stored message: ID is its MessageID or its record id. The envelope facts, the delivery state, the
+    versions of its Bundle, every delivery attempt (with the Bundle version it sent) and the errors; or with
+    --bundle / --bundle-version N / --raw the Bundle, one version of it, or the request itself.
 
-    A MessageID reused by several messages shows each of them; --bundle and --raw need one, by record id.
+    A MessageID reused by several messages shows each of them; --bundle, --bundle-version and --raw need one, by
+    record id.
     """
+    if bundle_version is not None:
+        if what == "raw":
+            fail("--raw and --bundle-version print different things: give one of them")
+        what = "version"
     with existing_store() as store:
         record = store.get(key)
         found = [record] if record is not None else store.find_by_message_id(key)
@@ -116,15 +129,19 @@ def show(key: str, what: str | None) -> None:
             if len(found) > 1:
                 ids = ", ".join(m.id for m in found)
                 fail(f"MessageID {key} names {len(found)} stored messages ({ids}): give one record id")
-            _print_content(found[0], what)
+            if what == "version":
+                _print_version(found[0], store.bundle_versions(found[0].id), bundle_version or 0)
+            else:
+                _print_content(found[0], what)
             return
         histories = {m.id: store.delivery_history(m.id) for m in found}
+        versions = {m.id: store.bundle_versions(m.id) for m in found}
     if len(found) > 1:
         click.echo(f"MessageID {escape_control(key)} names {len(found)} stored messages, oldest first.\n")
     for index, message in enumerate(found):
         if index:
             click.echo()
-        _print_details(message, histories[message.id])
+        _print_details(message, histories[message.id], versions[message.id])
 
 
 def _print_content(message: StoredMessage, what: str) -> None:
@@ -143,7 +160,18 @@ def _print_content(message: StoredMessage, what: str) -> None:
         click.echo(message.bundle)
 
 
-def _print_details(message: StoredMessage, history: list[DeliveryAttempt]) -> None:
+def _print_version(message: StoredMessage, versions: list[BundleVersion], number: int) -> None:
+    """Version ``number`` of the Bundle as stored: the bytes its attempts sent, without a newline added."""
+    chosen = next((v for v in versions if v.version == number), None)
+    if chosen is None:
+        kept = ", ".join(str(v.version) for v in versions)
+        having = f"it has {'version' if len(versions) == 1 else 'versions'} {kept}" if kept else "it has no Bundle"
+        fail(f"record {message.id} has no Bundle version {number} ({having})")
+    sys.stdout.buffer.write(chosen.bundle.encode("utf-8"))
+    sys.stdout.buffer.flush()
+
+
+def _print_details(message: StoredMessage, history: list[DeliveryAttempt], versions: list[BundleVersion]) -> None:
     fields = [
         ("Record", message.id),
         ("MessageID", message.message_id),
@@ -173,14 +201,29 @@ def _print_details(message: StoredMessage, history: list[DeliveryAttempt]) -> No
     width = max(len(name) for name, _ in fields)
     for name, value in fields:
         click.echo(f"{name + ':':<{width + 1}} {escape_control(value)}")
+    _print_versions(versions)
     click.echo(f"Delivery attempts ({len(history)}):")
     for attempt in history:
         outcome = attempt.outcome.value if attempt.outcome is not None else "in progress"
-        version = f"  Bundle v{attempt.bundle_version}" if attempt.bundle_version is not None else ""
-        line = f"  {_when(attempt.started_at)}  {outcome:<17} {attempt.target}  ({attempt.owner}){version}"
+        version = f"Bundle v{attempt.bundle_version}" if attempt.bundle_version is not None else "no Bundle"
+        line = f"  {_when(attempt.started_at)}  {outcome:<17} {version:<10} {attempt.target}  ({attempt.owner})"
         click.echo(escape_control(line))
         if attempt.error:
             click.echo(f"    error: {escape_control(attempt.error)}")
+
+
+def _print_versions(versions: list[BundleVersion]) -> None:
+    """The Bundle's versions, oldest first; those replaced before superseded versions were kept are named."""
+    if not versions:
+        return
+    click.echo(f"Bundle versions ({len(versions)}; --bundle-version N prints one as delivered):")
+    lost = versions_not_kept(versions)
+    if lost:
+        numbers = ", ".join(f"v{n}" for n in lost)
+        click.echo(f"  {numbers}: not kept (replaced before the adaptor kept superseded versions)")
+    for v in versions:
+        superseded = "current" if v.superseded_at is None else f"superseded {_when(v.superseded_at)}"
+        click.echo(f"  v{v.version:<3} converted {_when(v.converted_at)}  {superseded:<31}  {v.size} bytes")
 
 
 @click.group("console", context_settings={"help_option_names": ["-h", "--help"]})

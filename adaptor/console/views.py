@@ -11,6 +11,7 @@ any view runs. Importing this module adds the routes, so :mod:`adaptor.console` 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -24,7 +25,7 @@ from adaptor.console.cda_text import readable_document
 from adaptor.console.state import console_state
 from adaptor.delivery.conversion import ConversionError, convert
 from adaptor.delivery.replay import reconvert, redeliver
-from adaptor.store import MessageQuery, Status, StoredMessage
+from adaptor.store import MessageQuery, Status, StoredMessage, versions_not_kept
 
 #: The console blueprint, with these routes added to those of :mod:`.access`.
 __all__ = ["blueprint"]
@@ -87,12 +88,39 @@ def message(key: str) -> BaseResponse | str:
     if len(found) > 1:
         return render_template("choose.html", key=key, records=found)
     record = found[0]
+    store = console_state().store
+    versions = store.bundle_versions(record.id)
     return render_template(
         "message.html",
         message=record,
-        history=console_state().store.delivery_history(record.id),
+        history=store.delivery_history(record.id),
         document=readable_document(record.raw or b""),
         bundle=_bundle_view(record),
+        versions=versions,
+        kept_versions={v.version for v in versions},
+        lost_versions=versions_not_kept(versions),
+    )
+
+
+@blueprint.get("/messages/<record_id>/bundles/<int:version>")
+def bundle_version(record_id: str, version: int) -> str:
+    """One version of a message's Bundle, read-only: the current one or one a reconversion replaced, as it was
+    stored and delivered (shown pretty-printed, with the size and SHA-256 of the bytes sent), and the attempts
+    that sent it."""
+    store = console_state().store
+    record = store.get(record_id)
+    if record is None:
+        abort(404, description="No stored message has this record id.")
+    chosen = next((v for v in store.bundle_versions(record_id) if v.version == version), None)
+    if chosen is None:
+        abort(404, description="This message has no kept Bundle of this version.")
+    return render_template(
+        "bundle.html",
+        message=record,
+        version=chosen,
+        sha256=hashlib.sha256(chosen.bundle.encode("utf-8")).hexdigest(),
+        bundle=_stored_bundle_text(chosen.bundle),
+        attempts=[a for a in store.delivery_history(record_id) if a.bundle_version == version],
     )
 
 
@@ -174,10 +202,7 @@ def _bundle_view(record: StoredMessage) -> dict[str, str | None]:
     """The stored Bundle pretty-printed; for a message without one (rejected at acceptance, or stored by an
     adaptor before schema version 2) a preview converted now, said to be one."""
     if record.bundle is not None:
-        try:
-            return {"text": _pretty(json.loads(record.bundle)), "note": None}
-        except ValueError:
-            return {"text": record.bundle, "note": "The stored Bundle is not valid JSON; shown as stored."}
+        return _stored_bundle_text(record.bundle)
     try:
         preview = convert(record.raw or b"", config=console_state().settings.replace(validate_fhir=False))
     except ConversionError as exc:
@@ -187,6 +212,14 @@ def _bundle_view(record: StoredMessage) -> dict[str, str | None]:
         "note": "Preview: this message has no stored Bundle (it was rejected, or stored before Bundles were kept "
         "at acceptance); this is what converting it now gives, with other ids and times.",
     }
+
+
+def _stored_bundle_text(bundle: str) -> dict[str, str | None]:
+    """A stored Bundle pretty-printed, or as stored when it is not JSON (said so)."""
+    try:
+        return {"text": _pretty(json.loads(bundle)), "note": None}
+    except ValueError:
+        return {"text": bundle, "note": "The stored Bundle is not valid JSON; shown as stored."}
 
 
 def _pretty(document: Any) -> str:

@@ -6,9 +6,11 @@
 *Reconvert* (:func:`reconvert`)
     Convert the request as it was received again (after a mapping fix, say) and queue the result as the
     message's next Bundle version, recorded in the store (``bundle_version``, ``converted_at``, and the version
-    each later attempt sends). The new version keeps the resource ids of the old one (they are drawn from the
-    record id) and is marked as a new version at every target (see the README, "Replay"). A message that was
-    rejected at acceptance gets its first Bundle this way.
+    each later attempt sends). The Bundle it replaces is kept as it was, in the same transaction, for anyone who
+    needs to see what was delivered before (:meth:`MessageStore.bundle_versions`, ``nhs111 messages show``, the
+    console). The new version keeps the resource ids of the old one (they are drawn from the record id) and is
+    marked as a new version at every target (see the README, "Replay"). A message that was rejected at
+    acceptance gets its first Bundle this way.
 
 Both reset the attempts, keep the history, and leave alone a message being delivered at this moment.
 """
@@ -35,8 +37,9 @@ def redeliver(store: MessageStore, record_ids: Iterable[str]) -> list[ReplayResu
 
 
 def reconvert(store: MessageStore, settings: Settings, record_ids: Iterable[str]) -> list[ReplayResult]:
-    """Convert each record's stored request again and queue it as a new Bundle version. A record that still
-    cannot be converted is left as it was, with the reason in its result. Unknown ids are skipped."""
+    """Convert each record's stored request again and queue it as a new Bundle version, keeping the one it
+    replaces. A record that still cannot be converted is left as it was, with the reason in its result. Unknown
+    ids are skipped."""
     results: list[ReplayResult] = []
     for record_id in record_ids:
         stored = store.get(record_id)

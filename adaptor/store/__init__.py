@@ -6,7 +6,7 @@ changing that setting and nothing else. Several replicas may share one PostgreSQ
 suits one host (its file may be shared by the processes there: ``nhs111 serve`` and ``nhs111 worker``).
 The schema is versioned and created or upgraded by :mod:`adaptor.store.migrations` (``nhs111 db upgrade``).
 
-Four tables:
+Five tables:
 
 ``messages``
     One row per message that passed validation: the envelope facts, the request bytes exactly as received
@@ -25,6 +25,11 @@ Four tables:
     An attempt that is never finished (the process died between sending and recording) is found when the
     message is claimed again and closed as ``interrupted``: a possible redelivery (see
     :meth:`MessageStore.possible_redeliveries`).
+
+``bundle_versions``
+    One row per Bundle an operator's reconversion replaced, kept as it was stored (the text every attempt that
+    carried it sent), with its version, when it was made and when it was replaced; written in the reconversion's
+    transaction (see :meth:`MessageStore.bundle_versions`).
 
 ``rejections``
     One row per request answered with a fault: when, the rule, ErrorCode, ErrorText, the error id, and the
@@ -63,6 +68,7 @@ from adaptor.store.engine import (
 from adaptor.store.queries import MAX_REJECTION_FIELD, Queries
 from adaptor.store.records import (
     AttemptOutcome,
+    BundleVersion,
     Claim,
     DeliveryAttempt,
     MessageQuery,
@@ -73,8 +79,9 @@ from adaptor.store.records import (
     Status,
     StoredMessage,
     StoreError,
+    versions_not_kept,
 )
-from adaptor.store.schema import delivery_attempts, messages, metadata, outbox, rejections
+from adaptor.store.schema import bundle_versions, delivery_attempts, messages, metadata, outbox, rejections
 from adaptor.store.statements import CLAIM_CANDIDATES, CLAIM_ROUNDS
 
 __all__ = [
@@ -85,6 +92,7 @@ __all__ = [
     "POOL_MARGIN",
     "SQLITE_BUSY_TIMEOUT_MS",
     "AttemptOutcome",
+    "BundleVersion",
     "Claim",
     "DeliveryAttempt",
     "MessageQuery",
@@ -96,6 +104,7 @@ __all__ = [
     "Status",
     "StoreError",
     "StoredMessage",
+    "bundle_versions",
     "delivery_attempts",
     "messages",
     "metadata",
@@ -104,11 +113,13 @@ __all__ = [
     "rejections",
     "sqlalchemy_url",
     "utc_now",
+    "versions_not_kept",
 ]
 
 
 class MessageStore(Accepting, Claims, Queries):
-    """The ``messages``, ``outbox``, ``delivery_attempts`` and ``rejections`` tables behind a small, thread-safe API.
+    """The ``messages``, ``outbox``, ``delivery_attempts``, ``bundle_versions`` and ``rejections`` tables behind a
+    small, thread-safe API.
 
     Safe to share between request and worker threads: each call checks a connection out of the engine's pool
     and commits before returning. :meth:`open` (also run by the first call) creates the schema in an empty

@@ -37,6 +37,7 @@ from adaptor.store.statements import (
     _HOLD_ABANDONED_SYNC,
     _INSERT_ATTEMPT,
     _KEEP_BUNDLE,
+    _KEEP_SUPERSEDED,
     _LOAD_CLAIM,
     _LOCK_NEXT_DUE,
     _RELEASE,
@@ -270,8 +271,9 @@ class Claims(StoreEngine):
     def replay_reconverted(self, record_id: str, bundle: str, converted_at: datetime) -> ReplayResult | None:
         """*Reconvert*: keep ``bundle``, converted again from the stored request at ``converted_at``, as the
         record's next Bundle version (1 for a message that had none) and queue it for delivery as :meth:`replay`
-        does, in one transaction. A message being delivered right now is left alone, its Bundle unchanged.
-        ``None`` for an unknown id."""
+        does, in one transaction, which also keeps the Bundle it replaces in ``bundle_versions`` (see
+        :meth:`~adaptor.store.queries.Queries.bundle_versions`). A message being delivered right now is left
+        alone, its Bundle unchanged. ``None`` for an unknown id."""
         with self._transaction() as conn:
             return self._requeue(conn, record_id, bundle, converted_at)
 
@@ -302,6 +304,11 @@ class Claims(StoreEngine):
         if requeued.rowcount != 1:
             return ReplayResult(record_id, message_id, previous, False, version, "being delivered right now")
         if new_bundle is not None:
+            # The Bundle being replaced may have been delivered: keep it. Its version is read again now that the
+            # outbox row is ours: a reconversion that committed while this one waited for the row made a version
+            # that must be kept and followed, not given the same number again.
+            version = conn.execute(select(messages.c.bundle_version).where(messages.c.id == record_id)).scalar()
+            conn.execute(_KEEP_SUPERSEDED, {"b_record_id": record_id, "b_now": now})
             version = (version or 0) + 1
             conn.execute(
                 update(messages)

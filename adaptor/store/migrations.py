@@ -66,7 +66,7 @@ ADVISORY_LOCK_KEY = int.from_bytes(b"nhs111db", "big")
 
 #: The tables any step ever created, but ``schema_version``: a database with none of them is empty for us (a
 #: shared PostgreSQL database may hold other applications' tables).
-STORE_TABLES = frozenset({"messages", "outbox", "delivery_attempts", "rejections"})
+STORE_TABLES = frozenset({"messages", "outbox", "delivery_attempts", "rejections", "bundle_versions"})
 
 _versions_metadata = MetaData()
 schema_version = Table(
@@ -241,10 +241,34 @@ def _step_2(conn: Connection) -> None:
     conn.execute(text("UPDATE messages SET bundle_version = 1, converted_at = updated_at WHERE bundle IS NOT NULL"))
 
 
+def _step_3(conn: Connection) -> None:
+    """Superseded Bundle versions: the ``bundle_versions`` table, where a reconversion keeps the Bundle it replaces
+    (as it was stored, and so as the attempts that carried it sent it), in the transaction that replaces it.
+
+    Nothing to fill: the Bundles earlier reconversions replaced were not kept, so a message reconverted before this
+    step has only its current version. A replica of the previous release still running on the upgraded database
+    (a rolling upgrade) does not write this table either: a reconversion made by it loses the version it replaces,
+    as before. The table as this step made it is frozen here, like :func:`version_1_tables`.
+    """
+    tables = MetaData()
+    Table("messages", tables, Column("id", String(36), primary_key=True))  # what the foreign key refers to
+    versions = Table(
+        "bundle_versions",
+        tables,
+        Column("message_record_id", String(36), ForeignKey("messages.id"), primary_key=True),
+        Column("version", Integer, primary_key=True, autoincrement=False),
+        Column("bundle", Text, nullable=False),
+        Column("converted_at", DateTime(timezone=True), nullable=True),
+        Column("superseded_at", DateTime(timezone=True), nullable=False),
+    )
+    versions.create(conn)
+
+
 #: Every step, in order; the last one's version is the version this adaptor reads and writes.
 STEPS: tuple[Step, ...] = (
     Step(1, "the message store: messages, outbox, delivery_attempts, rejections", _step_1),
     Step(2, "Bundles converted at acceptance, in versions: messages.bundle_version, converted_at", _step_2),
+    Step(3, "superseded Bundle versions kept: bundle_versions", _step_3),
 )
 
 

@@ -7,12 +7,13 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, func, insert, or_, select
+from sqlalchemy import ColumnElement, case, func, insert, null, or_, select, union_all
 
 from adaptor.itk.wire import ODS_IDENTITY_PREFIX, as_utc, utc_now
 from adaptor.store.engine import StoreEngine
 from adaptor.store.records import (
     AttemptOutcome,
+    BundleVersion,
     DeliveryAttempt,
     MessageQuery,
     Redelivery,
@@ -22,7 +23,7 @@ from adaptor.store.records import (
     optional_utc,
     without_nul,
 )
-from adaptor.store.schema import delivery_attempts, messages, outbox, rejections
+from adaptor.store.schema import bundle_versions, delivery_attempts, messages, outbox, rejections
 from adaptor.store.statements import _OUTBOX_COLUMNS, _SUMMARY_COLUMNS, _WITH_OUTBOX
 
 #: Identifiers read from a refused request are cut to this length before they are kept (they are free text).
@@ -183,6 +184,30 @@ class Queries(StoreEngine):
                     error=row.error,
                     bundle_version=row.bundle_version,
                 )
+                for row in conn.execute(query)
+            ]
+
+    def bundle_versions(self, record_id: str) -> list[BundleVersion]:
+        """Every kept version of the record's Bundle, oldest first: those reconversions replaced, each as it was
+        stored (and delivered), then the current one. Empty for a message without a Bundle or an unknown id.
+
+        A version replaced before schema version 3 was not kept: it is missing from the list."""
+        # One statement, so one snapshot: a reconversion committing meanwhile cannot show a version twice.
+        kept = union_all(
+            select(
+                bundle_versions.c.version,
+                bundle_versions.c.bundle,
+                bundle_versions.c.converted_at,
+                bundle_versions.c.superseded_at,
+            ).where(bundle_versions.c.message_record_id == record_id),
+            select(messages.c.bundle_version, messages.c.bundle, messages.c.converted_at, null()).where(
+                messages.c.id == record_id, messages.c.bundle.is_not(None)
+            ),
+        ).subquery()
+        query = select(kept).order_by(kept.c.version)
+        with self._reading() as conn:
+            return [
+                BundleVersion(row.version, row.bundle, optional_utc(row.converted_at), optional_utc(row.superseded_at))
                 for row in conn.execute(query)
             ]
 

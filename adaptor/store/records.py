@@ -100,6 +100,34 @@ class DeliveryAttempt:
 
 
 @dataclass(frozen=True)
+class BundleVersion:
+    """One version of a message's Bundle: the current one, or one a reconversion replaced, kept as it was
+    stored (the text every attempt with this ``version`` sent, as UTF-8)."""
+
+    version: int
+    bundle: str
+    converted_at: datetime | None
+    superseded_at: datetime | None = None  # None: the current version
+
+    @property
+    def current(self) -> bool:
+        return self.superseded_at is None
+
+    @property
+    def size(self) -> int:
+        """Its size in bytes, as delivered (UTF-8)."""
+        return len(self.bundle.encode("utf-8"))
+
+
+def versions_not_kept(versions: Sequence[BundleVersion]) -> list[int]:
+    """The version numbers below the current one missing from ``versions`` (oldest first, as
+    :meth:`MessageStore.bundle_versions` returns them): Bundles replaced before superseded versions were kept
+    (schema version 3), or by a replica of an earlier release."""
+    kept = {v.version for v in versions}
+    return [n for n in range(1, max(kept, default=1)) if n not in kept]
+
+
+@dataclass(frozen=True)
 class Rejection:
     """A refused request: the fault it was answered with and what identified it. No body, no patient data."""
 

@@ -38,8 +38,8 @@ messages = Table(
     Column("received_at", DateTime(timezone=True), nullable=False),  # UTC
     Column("raw", LargeBinary, nullable=False),  # the request exactly as received
     # The Bundle every delivery sends: converted once when the message was accepted, replaced only by an
-    # operator's reconversion, which makes a new version. NULL: none (a rejected message, or one stored by an
-    # adaptor before schema version 2 and not yet delivered).
+    # operator's reconversion, which makes a new version (the one it replaces is kept in ``bundle_versions``).
+    # NULL: none (a rejected message, or one stored by an adaptor before schema version 2 and not yet delivered).
     Column("bundle", Text, nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False),  # UTC
     # Added by schema version 2, hence last:
@@ -86,6 +86,18 @@ delivery_attempts = Table(
 )
 Index("ix_delivery_attempts_record", delivery_attempts.c.message_record_id)
 Index("ix_delivery_attempts_outcome", delivery_attempts.c.outcome)
+
+bundle_versions = Table(
+    "bundle_versions",
+    metadata,
+    # Added by schema version 3. One row per Bundle a reconversion replaced, kept as it was stored (and so as
+    # every attempt that carried it sent it); the current version stays in ``messages``.
+    Column("message_record_id", String(36), ForeignKey("messages.id"), primary_key=True),
+    Column("version", Integer, primary_key=True, autoincrement=False),  # messages.bundle_version it had
+    Column("bundle", Text, nullable=False),
+    Column("converted_at", DateTime(timezone=True), nullable=True),  # UTC, messages.converted_at it had
+    Column("superseded_at", DateTime(timezone=True), nullable=False),  # UTC, when the reconversion replaced it
+)
 
 rejections = Table(
     "rejections",

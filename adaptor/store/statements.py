@@ -27,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.elements import BindParameter
 
 from adaptor.store.records import AttemptOutcome, Status
-from adaptor.store.schema import delivery_attempts, messages, outbox
+from adaptor.store.schema import bundle_versions, delivery_attempts, messages, outbox
 
 #: How many due messages one claim looks at (another worker may take some of them first), and how many times it
 #: looks again when other workers took them all.
@@ -229,6 +229,14 @@ _KEEP_BUNDLE = (
 )
 #: Executed with a value for every column but ``id``.
 _INSERT_ATTEMPT = insert(delivery_attempts)
+#: A reconversion, before it replaces a message's Bundle: keep the current one, as it is, as superseded at b_now
+#: (nothing for a message without a Bundle). Parameters: b_record_id, b_now.
+_KEEP_SUPERSEDED = insert(bundle_versions).from_select(
+    ["message_record_id", "version", "bundle", "converted_at", "superseded_at"],
+    select(messages.c.id, messages.c.bundle_version, messages.c.bundle, messages.c.converted_at, _B_NOW).where(
+        messages.c.id == _B_RECORD_ID, messages.c.bundle.is_not(None)
+    ),
+)
 
 
 def _release_statement(*, delivered: bool, rescheduled: bool) -> Any:
