@@ -7,6 +7,7 @@ emission rule that drops empty values.
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -42,36 +43,70 @@ _CHILD_STEPS = re.compile(rf"{_CHILD_STEP}(?:/{_CHILD_STEP})*")
 def xpath(expression: str) -> ElementQuery:
     """Compile a namespace-aware XPath (prefixes ``hl7``, ``npfitlc``, ``pw``) that selects elements.
 
-    A path of child steps only is answered by lxml's ElementPath (``findall``; a position counts among the
-    parent's children of that name, as in XPath), which selects the same elements in the same (document) order
-    without setting up an XPath evaluation per call: the mappings ask such paths tens of thousands of times per
-    document (the Pathways triage lines), where that set-up was most of the cost.
+    A path of child steps only is answered by walking the children named at each step (:class:`_ChildSteps`),
+    which selects the same elements in the same (document) order without setting up an XPath evaluation, or
+    reading an ElementPath, per call: the mappings ask such paths tens of thousands of times per document (the
+    Pathways triage lines), where that set-up was most of the cost.
     """
     if _CHILD_STEPS.fullmatch(expression):
         return _ChildSteps(expression)
     return cast(ElementQuery, etree.XPath(expression, namespaces=NS))
 
 
-def _clark(expression: str) -> str:
-    """``pw:a/pw:b`` as ``{namespace}a/{namespace}b``."""
-    steps = []
-    for step in expression.split("/"):
-        prefix, name = step.split(":")
-        steps.append(f"{{{NS[prefix]}}}{name}")
-    return "/".join(steps)
-
-
 class _ChildSteps:
-    """``element.findall(path)`` as an :class:`ElementQuery`; ``expression`` is the XPath it stands for."""
+    """A path of child steps as an :class:`ElementQuery`: at each step the children of that name (Clark
+    notation), or only the n-th of them for a position (``hl7:addr[1]``: as in XPath, the position counts among
+    the parent's children of that name). ``expression`` is the XPath it stands for."""
 
-    __slots__ = ("expression", "path")
+    __slots__ = ("expression", "steps", "_single")
 
     def __init__(self, expression: str) -> None:
         self.expression = expression
-        self.path = _clark(expression)
+        steps = []
+        for step in expression.split("/"):
+            prefix, name = step.split(":")
+            name, _, position = name.partition("[")
+            steps.append((f"{{{NS[prefix]}}}{name}", int(position[:-1]) if position else None))
+        self.steps: tuple[tuple[str, int | None], ...] = tuple(steps)
+        #: The tag of a one-step path without a position, the most common kind.
+        self._single = steps[0][0] if len(steps) == 1 and steps[0][1] is None else None
 
     def __call__(self, element: Element, /, **variables: Any) -> list[Element]:
-        return cast(list[Element], element.findall(self.path))
+        if self._single is not None:
+            return list(element.iterchildren(self._single))
+        nodes = [element]
+        for tag, position in self.steps:
+            # The nodes are in document order and none is an ancestor of another (one depth), so their
+            # children, parent by parent, are in document order too.
+            found: list[Element] = []
+            for node in nodes:
+                if position is None:
+                    found.extend(node.iterchildren(tag))
+                else:
+                    nth = next(itertools.islice(node.iterchildren(tag), position - 1, None), None)
+                    if nth is not None:
+                        found.append(nth)
+            nodes = found
+        return nodes
+
+    def first(self, element: Element) -> Element | None:
+        """The first element the path selects (document order), without finding the others."""
+        if self._single is not None:
+            return next(element.iterchildren(self._single), None)
+        return self._first(element, 0)
+
+    def _first(self, node: Element, depth: int) -> Element | None:
+        if depth == len(self.steps):
+            return node
+        tag, position = self.steps[depth]
+        if position is not None:
+            nth = next(itertools.islice(node.iterchildren(tag), position - 1, None), None)
+            return self._first(nth, depth + 1) if nth is not None else None
+        for child in node.iterchildren(tag):
+            found = self._first(child, depth + 1)
+            if found is not None:
+                return found
+        return None
 
 
 class MappingError(ValueError):
@@ -441,7 +476,7 @@ def one(compiled: ElementQuery, element: Element | None) -> Element | None:
     if element is None:
         return None
     if compiled.__class__ is _ChildSteps:  # the first match, without a list of all of them
-        return cast(Element | None, element.find(cast(_ChildSteps, compiled).path))
+        return cast(_ChildSteps, compiled).first(element)
     found = compiled(element)
     return found[0] if found else None
 
