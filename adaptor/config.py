@@ -291,8 +291,9 @@ class Settings:
     #: How long a worker owns a claimed message; after a crash another worker may take it over then.
     delivery_lease_seconds: int = setting("PEM111_DELIVERY_LEASE_SECONDS", 120, _int, minimum=1)
     delivery_poll_seconds: float = setting("PEM111_DELIVERY_POLL_SECONDS", 1.0, _float, minimum=0.01)
-    #: How long a delivery thread of ``nhs111 serve`` waits for a moment with no request in flight before it
-    #: delivers the next message anyway (:mod:`adaptor.delivery.activity`); 0 = never wait.
+    #: How long after its acceptance a message may be held back by a delivery thread of ``nhs111 serve`` waiting
+    #: for a moment with no request in flight; then it is delivered anyway (:mod:`adaptor.delivery.activity`);
+    #: 0 = never wait.
     delivery_defer_seconds: float = setting("PEM111_DELIVERY_DEFER_SECONDS", 1.0, _float, minimum=0.0)
     #: The reference's broker settings: a broker URL here (and no PEM111_FORWARD_TARGET) selects AMQP delivery;
     #: several, comma-separated or as a Qpid ``failover:(...)`` URI, are tried in turn (delivery/forwarders/brokers.py).

@@ -380,37 +380,50 @@ def run_load(
     return [StepResult(**json.loads(line)) for line in completed.stdout.splitlines() if line.startswith("{")]
 
 
-def run_configuration(
+@dataclass
+class Served:
+    """A running deployment (:func:`serving`): its endpoint, processes and how the load generator watches it."""
+
+    url: str
+    folder: Path
+    server: Process
+    worker: Process | None
+    #: The load generator's arguments that watch the target (``--outbox DIR`` or the queue's).
+    watch: list[str]
+    #: ``VmHWM`` in MiB per process ("serve", "worker"), read just before it was stopped.
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)
+
+
+@contextmanager
+def serving(
     configuration: Configuration,
     corpus: Path,
-    mix: str,
-    concurrency: list[int],
-    duration: float,
-    warmup: float,
+    *,
     broker: Any = None,
     postgres: Any = None,
-) -> RunResult:
-    """Start the server (and worker) for ``configuration``, load it with ``mix``, stop it. ``broker``: the private
-    RabbitMQ node, for an ``amqp10`` target; ``postgres``: the server to make a fresh database on, for a
-    ``postgresql`` store (dropped afterwards)."""
-    result = RunResult(configuration.name, mix)
+    settings: dict[str, str] | None = None,
+) -> Iterator[Served]:
+    """``nhs111 serve`` (and ``nhs111 worker``) for ``configuration`` in a temporary folder, ready for requests,
+    for the duration of the block; stopped afterwards (their peak memory kept in :attr:`Served.peak_rss_mb`).
+    ``broker``: the private RabbitMQ node, for an ``amqp10`` target; ``postgres``: the server to make a fresh
+    database on, for a ``postgresql`` store (dropped afterwards); ``settings``: more ``PEM111_`` settings of the
+    server. Raises :class:`RuntimeError` when it cannot be started."""
     with tempfile.TemporaryDirectory(prefix="pem111-bench-") as temporary, ExitStack() as cleanup:
         folder = Path(temporary)
         port = free_port()
-        settings: dict[str, str] = {}
+        extra: dict[str, str] = {}
         watch = ["--outbox", str(folder / "outbox")]
         if configuration.store == "postgresql":
             try:
                 database = postgres.new_database()
             except Exception as exc:
-                result.error = f"could not create a PostgreSQL database: {_first_line(exc)}"
-                return result
+                raise RuntimeError(f"could not create a PostgreSQL database: {_first_line(exc)}") from exc
             cleanup.callback(_drop_database, postgres, database)  # after the processes below have stopped
-            settings["PEM111_DATABASE_URL"] = database
+            extra["PEM111_DATABASE_URL"] = database
         if configuration.target == "amqp10":
             queue = broker.unique_queue("bench")
             broker.declare_queue(queue)
-            settings.update(
+            extra.update(
                 PEM111_FORWARD_TARGET=broker.url,
                 PEM111_AMQP_QUEUE_NAME=queue,
                 PEM111_AMQP_PROTOCOL="1.0",
@@ -422,27 +435,46 @@ def run_configuration(
                 "--amqp-username", broker.username, "--amqp-password", broker.password,
             ]  # fmt: skip
         if configuration.separate_worker:
-            settings["PEM111_DELIVERY_WORKERS"] = "0"
-        env = server_env(folder, port, corpus, **settings)
-        server = start("serve", env, folder / "server.log")
-        worker: Process | None = None
+            extra["PEM111_DELIVERY_WORKERS"] = "0"
+        env = server_env(folder, port, corpus, **{**extra, **(settings or {})})
+        served = Served(
+            f"http://127.0.0.1:{port}/report", folder, start("serve", env, folder / "server.log"), None, watch
+        )
         try:
-            wait_until_serving(server, port)
+            wait_until_serving(served.server, port)
             if configuration.separate_worker:
-                worker = start("worker", {**env, "PEM111_DELIVERY_WORKERS": "2"}, folder / "worker.log")
-            result.steps = run_load(
-                f"http://127.0.0.1:{port}/report", corpus, mix, concurrency, duration, warmup, server.pid, watch
-            )
-        except RuntimeError as exc:
-            result.error = str(exc)
+                served.worker = start("worker", {**env, "PEM111_DELIVERY_WORKERS": "2"}, folder / "worker.log")
+            yield served
         finally:
-            for name, process in (("serve", server), ("worker", worker)):
+            for name, process in (("serve", served.server), ("worker", served.worker)):
                 if process is None:
                     continue
                 peak = peak_rss_mb(process.pid)
                 if peak is not None:
-                    result.peak_rss_mb[name] = peak
+                    served.peak_rss_mb[name] = peak
                 process.stop()
+
+
+def run_configuration(
+    configuration: Configuration,
+    corpus: Path,
+    mix: str,
+    concurrency: list[int],
+    duration: float,
+    warmup: float,
+    broker: Any = None,
+    postgres: Any = None,
+) -> RunResult:
+    """Start the server (and worker) for ``configuration`` (:func:`serving`), load it with ``mix``, stop it."""
+    result = RunResult(configuration.name, mix)
+    try:
+        with serving(configuration, corpus, broker=broker, postgres=postgres) as served:
+            result.peak_rss_mb = served.peak_rss_mb  # filled in when the processes stop
+            result.steps = run_load(
+                served.url, corpus, mix, concurrency, duration, warmup, served.server.pid, served.watch
+            )
+    except RuntimeError as exc:
+        result.error = str(exc)
     return result
 
 
@@ -609,8 +641,8 @@ def verdicts(results: list[RunResult], configurations: tuple[Configuration, ...]
                     f"delivery after a burst, {configuration.name} (no target; for information)",
                     f"the backlog of a 10 s step drained at up to {drained.drained_per_s:.0f} delivered/s once "
                     f"sending stopped (concurrency {drained.concurrency}: {drained.ok_per_s:.0f} OK/s, drain "
-                    f"{drained.drain_s:.0f} s); during the step delivery yields to requests "
-                    "(`PEM111_DELIVERY_DEFER_SECONDS`), at most "
+                    f"{drained.drain_s:.0f} s); during the step delivery lets requests go first "
+                    "(`PEM111_DELIVERY_DEFER_SECONDS` per message), at most "
                     f"{max(s.delivered_per_s for s in steps):.0f} delivered/s over a whole step",
                     INFORMATION,
                 )

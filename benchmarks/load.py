@@ -13,8 +13,10 @@ message as soon as the previous answer arrived (a closed loop). Every request is
 ``wsa:MessageID`` and ``trackingid`` (spliced into the raw bytes, so a sender costs almost no CPU). Per step it
 measures: answers ``OK`` per second, the latency of the ``OK`` answers (p50/p99/max), the other answers by kind,
 the time from each ``OK`` to the delivered Bundle (a file in the folder target, or a message at a consumer of the
-queue), and the server's peak memory (``VmHWM`` of ``/proc/<pid>/status``). After each step it waits until
-every message answered ``OK`` has been delivered, so one step's backlog does not slow the next.
+queue), the backlog (answered ``OK``, not yet delivered) at the end of the step and at its largest, the server's
+peak memory (``VmHWM`` of ``/proc/<pid>/status``) and the CPU time of the server (``/proc/<pid>/stat``) and of
+the load generator itself over the step. After each step it waits until every message answered ``OK`` has been
+delivered, so one step's backlog does not slow the next.
 
 One JSON object per step goes to stdout (:class:`StepResult`); progress goes to stderr.
 """
@@ -127,6 +129,30 @@ def percentile(samples: Sequence[float], fraction: float) -> float:
     ordered = sorted(samples)
     rank = max(1, -(-len(ordered) * fraction // 1))  # ceil(n * fraction), at least 1
     return ordered[int(min(rank, len(ordered))) - 1]
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (every thread), or ``None`` when it cannot be read."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may hold spaces: count the fields after its end.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime: fields 14 and 15
+
+
+def backlog(ok_at: dict[str, float], delivered_at: dict[str, float], until: float) -> tuple[int, int, int]:
+    """From the moments of the ``OK`` answers and of the deliveries (wall clock): the messages delivered by
+    ``until``, the backlog (answered ``OK``, not yet delivered) at ``until``, and the largest backlog before it."""
+    events = sorted([(moment, 1) for moment in ok_at.values() if moment <= until]
+                    + [(moment, -1) for moment in delivered_at.values() if moment <= until])  # fmt: skip
+    waiting = largest = 0
+    for _, change in events:
+        waiting += change
+        largest = max(largest, waiting)  # a delivery may beat the client's reading of its OK: never below 0
+    delivered = sum(1 for moment in delivered_at.values() if moment <= until)
+    return delivered, max(0, waiting), largest
 
 
 def peak_rss_mb(pid: int) -> float | None:
@@ -331,6 +357,16 @@ class StepResult:
     server_peak_rss_mb: float | None
     loadgen_peak_rss_mb: float | None
     mean_request_kb: float
+    #: CPU seconds (user + system) the server process used from the step's first request to its last answer
+    #: (``/proc/<pid>/stat``); ``None`` without ``--server-pid``.
+    server_cpu_s: float | None = None
+    #: CPU seconds this load generator used meanwhile (every thread): it shares the machine's cores.
+    loadgen_cpu_s: float = 0.0
+    #: Messages answered ``OK`` in the step and delivered before its last answer.
+    delivered_in_step: int = 0
+    #: Answered ``OK`` but not yet delivered: at the end of the step, and the most at any moment of it.
+    backlog_end: int = 0
+    backlog_max: int = 0
 
 
 @dataclass
@@ -396,6 +432,8 @@ def run_step(
     parts = urlsplit(url)
     senders = [_Sender(parts.hostname or "127.0.0.1", parts.port or 80, parts.path or "/") for _ in range(concurrency)]
     until = time.monotonic() + duration
+    server_cpu_before = process_cpu_seconds(server_pid) if server_pid else None
+    loadgen_cpu_before = time.process_time()
     started_wall = time.time()
     threads = [
         threading.Thread(target=s.run, args=(templates, until, random.Random(seed + i)), daemon=True)
@@ -407,6 +445,11 @@ def run_step(
         thread.join()
     ended_wall = time.time()
     elapsed = ended_wall - started_wall
+    loadgen_cpu = time.process_time() - loadgen_cpu_before
+    server_cpu_after = process_cpu_seconds(server_pid) if server_pid else None
+    server_cpu = None
+    if server_cpu_before is not None and server_cpu_after is not None:
+        server_cpu = server_cpu_after - server_cpu_before
 
     ok_at: dict[str, float] = {}
     latencies: list[float] = []
@@ -420,6 +463,7 @@ def run_step(
     delays = [max(0.0, delivered_at[m] - ok_at[m]) for m in delivered_at]
     last_delivery = max(delivered_at.values(), default=ended_wall)
     ms = [latency * 1000 for latency in latencies]
+    delivered_in_step, backlog_end, backlog_max = backlog(ok_at, delivered_at, ended_wall)
     return StepResult(
         mix=mix,
         concurrency=concurrency,
@@ -442,6 +486,11 @@ def run_step(
         server_peak_rss_mb=peak_rss_mb(server_pid) if server_pid else None,
         loadgen_peak_rss_mb=peak_rss_mb(os.getpid()),
         mean_request_kb=sum(s.bytes_sent for s in senders) / max(1, requests) / 1024,
+        server_cpu_s=server_cpu,
+        loadgen_cpu_s=loadgen_cpu,
+        delivered_in_step=delivered_in_step,
+        backlog_end=backlog_end,
+        backlog_max=backlog_max,
     )
 
 

@@ -1,10 +1,14 @@
-"""``make bench``: the conversion and end-to-end benchmarks; writes their section of ``docs/benchmarks.md``.
+"""``make bench``: the conversion, end-to-end, accept-CPU and sustained-delivery benchmarks; writes their
+section of ``docs/benchmarks.md``.
 
-    python -m benchmarks.run [--quick] [--corpus DIR] [--rounds N] [--out FILE] [--no-e2e]
+    python -m benchmarks.run [--quick] [--corpus DIR] [--rounds N] [--out FILE] [--only PART ...] [--no-e2e]
 
 ``--quick``: a fast run for a smoke check (fewer conversion rounds; 3 s load steps at concurrency 1 and 8 with
-the ~110 KB messages only); its figures are labelled as such. Exit status 1 when a target is missed (the file is
-written all the same), 2 when the corpus is missing.
+the ~110 KB messages only; 2 s accept steps; 2 s probes and a 6 s sustained step); its figures are labelled as
+such. ``--only``: run only these parts (``conversion``, ``e2e``, ``accept``, ``sustained``) and replace only
+their parts of the section, each with a line saying when and how it was run alone; ``--no-e2e`` is
+``--only conversion``. Exit status 1 when a target is missed (the file is written all the same), 2 when the
+corpus is missing.
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import conversion, e2e
-from benchmarks.report import code_version, load_average, machine, replace_section
+from benchmarks import accept, conversion, e2e, sustained
+from benchmarks.report import code_version, load_average, machine, marked, replace_section
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,16 +32,40 @@ class Plan:
     mixes: tuple[str, ...]
     concurrency: tuple[int, ...]
     duration: float  # seconds per load step
+    accept_duration: float  # seconds per accept-CPU load step (concurrency 1 and 4)
+    accept_rounds: int  # in-process rounds per message
+    probe_duration: float  # seconds per sustained-delivery probe step
+    sustained_duration: float  # seconds of the sustained step
 
 
-FULL = Plan(rounds=60, mixes=("110kb", "corpus"), concurrency=(1, 4, 8, 16, 32), duration=10.0)
-QUICK = Plan(rounds=15, mixes=("110kb",), concurrency=(1, 8), duration=3.0)
+FULL = Plan(
+    rounds=60,
+    mixes=("110kb", "corpus"),
+    concurrency=(1, 4, 8, 16, 32),
+    duration=10.0,
+    accept_duration=10.0,
+    accept_rounds=100,
+    probe_duration=10.0,
+    sustained_duration=60.0,
+)
+QUICK = Plan(
+    rounds=15,
+    mixes=("110kb",),
+    concurrency=(1, 8),
+    duration=3.0,
+    accept_duration=2.0,
+    accept_rounds=15,
+    probe_duration=2.0,
+    sustained_duration=6.0,
+)
+#: The parts of the section, in order; each can be run alone (``--only``).
+PARTS = ("conversion", "e2e", "accept", "sustained")
+ACCEPT_CONCURRENCY = [1, 4]
 
 
 def conversion_section(corpus: Path, rounds: int) -> tuple[str, bool]:
     results = conversion.measure(corpus, rounds=rounds)
     table = conversion.markdown(results)
-    print(table, flush=True)
     worst = max(results, key=lambda r: r.ratio)
     text = f"""### Conversion (issue 3)
 
@@ -76,8 +104,9 @@ waits until every message answered OK was delivered.
   the OK at the client to the Bundle at the target (the folder file's ctime, or arrival at a consumer of the
   queue); **drain**: from the end of sending until the step's last delivery; **drained/s**: the messages delivered
   after the end of sending per second of the drain. Delivery threads inside `nhs111 serve` let requests go first
-  (they wait for a quiet moment, at most `PEM111_DELIVERY_DEFER_SECONDS`, 1 s), so during a step they deliver
-  little and the backlog drains after it: drained/s is the delivery capacity, delivered/s the rate under load.
+  (they wait for a quiet moment, but a message at most `PEM111_DELIVERY_DEFER_SECONDS`, 1 s, after its
+  acceptance), so during a step they deliver about a second behind the requests and the rest drains after it:
+  drained/s is the delivery capacity once requests stop (see also "Sustained delivery").
 * **duplicates**: copies seen by the consumer beyond one per MessageID (the folder never writes a copy twice).
 * **serve peak MB**: the server's VmHWM after the step (it only grows).
 
@@ -90,12 +119,28 @@ Targets (2 cores):
     return text, all(v.met for v in found if "informational" not in v.target)
 
 
+def measure(part: str, corpus: Path, plan: Plan, rounds: int) -> tuple[str, bool]:
+    """Run one part of the benchmarks: its markdown, and whether its targets were met."""
+    if part == "conversion":
+        return conversion_section(corpus, rounds)
+    if part == "e2e":
+        return e2e_section(corpus, list(plan.mixes), list(plan.concurrency), plan.duration)
+    if part == "accept":
+        return accept.section(corpus, ACCEPT_CONCURRENCY, plan.accept_duration, 2.0, plan.accept_rounds)
+    if part == "sustained":
+        return sustained.section(corpus, plan.probe_duration, plan.sustained_duration, 2.0)
+    raise ValueError(f"unknown part {part!r}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpus" / "reference")
     parser.add_argument("--quick", action="store_true", help="a fast smoke run (figures labelled as quick)")
     parser.add_argument("--rounds", type=int, help="conversion rounds per message (default 60, quick 15)")
-    parser.add_argument("--no-e2e", action="store_true", help="the conversion benchmark only")
+    parser.add_argument(
+        "--only", nargs="+", choices=PARTS, help="run only these parts, and replace only their part of the section"
+    )
+    parser.add_argument("--no-e2e", action="store_true", help="the conversion benchmark only (--only conversion)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args(argv)
     if not args.corpus.is_dir():
@@ -103,16 +148,31 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     plan = QUICK if args.quick else FULL
     rounds = args.rounds or plan.rounds
+    only = args.only or (["conversion"] if args.no_e2e else None)
+    shown = args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out
 
     started, load_before = time.monotonic(), load_average()
-    conversion_text, conversion_met = conversion_section(args.corpus, rounds)
-    e2e_text, e2e_met = "", True
-    if not args.no_e2e:
-        e2e_text, e2e_met = e2e_section(args.corpus, list(plan.mixes), list(plan.concurrency), plan.duration)
-        print(e2e_text, flush=True)
+    texts: dict[str, str] = {}
+    met = True
+    for part in [p for p in PARTS if only is None or p in only]:
+        part_started, part_load_before = time.monotonic(), load_average()
+        text, part_met = measure(part, args.corpus, plan, rounds)
+        met = met and part_met
+        print(text, flush=True)
+        if only is not None:  # run alone: say when and how, and replace only this part
+            command = f"python -m benchmarks.run --only {part}" + (" --quick" if args.quick else "")
+            text += f"""
+*This part was run alone (`{command}`{", smoke figures only" if args.quick else ""}) on
+{datetime.now(UTC):%Y-%m-%d %H:%M} UTC in {(time.monotonic() - part_started) / 60:.1f} min, code {code_version()};
+load average before: {part_load_before}; after: {load_average()}.*
+"""
+            replace_section(args.out, part, text, within="bench")
+        texts[part] = text
     elapsed = time.monotonic() - started
-    command = "python -m benchmarks.run" + (" --quick" if args.quick else "") + (" --no-e2e" if args.no_e2e else "")
-    section = f"""## Benchmarks{" (quick run: smoke figures only)" if args.quick else ""}
+    if only is None:
+        command = "python -m benchmarks.run" + (" --quick" if args.quick else "")
+        parts = "\n".join(marked(part, text) for part, text in texts.items())
+        section = f"""## Benchmarks{" (quick run: smoke figures only)" if args.quick else ""}
 
 Measured by `make bench` (`{command}`) on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC in {elapsed / 60:.1f} min, code
 {code_version()}.
@@ -120,12 +180,10 @@ Measured by `make bench` (`{command}`) on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC
 Machine: {machine()}. Load average (1/5/15 min) before: {load_before}; after: {load_average()} (other work on
 the machine at the same time, such as test runs, shows here and slows every figure).
 
-{conversion_text}
-{e2e_text}"""
-    replace_section(args.out, "bench", section)
-    shown = args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out
+{parts}"""
+        replace_section(args.out, "bench", section)
     print(f"\nwritten to {shown} ({elapsed:.0f} s)")
-    return 0 if conversion_met and e2e_met else 1
+    return 0 if met else 1
 
 
 if __name__ == "__main__":

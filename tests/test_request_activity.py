@@ -1,7 +1,8 @@
 """Delivery threads in ``nhs111 serve`` let the requests being answered go first (adaptor.delivery.activity).
 
-A delivery waits for a moment with no request in flight, for at most ``PEM111_DELIVERY_DEFER_SECONDS``, and then
-delivers anyway: a busy server still delivers, and a quiet one delivers at once.
+A delivery waits for a moment with no request in flight, until its message has waited
+``PEM111_DELIVERY_DEFER_SECONDS`` since acceptance, and then delivers anyway: a busy server still delivers, a
+backlog older than that is delivered while requests go on, and a quiet server delivers at once.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import io
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,11 @@ from test_outbox import Harness, fast_settings
 from waiting import wait_until
 
 from adaptor.delivery.activity import QUIET_SECONDS, RequestActivity
+from adaptor.delivery.conversion import bundle_text, convert
 from adaptor.http.app import create_app
+from adaptor.itk import rules as itk
+from adaptor.itk.message import ItkMessage
+from adaptor.itk.wire import utc_now
 from adaptor.store import Status
 
 
@@ -98,6 +105,65 @@ def test_a_server_that_is_never_quiet_still_delivers(busy_harness: Harness) -> N
     started = time.monotonic()
     wait_until(lambda: busy_harness.record(message).status is Status.DELIVERED, "delivery anyway", timeout=10)
     assert time.monotonic() - started < 5.0  # within a few defer periods
+
+
+def test_the_wait_is_what_is_left_of_the_defer_since_the_message_was_accepted(busy_harness: Harness) -> None:
+    busy_harness.accept()
+    claim = busy_harness.store.claim_due("test", 60)
+    assert claim is not None and busy_harness.settings.delivery_defer_seconds == 1.0
+    now = utc_now()
+
+    def accepted(seconds_ago: float | None) -> float:
+        converted_at = None if seconds_ago is None else now - timedelta(seconds=seconds_ago)
+        return busy_harness.worker.deferral(replace(claim, converted_at=converted_at), now)
+
+    assert accepted(0) == 1.0
+    assert accepted(0.25) == pytest.approx(0.75)
+    assert accepted(1.0) == accepted(3600) == 0.0  # a backlog, a retry, a redelivery: at once
+    assert accepted(-30) == 1.0  # the accepting replica's clock is ahead: never more than the defer
+    assert accepted(None) == 0.0  # stored by an adaptor before Bundles were made at acceptance
+
+
+def _accepted_ago(harness: Harness, seconds: float) -> ItkMessage:
+    """A synthetic message stored as the request path stores it, its Bundle made ``seconds`` ago."""
+    raw = to_bytes(build_request())
+    message = itk.validate_request(itk.parse_request(raw, harness.settings), harness.settings, harness.allow_list)
+    bundle = bundle_text(convert(raw, config=harness.settings))
+    harness.store.accept(message, raw, bundle, converted_at=utc_now() - timedelta(seconds=seconds))
+    return message
+
+
+def test_a_backlog_older_than_the_defer_is_delivered_while_requests_go_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    harness = Harness(fast_settings(tmp_path, delivery_defer_seconds=30.0, delivery_poll_seconds=0.05))
+    activity = harness.worker.requests
+    waits: list[float] = []  # the timeout of every wait for quiet
+    wait_for_quiet = activity.wait_for_quiet
+
+    def recorded(timeout: float) -> bool:
+        waits.append(timeout)
+        return wait_for_quiet(timeout)
+
+    monkeypatch.setattr(activity, "wait_for_quiet", recorded)
+    activity.request_started()  # a load that never pauses
+    try:
+        backlog = [_accepted_ago(harness, 31) for _ in range(5)]
+        harness.worker.start()
+        # With a 30 s defer per thread this would take minutes; these messages have had theirs.
+        wait_until(
+            lambda: all(harness.record(m).status is Status.DELIVERED for m in backlog), "the backlog", timeout=10
+        )
+        assert waits == []
+
+        fresh = harness.accept()  # a message of the burst itself waits for a quiet moment
+        wait_until(lambda: waits, "a wait for quiet")
+        assert 25 < waits[0] <= 30 and harness.record(fresh).status is Status.DELIVERING
+        activity.request_finished()
+        wait_until(lambda: harness.record(fresh).status is Status.DELIVERED, "delivery once quiet", timeout=5)
+    finally:
+        activity.request_finished()
+        harness.close()
 
 
 def test_no_defer_delivers_beside_requests(tmp_path: Path) -> None:

@@ -5,10 +5,17 @@ thread takes turns on one interpreter lock. A delivery holds that lock for a whi
 the target's client library sending it; before Bundles were made at acceptance, converting them took several
 milliseconds), and a request that waits for it waits for the sender's OK: under a burst, deliveries running
 beside the requests were most of the requests' latency. The outbox is durable, so a delivery can wait a little
-for a quiet moment and the sender cannot: before claiming the next message a delivery thread waits until no
-request has been in flight for :data:`QUIET_SECONDS`, for at most ``PEM111_DELIVERY_DEFER_SECONDS``, and then
-delivers anyway, so a server that is never idle still delivers (at least one message per thread per that many
-seconds) and catches up in the quiet that follows.
+for a quiet moment and the sender cannot.
+
+The wait is bounded per message, not per thread: a delivery thread claims the message due longest, then waits
+until no request has been in flight for :data:`QUIET_SECONDS`, but only until that message has waited
+``PEM111_DELIVERY_DEFER_SECONDS`` since it was accepted (:meth:`~adaptor.delivery.outbox.OutboxWorker.deferral`).
+The requests of a burst shorter than that are answered without deliveries beside them (unless older messages
+were waiting already), and its backlog drains in the quiet that follows. Under a load that never pauses, each
+message is delivered about that long after its acceptance, as fast as messages come in: the backlog stays at
+about a defer period's worth of messages instead of growing (a bound per thread, one message per defer period,
+would deliver only a few per second while the requests kept coming). A message that has already waited longer
+(a backlog, a retry, a redelivery) is delivered at once.
 """
 
 from __future__ import annotations

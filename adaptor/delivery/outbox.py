@@ -396,9 +396,29 @@ class OutboxWorker:
 
     def run_once(self, owner: str | None = None) -> Outcome | None:
         """Claim the message due longest and deliver it in this thread; ``None`` when nothing is due."""
-        claim = self.store.claim_due(owner or f"{self.owner_prefix}/inline", self.settings.delivery_lease_seconds)
+        return self._deliver_next(owner or f"{self.owner_prefix}/inline", requests_first=False)
+
+    def deferral(self, claim: Claim, now: datetime | None = None) -> float:
+        """How long a delivery thread may still let requests go first before delivering ``claim``: what is left of
+        ``PEM111_DELIVERY_DEFER_SECONDS`` since its Bundle was made (at acceptance, or by an operator's
+        reconversion). A message that has waited that long already, such as the backlog of a sustained load or
+        a retry, is delivered at once (:mod:`adaptor.delivery.activity`). Never more than half the lease, so
+        that the claim is not taken over while it waits."""
+        defer = self.settings.delivery_defer_seconds
+        if defer <= 0 or claim.converted_at is None:  # no Bundle yet: stored long ago, by an older adaptor
+            return 0.0
+        waited = ((now or utc_now()) - claim.converted_at).total_seconds()
+        return max(0.0, min(defer - waited, defer, self.settings.delivery_lease_seconds / 2))
+
+    def _deliver_next(self, owner: str, *, requests_first: bool) -> Outcome | None:
+        """Claim the message due longest; with ``requests_first``, wait for a moment with no request in flight
+        for at most its :meth:`deferral`; deliver it. ``None`` when nothing is due."""
+        claim = self.store.claim_due(owner, self.settings.delivery_lease_seconds)
         if claim is None:
             return None
+        wait = self.deferral(claim) if requests_first else 0.0
+        if wait > 0:
+            self.requests.wait_for_quiet(wait)
         outcome = self.deliverer.deliver(claim)
         self._after(outcome)
         return outcome
@@ -434,9 +454,8 @@ class OutboxWorker:
         while not self._stopping.is_set():
             # Cleared before looking, so that a wake-up arriving while this thread looks is not lost.
             wakeup.clear()
-            self.requests.wait_for_quiet(self.settings.delivery_defer_seconds)
             try:
-                outcome = self.run_once(owner)
+                outcome = self._deliver_next(owner, requests_first=True)
             except StoreError as exc:
                 now = time.monotonic()
                 if now - last_store_error >= STORE_ERROR_LOG_INTERVAL_SECONDS:
