@@ -37,7 +37,7 @@ from benchmarks.load import load_templates
 from benchmarks.report import code_version, load_average, machine
 
 REPLICAS = 3
-SENDERS = 8
+SENDERS = 16
 #: The corpus's smaller requests (20-35 KB): see the module docstring.
 SMALL_MESSAGES = (
     "encompassing-encounter-effective-time-high-value-null",

@@ -125,8 +125,9 @@ def robustness(corpus: Path, kills: int, outage: float, broker_too: bool) -> tup
 Corpus messages of about 110 KB from sender threads that resend a message unchanged until it is answered `OK`
 (`benchmarks/crash.py`). **Crash**: SIGKILL of `nhs111 serve` at random moments 0.5-3 s apart, restart on the same
 data folder (1 s lease, fast retries); afterwards every message answered `OK` must be at the target; a copy beyond
-the first must be matched by an attempt the store recorded as delivered or interrupted for that MessageID (same
-`messageId`, which consumers deduplicate on). **Outage**: the target down for {outage:.0f} s during the stream with
+the first must be matched by an attempt the store recorded as delivered, interrupted or in doubt for that
+MessageID, and by one that `possible_redeliveries()` lists for it (same `messageId`, which consumers deduplicate
+on). **Outage**: the target down for {outage:.0f} s during the stream with
 the default retry settings (backoff from 1 s, doubling). **Backlog**: messages stored but not yet delivered when the
 drain clock starts (crash: the end of the stream; outage: the end of the outage, while the stream goes on for 5 s
 more); **drain**: from then until every stored message was delivered. Duplicates count copies beyond one per
