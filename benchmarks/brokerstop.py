@@ -192,7 +192,8 @@ def run(
 
 {REPLICAS} `nhs111 serve` replicas on one PostgreSQL database deliver over AMQP 1.0 to one queue of a private
 RabbitMQ node (`benchmarks/brokerstop.py`). {SENDERS} sender threads send corpus messages of 20-35 KB to the
-replicas in turn at about {rate:g} a second, each resent unchanged (to the next replica) until answered `OK`;
+replicas in turn, offered at {rate:g} a second (the notes give the rate answered `OK`: fewer when the machine
+is busy), each resent unchanged (to the next replica) until answered `OK`;
 RabbitMQ is stopped gracefully {stops} times, {between:g} s of service apart, for {outage:g} s each (plus its
 start-up, about 6 s), with the default lease (120 s) and retry settings. Once everything stored is delivered the
 queue is read to the end. **Lost**: answered `OK` and not in the queue. **Duplicates**: copies beyond one per
