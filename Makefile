@@ -50,9 +50,10 @@ bench: install
 bench-quick: install
 	$(BIN)/python -m benchmarks.run --quick $(BENCH_ARGS)
 
-# The long forms of the robustness suites (about 12 min: 5,000 hostile-input cases, SIGKILLs and target outages
-# under load, the front door's attacks): writes the robustness section of docs/benchmarks.md. The short forms run
-# in `make test`; SOAK_ARGS="--only frontdoor" runs just the front door's.
+# The long forms of the robustness suites (about 20 min: 5,000 hostile-input cases, SIGKILLs and target outages
+# under load, the broker stopped under load with three replicas, the front door's attacks): writes the robustness
+# section of docs/benchmarks.md. The short forms run in `make test`; SOAK_ARGS="--only frontdoor" (or
+# "--only brokerstop") runs just that one.
 soak: install
 	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
 

@@ -68,7 +68,9 @@ class ReceiverService:
     ``wake`` is called after a message is queued for the outbox (the in-process workers'
     :meth:`~adaptor.delivery.outbox.OutboxWorker.wake`); without it the workers find the message at their next poll.
     ``metrics`` counts accepted messages, resends and conversion times (and, in sync mode, the deliveries made
-    here); without it they are counted in a :class:`~adaptor.ops.metrics.Metrics` nobody reads.
+    here); without it they are counted in a :class:`~adaptor.ops.metrics.Metrics` nobody reads. ``deliverer``
+    delivers in sync mode: the outbox worker's, so that its threads also write an outcome a request thread could
+    not record (:meth:`~adaptor.delivery.outbox.Deliverer.record_unrecorded`); one of its own without it.
     """
 
     def __init__(
@@ -79,13 +81,14 @@ class ReceiverService:
         *,
         wake: Callable[[], None] | None = None,
         metrics: Metrics | None = None,
+        deliverer: Deliverer | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.forwarder = forwarder
         self.synchronous = settings.delivery_mode == "sync"
         self.metrics = metrics or Metrics()
-        self._deliverer = Deliverer(settings, store, forwarder, metrics=self.metrics)
+        self._deliverer = deliverer or Deliverer(settings, store, forwarder, metrics=self.metrics)
         self._wake = wake or (lambda: None)
         self._owner_prefix = process_owner_prefix()
 

@@ -136,7 +136,16 @@ def build(
             worker=worker,
             allow_list=allow_list,
             metrics=metrics,
-            receiver=ReceiverService(settings, store, forwarder, wake=worker.wake, metrics=metrics),
+            receiver=ReceiverService(
+                settings,
+                store,
+                forwarder,
+                wake=worker.wake,
+                metrics=metrics,
+                # The worker built here delivers with this store and forwarder: its threads then also record what
+                # a synchronous delivery could not.
+                deliverer=worker.deliverer if owns_worker else None,
+            ),
             readiness=Readiness(store, forwarder, allow_list),
             closing=closing,
             owns_worker=owns_worker,

@@ -2,6 +2,7 @@
 
     python -m benchmarks.soak [--cases N] [--kills N] [--outage SECONDS] [--no-broker] [--out FILE]
     python -m benchmarks.soak --only frontdoor [--out FILE]
+    python -m benchmarks.soak --only brokerstop [--rate N] [--stops N] [--outage SECONDS] [--out FILE]
 
 * Hostile input: ``tests/test_soak_hostile.py`` with ``SOAK_HOSTILE_CASES=N`` (default 5,000) hypothesis cases
   against a real server (its short form, 200 cases, runs in ``make test``).
@@ -13,6 +14,10 @@
   smuggling, oversized bodies) one at a time and 16 at once, and starvation by idle and trickling connections
   over plain HTTP and mutual TLS (short form: ``tests/test_front_door.py``). Its part of the section has markers
   of its own: ``--only frontdoor`` runs it alone and replaces only that part.
+* Broker stopped under load: :func:`benchmarks.brokerstop.run`, three replicas on one PostgreSQL database
+  delivering to RabbitMQ over AMQP 1.0 at ``--rate`` messages a second while the broker is stopped ``--stops``
+  times for ``--outage`` seconds (short form: ``tests/test_broker_stop.py``). Also a part with markers of its own:
+  ``--only brokerstop``. Skipped with ``--no-broker``.
 
 Exit status 1 when any run failed (the file is written all the same).
 """
@@ -29,7 +34,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import crash, e2e, frontdoor
+from benchmarks import brokerstop, crash, e2e, frontdoor
 from benchmarks.report import code_version, load_average, machine, marked, replace_section
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,8 +125,9 @@ def robustness(corpus: Path, kills: int, outage: float, broker_too: bool) -> tup
 Corpus messages of about 110 KB from sender threads that resend a message unchanged until it is answered `OK`
 (`benchmarks/crash.py`). **Crash**: SIGKILL of `nhs111 serve` at random moments 0.5-3 s apart, restart on the same
 data folder (1 s lease, fast retries); afterwards every message answered `OK` must be at the target; a copy beyond
-the first must be matched by an attempt the store recorded as delivered or interrupted for that MessageID (same
-`messageId`, which consumers deduplicate on). **Outage**: the target down for {outage:.0f} s during the stream with
+the first must be matched by an attempt the store recorded as delivered, interrupted or in doubt for that
+MessageID, and by one that `possible_redeliveries()` lists for it (same `messageId`, which consumers deduplicate
+on). **Outage**: the target down for {outage:.0f} s during the stream with
 the default retry settings (backoff from 1 s, doubling). **Backlog**: messages stored but not yet delivered when the
 drain clock starts (crash: the end of the stream; outage: the end of the outage, while the stream goes on for 5 s
 more); **drain**: from then until every stored message was delivered. Duplicates count copies beyond one per
@@ -143,6 +149,17 @@ def front_door() -> tuple[str, bool]:
         return f"### Front door (issue 12)\n\n**Failed** before its figures: `{type(exc).__name__}: {exc}`\n", False
 
 
+def broker_stop(corpus: Path, rate: float, stops: int, outage: float) -> tuple[str, bool]:
+    """:func:`benchmarks.brokerstop.run`; a run that could not finish is reported as failed, not lost."""
+    try:
+        return brokerstop.run(corpus, rate=rate, stops=stops, outage=outage)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        failure = f"**Failed** before its figures: `{type(exc).__name__}: {exc}`"
+        return f"### Broker stopped under load (issue 13)\n\n{failure}\n", False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpus" / "reference")
@@ -151,8 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--outage", type=float, default=30.0, help="seconds the target is down")
     parser.add_argument("--no-broker", action="store_true", help="skip the RabbitMQ runs")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--rate", type=float, default=50.0, help="messages a second with the broker stopped")
+    parser.add_argument("--stops", type=int, default=3, help="times the broker is stopped under load")
     parser.add_argument(
-        "--only", choices=["frontdoor"], help="run only this step, and replace only its part of the section"
+        "--only", choices=["frontdoor", "brokerstop"], help="run only this step, and replace only its part"
     )
     args = parser.parse_args(argv)
     if args.only == "frontdoor":
@@ -163,30 +182,40 @@ def main(argv: list[str] | None = None) -> int:
     if not args.corpus.is_dir():
         print(f"error: corpus folder {args.corpus} not found (pass --corpus)", file=sys.stderr)
         return 2
+    if args.only == "brokerstop":
+        brokerstop_text, brokerstop_passed = broker_stop(args.corpus, args.rate, args.stops, args.outage)
+        replace_section(args.out, "brokerstop", brokerstop_text, within="soak")
+        print(f"\n{brokerstop_text}\nwritten to {args.out}")
+        return 0 if brokerstop_passed else 1
 
     started, load_before = time.monotonic(), load_average()
     hostile_text, hostile_passed = hostile(args.cases)
     print(hostile_text, flush=True)
     robustness_text, robustness_passed = robustness(args.corpus, args.kills, args.outage, not args.no_broker)
+    brokerstop_text, brokerstop_passed = "", True
+    if not args.no_broker:
+        brokerstop_text, brokerstop_passed = broker_stop(args.corpus, args.rate, args.stops, args.outage)
     frontdoor_text, frontdoor_passed = front_door()
     print(frontdoor_text, flush=True)
     elapsed = time.monotonic() - started
-    command = f"python -m benchmarks.soak --cases {args.cases} --kills {args.kills} --outage {args.outage:g}" + (
-        " --no-broker" if args.no_broker else ""
+    command = (
+        f"python -m benchmarks.soak --cases {args.cases} --kills {args.kills} --outage {args.outage:g} "
+        f"--rate {args.rate:g} --stops {args.stops}" + (" --no-broker" if args.no_broker else "")
     )
     section = f"""## Robustness
 
 Measured by `make soak` (`{command}`) on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC in {elapsed / 60:.1f} min, code
 {code_version()}. Machine: {machine()}. Load average (1/5/15 min) before: {load_before}; after: {load_average()}.
 Short forms in `make test`: `tests/test_soak_hostile.py` (200 cases), `tests/test_crash.py`,
-`tests/test_delivery_modes.py`, `tests/test_front_door.py`.
+`tests/test_delivery_modes.py`, `tests/test_broker_stop.py`, `tests/test_front_door.py`.
 
 {hostile_text}
 {robustness_text}
+{marked("brokerstop", brokerstop_text) if brokerstop_text else ""}
 {marked("frontdoor", frontdoor_text)}"""
     replace_section(args.out, "soak", section)
     print(f"\nwritten to {args.out} ({elapsed:.0f} s)")
-    return 0 if hostile_passed and robustness_passed and frontdoor_passed else 1
+    return 0 if hostile_passed and robustness_passed and brokerstop_passed and frontdoor_passed else 1
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -265,3 +266,30 @@ def start_server(
         time.sleep(0.1)
     server.stop()
     raise RuntimeError(f"nhs111 serve did not answer /healthz within {STARTUP_TIMEOUT_SECONDS} s:\n{server.log_text()}")
+
+
+def start_servers(folder: Path, count: int, **settings: str) -> list[RunningServer]:
+    """Start ``count`` servers at the same moment, each with its own sub-folder of ``folder`` and its own port
+    (replicas: give them one ``PEM111_DATABASE_URL``, and they also race to create its schema). When one fails to
+    start, the others are stopped and its error raised."""
+    started: dict[int, RunningServer] = {}
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(count)
+
+    def start(index: int) -> None:
+        try:
+            barrier.wait()
+            started[index] = start_server(folder / f"replica-{index}", **settings)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(index,)) for index in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        for server in started.values():
+            server.stop()
+        raise errors[0]
+    return [started[index] for index in range(count)]

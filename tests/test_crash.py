@@ -22,14 +22,12 @@ import random
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import requests
 from brokers import PrivateRabbitMQ
 from itk_factory import RECIPIENT_DOS, RECIPIENT_ODS, build_request, to_bytes
-from lxml import etree
+from senders import Stream, settled
 from server_fixture import RunningServer, free_port, start_server
 from waiting import wait_until
 
@@ -39,10 +37,6 @@ from adaptor.delivery.outbox import Deliverer
 from adaptor.itk import rules as itk
 from adaptor.itk.allowlist import AllowList
 from adaptor.store import AttemptOutcome, MessageStore, Redelivery, Status
-
-SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
-ITK = "urn:nhs-itk:ns:201005"
-NS = {"s": SOAP11, "itk": ITK, "a": "http://www.w3.org/2005/08/addressing"}
 
 KILLS = 4
 SENDERS = 6
@@ -59,67 +53,6 @@ SETTINGS = {
     "PEM111_DELIVERY_WORKERS": "3",
 }
 DELIVERY_TIMEOUT_SECONDS = 60.0
-
-
-@dataclass
-class Stream:
-    """Sender threads posting new messages (and resending unanswered ones) until stopped."""
-
-    url: str
-    answered_ok: set[str] = field(default_factory=set)
-    sent: set[str] = field(default_factory=set)
-    unanswered: int = 0  # sends that got no OK (connection refused/reset, 2100): each was sent again
-    resent_ok: int = 0  # messages answered OK only on a resend
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    stopping: threading.Event = field(default_factory=threading.Event)
-    threads: list[threading.Thread] = field(default_factory=list)
-
-    def start(self, senders: int) -> None:
-        for index in range(senders):
-            thread = threading.Thread(target=self._send, name=f"sender-{index}", daemon=True)
-            self.threads.append(thread)
-            thread.start()
-
-    def stop(self) -> None:
-        self.stopping.set()
-        for thread in self.threads:
-            thread.join(60)
-
-    def ok_count(self) -> int:
-        with self.lock:
-            return len(self.answered_ok)
-
-    def _send(self) -> None:
-        session = requests.Session()
-        while not self.stopping.is_set():
-            raw = to_bytes(build_request())
-            message_id = etree.fromstring(raw).findtext("s:Header/a:MessageID", namespaces=NS)
-            with self.lock:
-                self.sent.add(message_id)
-            tries = 0
-            # Like a real sender: the same message until it is answered OK (or the test is over).
-            while not self.stopping.is_set():
-                tries += 1
-                if self._post(session, raw):
-                    with self.lock:
-                        self.answered_ok.add(message_id)
-                        self.resent_ok += tries > 1
-                    break
-                with self.lock:
-                    self.unanswered += 1
-                session.close()
-                session = requests.Session()
-                time.sleep(0.05)  # the server is down or restarting: a sender's retry interval, shortened
-
-    def _post(self, session: requests.Session, raw: bytes) -> bool:
-        try:
-            response = session.post(self.url, data=raw, headers={"Content-Type": "text/xml"}, timeout=20)
-        except requests.RequestException:
-            return False
-        if response.status_code != 200:
-            return False
-        text = etree.fromstring(response.content).findtext("s:Body/itk:SimpleMessageResponse", namespaces=NS)
-        return text == "OK"
 
 
 def kill_repeatedly(folder: Path, stream: Stream, port: int, **settings: str) -> RunningServer:
@@ -139,16 +72,6 @@ def kill_repeatedly(folder: Path, stream: Stream, port: int, **settings: str) ->
     wait_until(lambda: stream.ok_count() >= target, "answers after the last restart", 60)
     stream.stop()
     return server
-
-
-def settled(server: RunningServer) -> bool:
-    """Every stored message delivered: nothing waiting, being delivered or given up (answered OK or not)."""
-    store = MessageStore(server.database_url)
-    try:
-        counts = store.count_by_status()
-    finally:
-        store.close()
-    return sum(counts.values()) == counts[Status.DELIVERED]
 
 
 def delivered_state(server: RunningServer, message_ids: set[str]) -> tuple[set[str], list[Redelivery]]:
@@ -195,7 +118,7 @@ def report(title: str, stream: Stream, delivered: int, duplicates: int, redelive
 
 
 def test_sigkill_loses_no_message_answered_ok_folder_target(tmp_path: Path) -> None:
-    stream = Stream(f"http://127.0.0.1:{(port := free_port())}/report")
+    stream = Stream([f"http://127.0.0.1:{(port := free_port())}/report"])
     server = kill_repeatedly(tmp_path, stream, port, **SETTINGS)
     try:
         ok = set(stream.answered_ok)
@@ -234,11 +157,11 @@ def test_sigkill_loses_no_message_answered_ok_broker_target(
         "PEM111_AMQP_USERNAME": rabbitmq.username,
         "PEM111_AMQP_PASSWORD": rabbitmq.password,
     }
-    stream = Stream(f"http://127.0.0.1:{(port := free_port())}/report")
+    stream = Stream([f"http://127.0.0.1:{(port := free_port())}/report"])
     server = kill_repeatedly(tmp_path, stream, port, **settings)
     try:
         ok = set(stream.answered_ok)
-        wait_until(lambda: settled(server), "every stored message delivered", DELIVERY_TIMEOUT_SECONDS)
+        wait_until(lambda: settled(server.database_url), "every stored message delivered", DELIVERY_TIMEOUT_SECONDS)
         delivered, redeliveries = delivered_state(server, ok)
         depth = rabbitmq.queue_depth(queue)
         if protocol == "1.0":

@@ -25,7 +25,7 @@ import requests
 from brokers import PrivateRabbitMQ
 from itk_factory import RECIPIENT_DOS, RECIPIENT_ODS, build_request, to_bytes
 from lxml import etree
-from server_fixture import RunningServer, start_server
+from server_fixture import start_servers
 from sqlalchemy import select
 
 from adaptor.store import AttemptOutcome, MessageStore, Status, delivery_attempts, messages, migrations
@@ -35,31 +35,6 @@ SENDERS = 8
 DELIVERY_TIMEOUT_SECONDS = 120.0
 NS = {"s": "http://schemas.xmlsoap.org/soap/envelope/", "a": "http://www.w3.org/2005/08/addressing"}
 ITK = "urn:nhs-itk:ns:201005"
-
-
-def start_replicas(tmp_path: Path, settings: dict[str, str]) -> list[RunningServer]:
-    """Start two servers at the same moment (each its own folder and port, one database and one queue)."""
-    started: dict[int, RunningServer] = {}
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(2)
-
-    def start(index: int) -> None:
-        try:
-            barrier.wait()
-            started[index] = start_server(tmp_path / f"replica-{index}", **settings)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=start, args=(index,)) for index in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        for server in started.values():
-            server.stop()
-        raise errors[0]
-    return [started[0], started[1]]
 
 
 def send(url: str, raw: bytes, session: requests.Session) -> str:
@@ -98,7 +73,7 @@ def test_two_replicas_on_one_postgresql_database_deliver_each_message_exactly_on
         requests_by_id[message_id] = raw
     assert len(requests_by_id) == MESSAGES
 
-    replicas = start_replicas(tmp_path, settings)
+    replicas = start_servers(tmp_path, 2, **settings)
     local = threading.local()
 
     def post(job: tuple[int, bytes]) -> str:

@@ -26,10 +26,19 @@ logs a warning. A send that loses its connection after writing the Bundle, befor
 (:class:`~adaptor.delivery.forwarders.InDoubtDeliveryError`), is retried like any transient failure but recorded
 as ``in_doubt``, and counted there too. Each attempt hands the Bundle over
 at most once: forwarders never send again inside one call (a retry is a new attempt, after the backoff).
+
+A store write that fails after the claim (the database restarting, say) does not leave the message to wait out
+its lease: the deliverer keeps the outcome it could not record (delivered, failed, in doubt; or, when the attempt
+could not even be recorded as started, a release with nothing sent) and writes it again as soon as the store
+answers: the delivery threads try before they claim anything else, every ``PEM111_DELIVERY_POLL_SECONDS`` while
+the store is down. So a delivered message is recorded as delivered, not sent again, and a failed one is released
+to its retry. Such an outcome is kept for one lease after the write failed; after that the lease has run out, and
+the worker that takes the message over closes the attempt as ``interrupted`` (a possible redelivery) as before.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -70,6 +79,9 @@ STOP_TIMEOUT_SECONDS = 20.0
 #: A database outage is logged at most this often by each worker thread.
 STORE_ERROR_LOG_INTERVAL_SECONDS = 60.0
 
+#: What an attempt that could not be recorded as started is released with: nothing was sent.
+NOT_STARTED_ERROR = "not sent: the message store failed before the attempt could be recorded as started"
+
 
 def process_owner_prefix() -> str:
     """``host/pid/random``: unique for this process, also across restarts that reuse the pid."""
@@ -94,14 +106,47 @@ class Outcome:
 
     ``status`` is the state it was left in: ``delivered``, ``retrying``, ``held`` or ``dead_letter``; or
     ``delivering`` when the claim was lost before anything was sent (another worker owns it now).
-    ``recorded`` is ``False`` when the result could not be written to the store (the lease then expires and
-    the message is delivered again).
+    ``recorded`` is ``False`` when the result could not be written to the store (the deliverer writes it again
+    once the store answers: :meth:`Deliverer.record_unrecorded`), or the claim was no longer this worker's.
     """
 
     status: Status
     error: str | None = None
     error_id: str | None = None  # set for failures whose cause is logged under an error id
     recorded: bool = True
+
+
+@dataclass
+class _Release:
+    """How a claimed attempt ended, to be written to the store (:meth:`MessageStore.finish`). One the store could
+    not take is kept and written again (:meth:`Deliverer.record_unrecorded`) until ``give_up_at`` (monotonic: one
+    lease after the write failed)."""
+
+    claim: Claim
+    status: Status
+    outcome: AttemptOutcome
+    target: str
+    attempt_id: int | None
+    error: str | None
+    next_attempt_at: datetime | None
+    give_up_at: float = 0.0
+    failed_writes: int = 0
+
+    def write(self, store: MessageStore) -> bool:
+        """Record it and release the claim; whether the claim was still this worker's. Raises StoreError."""
+        try:
+            return store.finish(
+                self.claim,
+                state=self.status,
+                outcome=self.outcome,
+                target=self.target,
+                attempt_id=self.attempt_id,
+                error=self.error,
+                next_attempt_at=self.next_attempt_at,
+            )
+        except StoreError:
+            self.failed_writes += 1
+            raise
 
 
 def _fields(claim: Claim) -> dict[str, object]:
@@ -133,10 +178,16 @@ class Deliverer:
         self.store = store
         self.forwarder = forwarder
         self.metrics = metrics or Metrics()
+        self._unrecorded: list[_Release] = []
+        self._unrecorded_lock = threading.Lock()
 
     def deliver(self, claim: Claim) -> Outcome:
         """Deliver ``claim`` and release it into its next state. Raises :class:`StoreError` only when the attempt
-        could not be started (nothing was sent; the lease expires and the message is retried)."""
+        could not be started: nothing was sent, and the claim is released (held for the sender's resend in sync
+        mode, due again otherwise) now or, when the store still fails, once it answers again."""
+        if self._unrecorded:  # the store answered the claim just made: it may take what it could not before
+            with contextlib.suppress(StoreError):
+                self.record_unrecorded()
         target = self.forwarder.target
         if claim.interrupted:
             # Earlier attempts never finished (the process stopped): a possible duplicate with the same messageId.
@@ -162,7 +213,13 @@ class Deliverer:
             bundle_version = 1
 
         lease = self.settings.delivery_lease_seconds
-        attempt_id = self.store.start_attempt(claim, target, lease, newly_converted, converted_at)
+        try:
+            attempt_id = self.store.start_attempt(claim, target, lease, newly_converted, converted_at)
+        except StoreError:
+            # Nothing was sent: release the claim rather than leave the message to wait out its lease.
+            state, due_in = (Status.HELD, None) if claim.synchronous else (Status.RETRYING, 0.0)
+            self._finish(claim, state, AttemptOutcome.FAILED, target, None, NOT_STARTED_ERROR, next_attempt_in=due_in)
+            raise
         if attempt_id is None:
             log.warning("lease lost before sending, not sent (another worker has it)", extra=_fields(claim))
             return Outcome(Status.DELIVERING, "lease lost", recorded=False)
@@ -279,23 +336,19 @@ class Deliverer:
         next_attempt_in: float | None = None,
     ) -> Outcome:
         next_attempt_at = None if next_attempt_in is None else utc_now() + timedelta(seconds=next_attempt_in)
+        release = _Release(claim, status, outcome, target, attempt_id, error, next_attempt_at)
         try:
-            owned = self.store.finish(
-                claim,
-                state=status,
-                outcome=outcome,
-                target=target,
-                attempt_id=attempt_id,
-                error=error,
-                next_attempt_at=next_attempt_at,
-            )
+            owned = release.write(self.store)
         except StoreError as exc:
-            # The lease expires and the message is claimed again; the unfinished attempt is then counted as a
-            # possible redelivery.
+            # Kept and written again once the store answers (record_unrecorded), so that the message neither
+            # waits out its lease nor, when it was delivered, is sent again.
             log.error(
-                "could not record the delivery outcome",
+                "could not record the delivery outcome, will record it when the store answers",
                 extra={"record_id": claim.record_id, "outcome": outcome.value, "error": str(exc)},
             )
+            release.give_up_at = time.monotonic() + self.settings.delivery_lease_seconds
+            with self._unrecorded_lock:
+                self._unrecorded.append(release)
             return Outcome(status, error, recorded=False)
         if not owned:
             # Another worker took the message over and delivers it too: a delivered one is then a possible
@@ -306,6 +359,41 @@ class Deliverer:
                 extra={"record_id": claim.record_id, "outcome": outcome.value},
             )
         return Outcome(status, error, recorded=owned)
+
+    @property
+    def unrecorded(self) -> int:
+        """How many outcomes wait to be written again (see :meth:`record_unrecorded`)."""
+        with self._unrecorded_lock:
+            return len(self._unrecorded)
+
+    def record_unrecorded(self) -> None:
+        """Write the outcomes the store could not take, oldest first, releasing their claims; one kept for a
+        lease since its write failed is given up (the worker that takes the message over closes its attempt as
+        ``interrupted``). Raises :class:`StoreError` when the store still fails: that one and the rest are kept.
+        """
+        with self._unrecorded_lock:
+            waiting, self._unrecorded = self._unrecorded, []
+        try:
+            while waiting:
+                entry = waiting[0]
+                fields = {**_fields(entry.claim), "outcome": entry.outcome.value, "failed_writes": entry.failed_writes}
+                if time.monotonic() >= entry.give_up_at:
+                    log.error("delivery outcome not recorded within the lease, given up", extra=fields)
+                    waiting.pop(0)
+                    continue
+                owned = entry.write(self.store)
+                waiting.pop(0)
+                # Not owned: the claim had been released already (the write that seemed to fail had committed)
+                # or taken over (the attempt was then closed as interrupted, and stays so).
+                log.info(
+                    "delivery outcome recorded once the store answered"
+                    + ("" if owned else "; the claim had already been released or taken over"),
+                    extra=fields,
+                )
+        finally:
+            if waiting:
+                with self._unrecorded_lock:
+                    self._unrecorded[:0] = waiting
 
 
 class OutboxWorker:
@@ -378,6 +466,11 @@ class OutboxWorker:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         running = [thread.name for thread in self._threads if thread.is_alive()]
+        if self.deliverer.unrecorded:
+            with contextlib.suppress(StoreError):
+                self.deliverer.record_unrecorded()
+            if self.deliverer.unrecorded:  # released when their leases expire
+                log.warning("delivery outcomes not recorded at shutdown", extra={"count": self.deliverer.unrecorded})
         if running:
             # Its lease expires within the lease time and it is retried then.
             log.warning(
@@ -455,6 +548,9 @@ class OutboxWorker:
             # Cleared before looking, so that a wake-up arriving while this thread looks is not lost.
             wakeup.clear()
             try:
+                # Outcomes the store could not take come first: their claims are released as soon as it answers.
+                if self.deliverer.unrecorded:
+                    self.deliverer.record_unrecorded()
                 outcome = self._deliver_next(owner, requests_first=True)
             except StoreError as exc:
                 now = time.monotonic()
