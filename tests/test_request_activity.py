@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -74,13 +74,13 @@ def busy_harness(tmp_path: Path) -> Iterator[Harness]:
 def test_delivery_waits_while_a_request_is_in_flight(busy_harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     activity = busy_harness.worker.requests
     defer = busy_harness.settings.delivery_defer_seconds
-    waits: list[tuple[bool, float]] = []  # each delivery thread's wait for quiet: was it quiet, how long it took
+    # Each delivery thread's wait for quiet: was it quiet, and when it ended (the store's clock, UTC).
+    waits: list[tuple[bool, datetime]] = []
     wait_for_quiet = activity.wait_for_quiet
 
     def recorded(timeout: float) -> bool:
-        started = time.monotonic()
         quiet = wait_for_quiet(timeout)
-        waits.append((quiet, time.monotonic() - started))
+        waits.append((quiet, utc_now()))
         return quiet
 
     monkeypatch.setattr(activity, "wait_for_quiet", recorded)
@@ -88,8 +88,12 @@ def test_delivery_waits_while_a_request_is_in_flight(busy_harness: Harness, monk
     busy_harness.worker.start()
     message = busy_harness.accept()
     wait_until(lambda: busy_harness.record(message).status is Status.DELIVERED, "delivery anyway", timeout=10)
-    # Not delivered beside the request: only once a thread had waited out its whole defer, never sooner.
-    assert waits and all(not quiet and took >= 0.9 * defer for quiet, took in waits), waits
+    # Not delivered beside the request: only once the message had waited its whole defer since its acceptance
+    # (however late a thread claimed it), never sooner. 50 ms: the clocks' and the condition's granularity.
+    converted_at = busy_harness.record(message).converted_at
+    assert converted_at is not None
+    earliest = converted_at + timedelta(seconds=defer) - timedelta(milliseconds=50)
+    assert waits and all(not quiet and ended >= earliest for quiet, ended in waits), (converted_at, waits)
 
     waited_in_flight = len(waits)
     activity.request_finished()
