@@ -442,7 +442,8 @@ def test_hung_broker_fails_within_bounded_time(
     try:
         # AMQP 1.0 waits `timeout` for the disposition; pika cannot time out a confirm, so a stuck broker is
         # noticed by its heartbeat check (heartbeat = timeout / 2, checked every heartbeat + 5 s).
-        limits = {"1.0": HUNG_TIMEOUT + 2, "0-9-1": 2 * (HUNG_TIMEOUT / 2 + 5) + HUNG_TIMEOUT + 2}
+        # Slack of 10 s for a busy machine: the bound tells "gave up" from "waits for ever", not speed.
+        limits = {"1.0": HUNG_TIMEOUT + 10, "0-9-1": 2 * (HUNG_TIMEOUT / 2 + 5) + HUNG_TIMEOUT + 10}
         for name, group in (("connected", used), ("new", fresh)):
             for protocol, sender in group.items():
                 started = time.monotonic()
@@ -457,7 +458,7 @@ def test_hung_broker_fails_within_bounded_time(
         for sender in used.values():
             started = time.monotonic()
             sender.close()
-            assert time.monotonic() - started < 1.0
+            assert time.monotonic() - started < 5.0
     finally:
         rabbitmq.resume()
     # A VM resumed from SIGSTOP first catches up with its timers and with the connections that died meanwhile;

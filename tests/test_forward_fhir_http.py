@@ -253,7 +253,8 @@ def test_a_slow_server_times_out_as_a_transient_failure(server: FhirServer) -> N
         sender.send(delivery())
     elapsed = time.monotonic() - started
     sender.close()
-    assert 0.4 <= elapsed < 2.0, f"gave up after {elapsed:.2f}s with a 0.5s timeout"
+    # Well before the server's 10 s answer: the timeout gave up, however busy the machine (no finer bound).
+    assert 0.4 <= elapsed < 8.0, f"gave up after {elapsed:.2f}s with a 0.5s timeout"
     assert not isinstance(caught.value, PermanentDeliveryError)
     assert "ReadTimeoutError" in str(caught.value)
 

@@ -77,7 +77,7 @@ def test_a_row_locked_by_another_worker_is_passed_over_without_waiting(
         claim = second_store.claim_due("worker-b", LEASE)
         elapsed = time.monotonic() - started
         assert claim is not None and claim.record_id == second
-        assert elapsed < 2.0
+        assert elapsed < 10.0  # not blocked on the lock, which is held until the test ends
         assert second_store.claim_due("worker-b", LEASE) is None  # the only other due row is locked
     finally:
         holder.rollback()
