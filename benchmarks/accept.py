@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -86,6 +87,44 @@ class InProcess:
     floor_cpu_ms: float
     floor_wall_median_ms: float
     floor_cpu_median_ms: float
+    #: CPU ms per message of each stage of the accept path, timed alone (:func:`_stages`), in path order.
+    stages_cpu_ms: dict[str, float]
+
+
+#: The stages of the accept path timed alone: what each costs, beside the floor.
+STAGES = {
+    "parse": "parse the request (A1-A2: bounded, DOCTYPEs refused)",
+    "validate": "the ITK rules A3-D6, with the schema validation of the envelope, the CDA and the Pathways case",
+    "convert": "conversion to the Bundle and its JSON",
+    "store": "storing the request and its Bundle (one SQLite transaction)",
+}
+
+
+def _cpu_ms(call: Callable[[], Any]) -> tuple[float, Any]:
+    started = time.process_time()
+    answer = call()
+    return (time.process_time() - started) * 1000, answer
+
+
+def _stages(components: Any, settings: Any, template: Template) -> dict[str, float]:
+    """The CPU time of each stage for one fresh copy of ``template``, called as the service calls them."""
+    from adaptor.delivery.conversion import bundle_text, convert_message
+    from adaptor.itk import rules
+    from adaptor.itk.wire import utc_now
+
+    _, body = template.fresh()
+    record_id = str(uuid.uuid4())
+    times = {}
+    times["parse"], root = _cpu_ms(lambda: rules.parse_request(body, settings))
+    times["validate"], message = _cpu_ms(lambda: rules.validate_request(root, settings, components.allow_list))
+    converted_at = utc_now()
+    times["convert"], bundle = _cpu_ms(
+        lambda: bundle_text(convert_message(message, config=settings, now=converted_at, id_seed=record_id))
+    )
+    times["store"], _ = _cpu_ms(
+        lambda: components.store.accept(message, body, bundle, converted_at=converted_at, record_id=record_id)
+    )
+    return times
 
 
 def _timed(call: Callable[[], bool]) -> tuple[float, float, bool]:
@@ -141,16 +180,20 @@ def measure_in_process(corpus: Path, rounds: int, warmup: int = 5) -> InProcess:
             return True
 
         samples: dict[str, list[float]] = {"app_wall": [], "app_cpu": [], "floor_wall": [], "floor_cpu": []}
+        stages: dict[str, list[float]] = {name: [] for name in STAGES}
         ok = 0
         try:
             for number in range(warmup + rounds):
                 for template in templates:
                     app_wall, app_cpu, accepted = _timed(partial(accept, template))
                     floor_wall, floor_cpu, _ = _timed(partial(parse_and_store, template))
+                    stage_cpu = _stages(components, settings, template)
                     if number >= warmup:
                         ok += accepted
                         for name, value in zip(samples, (app_wall, app_cpu, floor_wall, floor_cpu), strict=True):
                             samples[name].append(value)
+                        for name, value in stage_cpu.items():
+                            stages[name].append(value)
         finally:
             floor.close()
             components.close()
@@ -163,6 +206,7 @@ def measure_in_process(corpus: Path, rounds: int, warmup: int = 5) -> InProcess:
         floor_cpu_ms=statistics.fmean(samples["floor_cpu"]),
         floor_wall_median_ms=statistics.median(samples["floor_wall"]),
         floor_cpu_median_ms=statistics.median(samples["floor_cpu"]),
+        stages_cpu_ms={name: statistics.fmean(values) for name, values in stages.items()},
     )
 
 
@@ -246,11 +290,12 @@ def markdown(result: AcceptResult) -> tuple[str, bool]:
             met = False
             continue
         ratio = cpu / floor
-        met = met and ratio <= TARGET_RATIO and not step.errors
+        strict = cpu / inside.floor_cpu_ms  # the verdict's: see the section's text
+        met = met and strict <= TARGET_RATIO and not step.errors
         lines.append(
             f"| `nhs111 serve` over HTTP | {step.concurrency} | {step.ok_per_s:.1f} | {errors} | {cpu:.2f} "
-            f"| {ratio:.2f} | {cpu / inside.floor_cpu_ms:.2f} "
-            f"| {loadgen or 0:.2f} ({step.loadgen_cpu_s / step.duration_s:.2f}) | {_verdict(ratio)} |"
+            f"| {ratio:.2f} | {strict:.2f} "
+            f"| {loadgen or 0:.2f} ({step.loadgen_cpu_s / step.duration_s:.2f}) | {_verdict(strict)} |"
         )
     ratio = inside.app_cpu_ms / floor
     lines.append(
@@ -263,6 +308,27 @@ def markdown(result: AcceptResult) -> tuple[str, bool]:
         http = (_per_ok_ms(first.server_cpu_s, first) or 0.0) - inside.app_cpu_ms
         lines += ["", f"The HTTP server's share at concurrency 1 (over HTTP minus in process): {http:.2f} ms per "
                       f"message ({http / floor:.2f}x the floor)."]  # fmt: skip
+    lines += [
+        "",
+        "Where the time goes: each stage of the accept path timed alone in the same process (CPU ms per message;"
+        " the rest of the application's time is SOAP handling by spyne, the answer and the logs).",
+        "",
+        "| stage | CPU ms per message | ÷ floor wall | ÷ floor CPU |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, text in STAGES.items():
+        cpu = inside.stages_cpu_ms[name]
+        lines.append(f"| {name}: {text} | {cpu:.2f} | {cpu / floor:.2f} | {cpu / inside.floor_cpu_ms:.2f} |")
+    if not met:
+        convert = inside.stages_cpu_ms["convert"] / inside.floor_cpu_ms
+        lines += [
+            "",
+            f"**Shortfall.** Conversion alone costs {convert:.1f}x the floor's CPU time: since the sender's `OK` waits "
+            "for it (a message that cannot be converted is refused, rule E3), no accept path that converts can come "
+            f"within {TARGET_RATIO:g}x of merely parsing and storing the bytes while the mapping is Python walking "
+            "the CDA (its own target, 5x lxml parse + `json.dumps`, is met: see the conversion part). What is left "
+            "beside it is schema validation (libxml2) and the store's transaction.",
+        ]
     return "\n".join(lines), met
 
 
@@ -276,8 +342,10 @@ Server CPU per accepted ~110 KB message (`110kb` mix: primary-emergency and adas
 MessageIDs), with CDA schema validation (`PEM111_SCHEMA_DIR`: the published schema pack) and conversion to the
 Bundle, against the **floor**: lxml `etree.fromstring` of the same bytes plus a SQLite insert-and-commit of them
 (WAL, `synchronous=FULL`, one transaction per message, a temporary file on the same disk as the server's store),
-measured in the same run. Target: at most {TARGET_RATIO:g}x the floor's time (its wall time: a commit waits for
-the disk; its CPU time is given too).
+measured in the same run. Target: at most {TARGET_RATIO:g}x the floor. Both the floor's wall time (a commit waits
+for the disk) and its CPU time are given; the verdict is taken against its CPU time, the stricter of the two and the
+one other work on the machine cannot inflate: the wall time of a commit grows many times over when other processes
+share the disk, which would make any accept path look cheap beside it.
 
 * **over HTTP**: a real `nhs111 serve` with `PEM111_DELIVERY_WORKERS=0` (no delivery CPU counted; 8 HTTP
   threads; SQLite store), loaded by `python -m benchmarks.load` in closed-loop steps of {duration:g} s after a
