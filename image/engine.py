@@ -233,6 +233,14 @@ def build_image(
     if base == "local":
         ensure_local_base(docker)
         base = LOCAL_BASE
+    elif not docker.has_image(base):
+        pulled = docker.run("pull", base, check=False)
+        if pulled.returncode != 0:
+            reason = (pulled.stderr.strip().splitlines() or ["no answer"])[-1]
+            raise EngineUnavailable(
+                f"cannot pull the base image {base} ({reason}); where no image registry is reachable, build on the "
+                "local base: make image IMAGE_BASE=local"
+            )
     args = ["build", "--network", "host", "--tag", tag, "--build-arg", f"BASE_IMAGE={base}",
             "--build-arg", f"SCHEMA_PACK={'local' if schema_pack else 'fetch'}"]  # fmt: skip
     ca = build_ca_file()
