@@ -258,6 +258,24 @@ def build_image(
     return time.monotonic() - started
 
 
+#: The stand-ins for the official postgres and rabbitmq images that compose.yaml names (image/compose.local.yaml).
+SERVICE_IMAGES = {"nhs111-postgres:local": "postgres.Dockerfile", "nhs111-rabbitmq:local": "rabbitmq.Dockerfile"}
+
+
+def build_service_images(docker: Engine) -> None:
+    """Build :data:`SERVICE_IMAGES` from Debian's packages on the local base (cached like any build)."""
+    ensure_local_base(docker)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1, format=tarfile.GNU_FORMAT) as tar:
+        tar.add(REPO / "image" / "services", arcname=".")
+    for tag, dockerfile in SERVICE_IMAGES.items():
+        with tempfile.TemporaryFile() as context:
+            context.write(buffer.getvalue())
+            context.seek(0)
+            docker.run("build", "--network", "host", "--tag", tag, "--build-arg", f"BASE_IMAGE={LOCAL_BASE}",
+                       "--file", dockerfile, "-", stdin=context, timeout=1800)  # fmt: skip
+
+
 def image_size(docker: Engine, tag: str) -> int:
     return int(docker.run("image", "inspect", "--format", "{{.Size}}", tag).stdout.strip())
 
