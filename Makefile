@@ -77,7 +77,7 @@ image-test: install image-tools
 
 lint: install
 	$(BIN)/ruff check adaptor mappings tests benchmarks image
-	$(BIN)/mypy adaptor mappings benchmarks
+	$(BIN)/mypy adaptor mappings benchmarks image
 	$(BIN)/lint-imports
 
 check: lint test

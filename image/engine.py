@@ -29,6 +29,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 REPO = Path(__file__).resolve().parents[1]
 LOCAL_BASE = "nhs111-base:bookworm-py311"
@@ -96,13 +97,17 @@ class Engine:
     def started_here(self) -> bool:
         return self.daemon is not None
 
-    def run(self, *args: str, check: bool = True, timeout: float = 600, **kwargs: object) -> subprocess.CompletedProcess:
+    def run(
+        self, *args: str, check: bool = True, timeout: float = 600, stdin: IO[bytes] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """``docker ARGS`` with output captured as text; raises with the output when ``check`` and it fails."""
         result = subprocess.run(
-            [self.client, *args], env=self.env, capture_output=True, text=True, timeout=timeout, **kwargs
+            [self.client, *args], env=self.env, capture_output=True, text=True, timeout=timeout, stdin=stdin
         )
         if check and result.returncode != 0:
-            raise RuntimeError(f"docker {' '.join(args[:3])} failed ({result.returncode}):\n{result.stdout}{result.stderr}")
+            raise RuntimeError(
+                f"docker {' '.join(args[:3])} failed ({result.returncode}):\n{result.stdout}{result.stderr}"
+            )
         return result
 
     def answers(self) -> bool:
@@ -142,7 +147,9 @@ def start_engine(cache: Path | None = None) -> Engine:
         return private
     dockerd = shutil.which("dockerd")
     if dockerd is None:
-        raise EngineUnavailable("no Docker engine runs and dockerd is not installed (Debian: apt-get install docker.io)")
+        raise EngineUnavailable(
+            "no Docker engine runs and dockerd is not installed (Debian: apt-get install docker.io)"
+        )
     if os.geteuid() != 0:
         raise EngineUnavailable("no Docker engine runs, and starting one (dockerd) needs root")
     cache = cache or cache_dir()
@@ -255,7 +262,10 @@ def build_image(
                            check=True, timeout=3600)  # fmt: skip
         else:
             docker.run(*args, "-", stdin=context, timeout=3600)
-    return time.monotonic() - started
+    seconds = time.monotonic() - started
+    # The image this tag named before is now nameless: drop it (the build cache keeps its layers for reuse).
+    docker.run("image", "prune", "--force", check=False)
+    return seconds
 
 
 #: The stand-ins for the official postgres and rabbitmq images that compose.yaml names (image/compose.local.yaml).

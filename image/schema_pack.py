@@ -77,7 +77,10 @@ def _archive_files(url: str, prefix: str, wanted: set[str]) -> dict[str, bytes]:
 
 def fetch(listed: dict[str, str], iuc_commit: str, pathways_commit: str) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
-    for top, repository, commit in (("iuc", IUC_REPOSITORY, iuc_commit), ("pathways", PATHWAYS_REPOSITORY, pathways_commit)):
+    for top, repository, commit in (
+        ("iuc", IUC_REPOSITORY, iuc_commit),
+        ("pathways", PATHWAYS_REPOSITORY, pathways_commit),
+    ):
         wanted = {name.partition("/")[2] for name in listed if name.startswith(top + "/")}
         got = _archive_files(f"{repository}/archive/{commit}.tar.gz", SOURCES[top], wanted)
         files.update({f"{top}/{name}": data for name, data in got.items()})
@@ -102,8 +105,10 @@ def check_and_write(files: dict[str, bytes], listed: dict[str, str], out: Path) 
 
 def update_list(folder: Path, list_path: Path) -> None:
     names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
-    header = "# The published IUC / Pathways schema pack: every file the image carries, with its SHA-256 (image/schema_pack.py).\n"
-    list_path.write_text(header + "".join(f"{sha256((folder / n).read_bytes())}  {n}\n" for n in names), encoding="utf-8")
+    header = "# The IUC / Pathways schema pack: each file the image carries, with its SHA-256 (schema_pack.py).\n"
+    list_path.write_text(
+        header + "".join(f"{sha256((folder / n).read_bytes())}  {n}\n" for n in names), encoding="utf-8"
+    )
     print(f"{list_path}: {len(names)} files from {folder}")
 
 

@@ -140,7 +140,7 @@ def running(
     try:
         yield container
     finally:
-        docker.run("rm", "--force", container.name, check=False)
+        docker.run("rm", "--force", "--volumes", container.name, check=False)
 
 
 def send(container: Container, *paths: Path) -> subprocess.CompletedProcess[str]:
