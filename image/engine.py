@@ -220,8 +220,8 @@ def build_context(schema_pack: Path | None) -> bytes:
 
 def build_ca_file() -> str | None:
     """A CA bundle for the build's downloads (behind a TLS-inspecting proxy): ``NHS111_BUILD_CA_FILE``, or the one
-    pip on this machine is told to trust (``PIP_CERT``)."""
-    for name in ("NHS111_BUILD_CA_FILE", "PIP_CERT"):
+    pip or OpenSSL on this machine is told to trust (``PIP_CERT``, ``SSL_CERT_FILE``)."""
+    for name in ("NHS111_BUILD_CA_FILE", "PIP_CERT", "SSL_CERT_FILE"):
         value = os.environ.get(name)
         if value and Path(value).is_file():
             return value
