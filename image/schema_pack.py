@@ -75,11 +75,19 @@ def _archive_files(url: str, prefix: str, wanted: set[str]) -> dict[str, bytes]:
     return found
 
 
-def fetch(listed: dict[str, str], iuc_commit: str, pathways_commit: str) -> dict[str, bytes]:
+def fetch(
+    listed: dict[str, str],
+    iuc_commit: str,
+    pathways_commit: str,
+    *,
+    iuc_repository: str = IUC_REPOSITORY,
+    pathways_repository: str = PATHWAYS_REPOSITORY,
+) -> dict[str, bytes]:
+    """The listed files from the two repositories' archives (``REPOSITORY/archive/COMMIT.tar.gz``, GitHub's form)."""
     files: dict[str, bytes] = {}
     for top, repository, commit in (
-        ("iuc", IUC_REPOSITORY, iuc_commit),
-        ("pathways", PATHWAYS_REPOSITORY, pathways_commit),
+        ("iuc", iuc_repository, iuc_commit),
+        ("pathways", pathways_repository, pathways_commit),
     ):
         wanted = {name.partition("/")[2] for name in listed if name.startswith(top + "/")}
         got = _archive_files(f"{repository}/archive/{commit}.tar.gz", SOURCES[top], wanted)
@@ -122,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--update-list", type=Path, metavar="DIR", help="rewrite --list from the pack in DIR")
     parser.add_argument("--iuc-commit", default="", help="commit (or ref) of nhsconnect/Integrated-Urgent-Care")
     parser.add_argument("--pathways-commit", default="", help="commit (or ref) of UECIT/iucds-schema")
+    parser.add_argument("--iuc-repository", default=IUC_REPOSITORY, help="where to download the IUC pack from")
+    parser.add_argument("--pathways-repository", default=PATHWAYS_REPOSITORY, help="... and the Pathways schema")
     args = parser.parse_args(argv)
     if args.update_list:
         update_list(args.update_list, args.list)
@@ -132,7 +142,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.fetch:
         if not (args.iuc_commit and args.pathways_commit):
             parser.error("--fetch needs --iuc-commit and --pathways-commit")
-        files = fetch(listed, args.iuc_commit, args.pathways_commit)
+        try:
+            files = fetch(
+                listed,
+                args.iuc_commit,
+                args.pathways_commit,
+                iuc_repository=args.iuc_repository,
+                pathways_repository=args.pathways_repository,
+            )
+        except (OSError, tarfile.TarError) as exc:  # urllib's errors are OSErrors
+            print(
+                f"schema pack: download failed ({exc}); or build from a local copy: SCHEMA_PACK=local", file=sys.stderr
+            )
+            return 1
     else:
         if not args.from_dir.is_dir():
             print(f"schema pack: {args.from_dir} is not a folder", file=sys.stderr)
