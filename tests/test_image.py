@@ -15,7 +15,6 @@ RabbitMQ. The build time and image size are written to ``tests/artifacts/image.t
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import shutil
@@ -25,14 +24,13 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import requests
 import yaml
 from brokers import PrivateRabbitMQ
-from conftest import REPO, require_shared
+from conftest import REPO, load_module, require_shared
 from lxml import etree
 from server_fixture import free_port, nhs111_command
 from unavailable import unavailable
@@ -48,15 +46,7 @@ DELIVERY_SECONDS = 60.0
 ARTIFACTS = REPO / "tests" / "artifacts"
 
 
-def _load_engine() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("nhs111_image_engine", REPO / "image" / "engine.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-engine = _load_engine()
+engine = load_module(REPO / "image" / "engine.py", "nhs111_image_engine")
 
 
 @pytest.fixture(scope="module")

@@ -4,26 +4,16 @@ test in GitHub's layout, read through ``file://`` URLs, since GitHub is not reac
 
 from __future__ import annotations
 
-import importlib.util
 import tarfile
 from pathlib import Path
-from types import ModuleType
 
 import pytest
-from conftest import REPO, require_shared
+from conftest import REPO, load_module, require_shared
 
 LIST = REPO / "image" / "schema-pack.sha256"
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("nhs111_schema_pack", REPO / "image" / "schema_pack.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-schema_pack = _load()
+schema_pack = load_module(REPO / "image" / "schema_pack.py", "nhs111_schema_pack")
 
 
 def _fake_pack(folder: Path) -> Path:
