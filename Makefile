@@ -13,7 +13,7 @@ ifneq ($(wildcard $(SHARED)/schemas/iuc),)
 export PEM111_SCHEMA_DIR ?= $(SHARED)/schemas
 endif
 
-.PHONY: install run test lint typecheck check bench bench-quick soak clean
+.PHONY: install run test browser lint typecheck check bench bench-quick soak clean image image-test image-tools
 
 install: $(STAMP)
 
@@ -31,12 +31,53 @@ endif
 run: install
 	$(BIN)/nhs111 serve
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Run as root, or with passwordless sudo, or print one line: apt-get install PACKAGES, for the tests named.
+define apt_install
+	@missing=""; for tool in $(1); do command -v "$$tool" >/dev/null || missing="$$missing $$tool"; done; \
+	[ -z "$$missing" ] && exit 0; \
+	if [ "$$(id -u)" -eq 0 ]; then sudo=""; elif sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+	else echo "make: not installing $(2) (missing:$$missing; needs root or passwordless sudo): $(3) cannot run"; exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then echo "make: $(2) missing ($$missing) and no apt-get: $(3) cannot run"; exit 0; fi; \
+	echo "make: installing $(2) (for $(3))"; \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null && \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null \
+	|| echo "make: installing $(2) failed: $(3) cannot run"
+endef
+
+# The console's browser tests drive Debian's Chromium through its chromedriver. Without them those tests skip on a
+# developer machine and fail under CI (CI=true), so they are installed here when missing and possible.
+browser:
+	$(call apt_install,/usr/bin/chromium /usr/bin/chromedriver,chromium chromium-driver,the console browser tests (tests/test_console_browser.py))
+
+# -- the Docker image (README, Docker) ------------------------------------------------------------------------------
+# `make image` builds it, starting a private Docker engine when none runs (image/engine.py). IMAGE_BASE=local builds
+# on a Debian bookworm base made here with debootstrap (image/base.sh), for machines that reach no image registry.
+# The schema pack is downloaded and checked during the build, or taken from SCHEMA_PACK_DIR (by default ../shared's
+# copy when it is there), which goes into the build context and never into the checkout.
+IMAGE_BASE      ?= python:3.11-slim
+IMAGE_TAG       ?= nhs111-adaptor:local
+SCHEMA_PACK_DIR ?= $(if $(wildcard $(SHARED)/schemas/iuc),$(SHARED)/schemas)
+SYSTEM_PYTHON   ?= python3
+
+image:
+	$(SYSTEM_PYTHON) image/engine.py build --base $(IMAGE_BASE) --tag $(IMAGE_TAG) $(if $(SCHEMA_PACK_DIR),--schema-pack $(SCHEMA_PACK_DIR))
+
+# Debian's Docker engine and debootstrap (for the local base), installed when missing and possible.
+image-tools:
+	$(call apt_install,dockerd debootstrap,docker.io debootstrap,the image tests (tests/test_image.py))
+
+# Builds the image on the local base and runs it (tests/test_image.py, marked `image`: `make test` leaves it out).
+# Images, the base's root filesystem and the build caches are kept in ~/.cache/nhs111-image for the next run.
+image-test: install image-tools
+	$(BIN)/python -m pytest -m image tests/test_image.py $(PYTEST_ARGS)
+	@cat tests/artifacts/image.txt
+
 lint: install
-	$(BIN)/ruff check adaptor mappings tests benchmarks
-	$(BIN)/mypy adaptor mappings benchmarks
+	$(BIN)/ruff check adaptor mappings tests benchmarks image
+	$(BIN)/mypy adaptor mappings benchmarks image
 	$(BIN)/lint-imports
 
 check: lint test

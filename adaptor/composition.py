@@ -26,6 +26,7 @@ from adaptor.delivery.activity import RequestActivity
 from adaptor.delivery.forwarders import Forwarder, forwarder_from_settings
 from adaptor.delivery.outbox import OutboxWorker
 from adaptor.itk.allowlist import AllowList, require_allow_list
+from adaptor.itk.schemas import schema_rules
 from adaptor.ops.metrics import Metrics
 from adaptor.ops.readiness import Readiness
 from adaptor.store import MessageStore
@@ -146,7 +147,7 @@ def build(
                 # a synchronous delivery could not.
                 deliverer=worker.deliverer if owns_worker else None,
             ),
-            readiness=Readiness(store, forwarder, allow_list),
+            readiness=Readiness(store, forwarder, allow_list, lambda: schema_rules(settings)),
             closing=closing,
             owns_worker=owns_worker,
         )

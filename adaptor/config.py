@@ -379,11 +379,37 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Read every setting from ``env`` (default: ``os.environ``). Raises :class:`ConfigError`."""
-        env = os.environ if env is None else env
+        """Read every setting from ``env`` (default: ``os.environ``); ``PEM111_X_FILE`` names a file holding the
+        value of ``PEM111_X`` (see :func:`_read_setting_files`). Raises :class:`ConfigError`."""
+        env = _read_setting_files(os.environ if env is None else env, cls)
         values = {
             each.name: each.metadata["parse"](env, each.metadata["env"], each.default, **each.metadata["bounds"])
             for each in dataclasses.fields(cls)
             if "env" in each.metadata
         }
         return cls(**values, extra={k: v for k, v in env.items() if k.startswith("PEM111_")})
+
+
+def _read_setting_files(env: Mapping[str, str], settings: type[Settings]) -> Mapping[str, str]:
+    """``env`` with ``PEM111_X`` set from the file that ``PEM111_X_FILE`` names, for every setting ``PEM111_X``.
+
+    The convention of Docker and Kubernetes secrets (and of the official postgres image): a password or a key is
+    mounted as a file rather than put in the environment, where ``docker inspect`` and child processes see it.
+    One trailing newline is dropped. Naming both ``PEM111_X`` and ``PEM111_X_FILE`` is refused.
+    """
+    names = [each.metadata["env"] for each in dataclasses.fields(settings) if "env" in each.metadata]
+    named = [name for name in names if env.get(f"{name}_FILE")]
+    if not named:
+        return env
+    resolved = dict(env)
+    for name in named:
+        path = env[f"{name}_FILE"]
+        if env.get(name):
+            raise ConfigError(f"{name} and {name}_FILE are both set: set one of them")
+        try:
+            value = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            raise ConfigError(f"{name}_FILE: cannot read {path}: {reason}") from None
+        resolved[name] = value[:-1] if value.endswith("\n") else value
+    return resolved

@@ -72,15 +72,20 @@ def corpus_pairs() -> list[str]:
     return sorted(set(CORPUS_PAIRS) | found)
 
 
-@functools.cache
-def shared_tool(name: str) -> ModuleType:
-    """``../shared/tools/<name>.py`` loaded as a module, in place (never copied)."""
-    path = require_shared("tools", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"shared_{name}", path)
+def load_module(path: Path, name: str) -> ModuleType:
+    """The Python file at ``path`` loaded as module ``name``: scripts outside the package (``../shared/tools``,
+    ``image/``) that tests use in place."""
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None, f"cannot load {path}"
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@functools.cache
+def shared_tool(name: str) -> ModuleType:
+    """``../shared/tools/<name>.py`` loaded as a module, in place (never copied)."""
+    return load_module(require_shared("tools", f"{name}.py"), f"shared_{name}")
 
 
 def parity_tool() -> ModuleType:

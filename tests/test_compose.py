@@ -1,6 +1,7 @@
-"""``compose.yaml``: no Docker engine runs here, so the file is checked as data: it parses, the start order holds
-(healthy database and broker, then ``nhs111 db upgrade`` once, then the adaptor), and the adaptor's environment
-is one the adaptor accepts and that names PostgreSQL through psycopg 3 and RabbitMQ over AMQP 1.0."""
+"""``compose.yaml`` checked as data, without Docker: it parses, the start order holds (healthy database and broker,
+then ``nhs111 db upgrade`` once, then the adaptor), and the adaptor's environment is one the adaptor accepts and that
+names PostgreSQL through psycopg 3 and RabbitMQ over AMQP 1.0. ``tests/test_image.py`` (``make image-test``) checks it
+with ``docker compose config`` and brings it up."""
 
 from __future__ import annotations
 

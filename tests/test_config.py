@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from pathlib import Path
 
 import pytest
 from conftest import REPO
@@ -121,12 +122,31 @@ def test_secrets_stay_out_of_the_repr() -> None:
     assert "port=8080" in shown
 
 
+def test_a_setting_can_be_read_from_the_file_its_file_variable_names(tmp_path: Path) -> None:
+    """``PEM111_X_FILE``: Docker and Kubernetes secrets, mounted as files (one trailing newline dropped)."""
+    password = tmp_path / "amqp-password"
+    password.write_text("s3cret pass\n", encoding="utf-8")
+    key = tmp_path / "key"
+    key.write_text("line one\nline two", encoding="utf-8")
+    settings = Settings.from_env(
+        {"PEM111_AMQP_PASSWORD_FILE": str(password), "PEM111_CONSOLE_SECRET_KEY_FILE": str(key), "PEM111_PORT": "81"}
+    )
+    assert (settings.amqp_password, settings.console_secret_key, settings.port) == ("s3cret pass", key.read_text(), 81)
+    with pytest.raises(ConfigError, match=r"^PEM111_AMQP_PASSWORD and PEM111_AMQP_PASSWORD_FILE are both set"):
+        Settings.from_env({"PEM111_AMQP_PASSWORD": "x", "PEM111_AMQP_PASSWORD_FILE": str(password)})
+    with pytest.raises(ConfigError, match=r"^PEM111_PORT_FILE: cannot read .*missing: No such file or directory$"):
+        Settings.from_env({"PEM111_PORT_FILE": str(tmp_path / "missing")})
+    with pytest.raises(ConfigError, match="PEM111_PORT"):  # the value read is checked as any other
+        Settings.from_env({"PEM111_PORT_FILE": str(password)})
+
+
 def test_the_documented_variables_are_the_declared_ones() -> None:
     """The README's settings and the compose file name only variables the adaptor reads (``PEM111_AMQP_*`` style
-    wildcards aside), and the README documents every one."""
+    wildcards aside; ``PEM111_X_FILE`` for a declared ``PEM111_X``), and the README documents every one."""
     declared = set(VARIABLES.values())
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     for text in (readme, (REPO / "compose.yaml").read_text(encoding="utf-8")):
         named = {name for name in re.findall(r"PEM111_[A-Z0-9_]+", text) if not name.endswith("_")}
+        named = {name.removesuffix("_FILE") if name.removesuffix("_FILE") in declared else name for name in named}
         assert named <= declared, sorted(named - declared)
     assert not sorted(name for name in declared if name not in readme)

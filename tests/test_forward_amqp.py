@@ -34,6 +34,7 @@ from adaptor.delivery.forwarders import (
     Delivery,
     DeliveryError,
     PermanentDeliveryError,
+    amqp10,
     forwarder_from_settings,
 )
 from adaptor.delivery.forwarders.amqp091 import Amqp091Forwarder
@@ -498,6 +499,19 @@ def test_tls_verifies_the_broker(
     wrong_host = config.replace(amqp_broker=rabbitmq.tls_url.replace("localhost", "127.0.0.1"))
     with pytest.raises(DeliveryError, match="(?i)certificate verify failed"):
         make(forwarders, wrong_host).send(delivery())
+
+
+def test_amqps_without_ssl_in_proton_refuses_to_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A python-qpid-proton built without OpenSSL would fail every delivery: the forwarder is refused at start-up
+    in one line (``nhs111 serve`` prints it and exits 2), and a plain amqp:// target is unaffected."""
+    monkeypatch.setattr(amqp10.SSL, "present", staticmethod(lambda: False))
+    for broker in ("amqps://mq.example.nhs.uk", "amqp://a.example,amqps://b.example"):
+        with pytest.raises(ConfigError, match="built without SSL support") as refused:
+            Amqp10Forwarder(Settings(amqp_broker=broker))
+        assert "\n" not in str(refused.value)
+    with pytest.raises(ConfigError, match="built without SSL"):
+        Amqp10Forwarder(Settings(amqp_broker="amqp://mq.example.nhs.uk", amqp_ssl_enabled=True))
+    Amqp10Forwarder(Settings(amqp_broker="amqp://mq.example.nhs.uk")).close()
 
 
 def test_amqp091_tls_parameters() -> None:

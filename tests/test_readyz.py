@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import requests
 from brokers import PrivateRabbitMQ
+from conftest import require_shared
 from itk_factory import RECIPIENT_DOS, RECIPIENT_ODS
 from postgres import PrivatePostgres
 from server_fixture import RunningServer, free_port, start_server
@@ -189,6 +190,50 @@ def test_the_check_parameter_limits_the_answer(tmp_path: Path) -> None:
         both = readyz(server, "?check=store&check=delivery")
         assert both.status_code == 503 and both.json()["failing"] == ["delivery"]
         assert readyz(server, "?check=database").status_code == 400
+    finally:
+        server.stop()
+
+
+def test_the_schema_rules_in_force_are_logged_and_named_with_the_missing_schemas(tmp_path: Path) -> None:
+    """Informational: a pack folder without the schemas does not fail readiness, but /readyz names what is missing
+    and the start-up line which rules are active (D5 also needs saxonche, which the test environment lacks)."""
+    empty_pack = tmp_path / "pack"
+    empty_pack.mkdir()
+    server = serve(tmp_path / "server", PEM111_SCHEMA_DIR=str(empty_pack), PEM111_LOG_FORMAT="text")
+    try:
+        body = wait_for_readyz(server, 200)
+        assert body["schemas"] == {
+            "rules": {
+                "C18": "active",
+                "D4": "skipped: schema missing",
+                "D5": "skipped: schema missing",
+                "D6": "skipped: schema missing",
+            },
+            "missing": [
+                "iuc/Schemas/POCD_MT000002UK01.xsd",
+                "iuc/Schemas/POCD_MT200001GB02.xsd",
+                "iuc/Transforms/TrueCDAToCDALike_v2.xsl",
+                "pathways/pathwaysCase_v2.4.xsd",
+            ],
+        }
+        skipped = "D4 (schema missing); D5 (schema missing); D6 (schema missing)"
+        assert f'schema validation rules rules_active=C18 rules_skipped="{skipped}"' in server.log_text()
+    finally:
+        server.stop()
+
+    pack = require_shared("schemas")
+    server = serve(tmp_path / "with-pack", PEM111_SCHEMA_DIR=str(pack), PEM111_CDA_LEVEL2_VALIDATION="off")
+    try:
+        rules = wait_for_readyz(server, 200)["schemas"]
+        assert rules == {
+            "rules": {
+                "C18": "active",
+                "D4": "active",
+                "D5": "skipped: PEM111_CDA_LEVEL2_VALIDATION=off",
+                "D6": "active",
+            },
+            "missing": [],
+        }
     finally:
         server.stop()
 

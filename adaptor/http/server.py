@@ -154,7 +154,14 @@ def serve(settings: Settings) -> None:
         components = composition.build(settings)
     # Before the first request: libxml2 fails when request threads compile the same schema at once, which a
     # burst of requests right after a (re)start would otherwise make them do.
-    warm_up(settings)
+    rules = warm_up(settings)
+    log.info(
+        "schema validation rules",
+        extra={
+            "rules_active": ",".join(rules.active),
+            "rules_skipped": "; ".join(f"{rule} ({why})" for rule, why in rules.skipped.items()) or "none",
+        },
+    )
     app = build_app(components)
 
     server = HttpServer(settings, app, tls)

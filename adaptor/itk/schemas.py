@@ -18,6 +18,7 @@ import functools
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -242,9 +243,7 @@ class Level2Validator:
 @_compiled_once
 def level2_validator(schema_dir: str) -> Level2Validator | None:
     """The rule D5 validator, or ``None`` (one log line) without an XSLT 2.0 processor or schema pack."""
-    try:
-        import saxonche  # noqa: F401  (only probing that the optional package is installed)
-    except ImportError:
+    if not _xslt2_available():
         log.info("CDA level-2 validation (rule D5) skipped: no XSLT 2.0 processor (package saxonche)")
         return None
     pack = _schema_pack(schema_dir)
@@ -262,12 +261,73 @@ def level2_validator(schema_dir: str) -> Level2Validator | None:
         return None
 
 
-def warm_up(settings: Settings) -> None:
+#: The rules the published pack serves, and the files below ``PEM111_SCHEMA_DIR`` each of them needs.
+PACK_RULE_FILES: dict[str, tuple[str, ...]] = {
+    "D4": (CDA_WIRE_XSD,),
+    "D5": (CDA_LEVEL2_XSD, CDA_LEVEL2_XSLT),
+    "D6": (PATHWAYS_XSD,),
+}
+
+
+@dataclass(frozen=True)
+class SchemaRules:
+    """Which schema rules this process applies: ``active`` rules, ``skipped`` ones with the reason, and the files
+    of the pack that ``PEM111_SCHEMA_DIR`` should hold but does not (every one when it names no folder)."""
+
+    active: tuple[str, ...]
+    skipped: dict[str, str] = field(default_factory=dict)
+    missing: tuple[str, ...] = ()
+
+    def body(self) -> dict[str, object]:
+        """The ``schemas`` part of ``/readyz``."""
+        rules = {rule: "active" for rule in self.active}
+        rules |= {rule: f"skipped: {why}" for rule, why in self.skipped.items()}
+        return {"rules": dict(sorted(rules.items())), "missing": list(self.missing)}
+
+
+def schema_rules(settings: Settings) -> SchemaRules:
+    """The schema rules in force with ``settings`` (rule C18 always: its schema ships with the adaptor).
+
+    Compiles what is not compiled yet (once per process), so :func:`warm_up` first keeps this cheap."""
+    schema_dir = settings.schema_dir
+    pack = _schema_pack(schema_dir)
+    missing: list[str] = []
+    if schema_dir:
+        for files in PACK_RULE_FILES.values():
+            missing.extend(name for name in files if pack is None or not (pack / name).is_file())
+    compiled = {"D4": cda_schema(schema_dir) is not None, "D6": pathways_schema(schema_dir) is not None}
+    skipped: dict[str, str] = {}
+    if settings.cda_level2_validation == "off":
+        skipped["D5"] = "PEM111_CDA_LEVEL2_VALIDATION=off"
+    else:
+        compiled["D5"] = level2_validator(schema_dir) is not None
+    for rule, files in PACK_RULE_FILES.items():
+        if rule in skipped or compiled[rule]:
+            continue
+        if not schema_dir:
+            skipped[rule] = "PEM111_SCHEMA_DIR is not set"
+        elif any(name in missing for name in files):
+            skipped[rule] = "schema missing"
+        elif rule == "D5" and not _xslt2_available():
+            skipped[rule] = "no XSLT 2.0 processor (package saxonche)"
+        else:
+            skipped[rule] = "schema could not be compiled"
+    active = ("C18", *(rule for rule in PACK_RULE_FILES if rule not in skipped))
+    return SchemaRules(active, skipped, tuple(dict.fromkeys(missing)))
+
+
+def _xslt2_available() -> bool:
+    try:
+        import saxonche  # noqa: F401  (only probing that the optional package is installed)
+    except ImportError:
+        return False
+    return True
+
+
+def warm_up(settings: Settings) -> SchemaRules:
     """Compile every schema the settings call for, so the first request pays nothing and configuration
-    problems are logged at startup. Raises when the project's own schemas are broken."""
+    problems are logged at startup; returns the rules in force. Raises when the project's own schemas are
+    broken."""
     distribution_envelope_schema(wsdl_dir(settings))
     message_types_schema(wsdl_dir(settings))
-    cda_schema(settings.schema_dir)
-    pathways_schema(settings.schema_dir)
-    if settings.cda_level2_validation != "off":
-        level2_validator(settings.schema_dir)
+    return schema_rules(settings)

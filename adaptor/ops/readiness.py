@@ -15,6 +15,10 @@ Three checks, each named in the answer:
     The recipient allow-list can be applied: static lists exist or the remote document has been fetched once.
     Until then every addressed message is answered 2100.
 
+Beside the checks, the answer's ``schemas`` part names the schema rules in force and the files of the published
+schema pack that ``PEM111_SCHEMA_DIR`` lacks (:func:`adaptor.itk.schemas.schema_rules`). It informs and never
+fails readiness: a receiver without the pack still takes and passes on messages, as the operator configured it.
+
 The store and delivery checks do I/O, so each runs at most once per few seconds (:class:`CachedCheck`), in a
 thread of its own, and a caller waits for it at most :data:`CHECK_WAIT_SECONDS`: a scraper or an orchestrator
 polling ``/readyz`` can neither hammer the broker nor tie up request threads behind a database that hangs.
@@ -36,6 +40,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from adaptor.delivery.forwarders import Forwarder
 from adaptor.itk.allowlist import AllowList
+from adaptor.itk.schemas import SchemaRules
 from adaptor.store import MessageStore, StoreError, outbox
 
 log = logging.getLogger("adaptor.readiness")  # pinned: the JSON log format names it
@@ -156,6 +161,7 @@ class ReadinessReport:
     """The checks' results; :meth:`body` is the JSON answer of ``/readyz``."""
 
     results: dict[str, CheckResult]
+    schemas: SchemaRules | None = None
 
     @property
     def ok(self) -> bool:
@@ -169,14 +175,25 @@ class ReadinessReport:
         checks: dict[str, Any] = {}
         for name, result in self.results.items():
             checks[name] = {"ok": True} if result.ok else {"ok": False, "error": result.kind or "Error"}
-        return {"status": "ready" if self.ok else "unavailable", "failing": self.failing, "checks": checks}
+        status = "ready" if self.ok else "unavailable"
+        body: dict[str, Any] = {"status": status, "failing": self.failing, "checks": checks}
+        if self.schemas is not None:
+            body["schemas"] = self.schemas.body()
+        return body
 
 
 class Readiness:
     """The checks of one application (see the module docstring)."""
 
-    def __init__(self, store: MessageStore, forwarder: Forwarder, allow_list: AllowList) -> None:
+    def __init__(
+        self,
+        store: MessageStore,
+        forwarder: Forwarder,
+        allow_list: AllowList,
+        schemas: Callable[[], SchemaRules] | None = None,
+    ) -> None:
         self._allow_list = allow_list
+        self._schemas = schemas
         self._checks: dict[str, CachedCheck] = {
             "store": CachedCheck("store", lambda: check_store_writable(store), ttl=STORE_CHECK_TTL_SECONDS)
         }
@@ -195,7 +212,8 @@ class Readiness:
         waiters = {
             name: self._allow_list_result if name == "allow_list" else self._checks[name].begin() for name in wanted
         }
-        return ReadinessReport({name: waiter() for name, waiter in waiters.items()})
+        schemas = self._schemas() if self._schemas is not None else None
+        return ReadinessReport({name: waiter() for name, waiter in waiters.items()}, schemas)
 
     def _allow_list_result(self) -> CheckResult:
         if self._allow_list.ready:

@@ -24,6 +24,7 @@ import threading
 from typing import Any
 
 from proton import (
+    SSL,
     Condition,
     Endpoint,
     Event,
@@ -48,7 +49,7 @@ from adaptor.delivery.forwarders import (
     InDoubtDeliveryError,
     PermanentDeliveryError,
 )
-from adaptor.delivery.forwarders.brokers import BrokerEndpoint, read_brokers
+from adaptor.delivery.forwarders.brokers import BrokerEndpoint, Brokers, read_brokers
 
 log = logging.getLogger("adaptor.forwarders.amqp10")  # pinned: the JSON log format names it
 
@@ -93,6 +94,17 @@ def _refuse_0_9_1_routing(settings: Settings) -> None:
             f"{' and '.join(named)} {'apply' if len(named) > 1 else 'applies'} to AMQP 0-9-1 only: set "
             f"PEM111_AMQP_PROTOCOL=0-9-1, or unset {'them' if len(named) > 1 else 'it'} to send to "
             "PEM111_AMQP_QUEUE_NAME over AMQP 1.0"
+        )
+
+
+def _refuse_tls_without_ssl(brokers: Brokers) -> None:
+    """python-qpid-proton compiled without OpenSSL (its source build finds no ``pkg-config`` or OpenSSL headers, and
+    says nothing) fails every ``amqps://`` connection; refuse to start instead of failing each delivery later."""
+    if any(endpoint.tls for endpoint in brokers.endpoints) and not SSL.present():
+        raise ConfigError(
+            f"{brokers.safe_url()} needs TLS, but python-qpid-proton was built without SSL support: reinstall it "
+            "with pkg-config and the OpenSSL headers present (pip install --force-reinstall --no-binary "
+            "python-qpid-proton python-qpid-proton), or use the Docker image"
         )
 
 
@@ -197,6 +209,7 @@ class Amqp10Forwarder:
     def __init__(self, settings: Settings, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
         _refuse_0_9_1_routing(settings)
         self.brokers = read_brokers(settings)
+        _refuse_tls_without_ssl(self.brokers)
         self.address = settings.amqp_queue_name
         self.timeout = timeout
         separator = "" if self.address.startswith("/") else "/"
