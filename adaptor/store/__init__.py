@@ -64,7 +64,7 @@ from __future__ import annotations
 
 from adaptor.itk.wire import utc_now
 from adaptor.store import migrations
-from adaptor.store.claims import Claims
+from adaptor.store.claims import Claims, replay_refusal
 from adaptor.store.engine import (
     CONNECT_TIMEOUT_SECONDS,
     POOL_MARGIN,
@@ -144,6 +144,7 @@ __all__ = [
     "nullified_messages",
     "outbox",
     "rejections",
+    "replay_refusal",
     "sqlalchemy_url",
     "utc_now",
     "versions_not_kept",

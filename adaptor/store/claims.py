@@ -311,7 +311,7 @@ class Claims(StoreEngine):
             return None
         message_id, version, has_bundle, state, nullified, withdrawal_version = found
         previous = Status(state)
-        refused = _not_replayed(previous, nullified, withdrawal_version, reconverting=new_bundle is not None)
+        refused = replay_refusal(previous, nullified, withdrawal_version, reconverting=new_bundle is not None)
         if refused is not None:
             return ReplayResult(record_id, message_id, previous, False, version if has_bundle else None, refused)
         if new_bundle is None and previous is Status.REJECTED:
@@ -340,8 +340,9 @@ class Claims(StoreEngine):
         return ReplayResult(record_id, message_id, previous, True, version)
 
 
-def _not_replayed(state: Status, nullified: bool, withdrawal_version: int | None, *, reconverting: bool) -> str | None:
-    """Why a replay leaves a nullification or a withdrawn message alone; ``None`` when it may be queued."""
+def replay_refusal(state: Status, nullified: bool, withdrawal_version: int | None, *, reconverting: bool) -> str | None:
+    """Why a replay (``reconverting`` or redelivering) leaves a nullification or a message its sender withdrew
+    alone; ``None`` when it may be queued."""
     if state in (Status.NULLIFICATION, Status.UNMATCHED):
         return "a nullification has nothing of its own to deliver (its withdrawals are the withdrawn messages')"
     if not nullified:
