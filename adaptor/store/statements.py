@@ -347,8 +347,11 @@ _B_VERSION: BindParameter[int] = bindparam("b_version", type_=Integer())
 #: b_lock_key, a signed 64-bit key (:func:`document_lock_key`).
 _LOCK_DOCUMENT = select(func.pg_advisory_xact_lock(bindparam("b_lock_key", type_=BigInteger())))
 
-#: The stored nullifications that withdraw a document (its id; or its setId and version), oldest first, with their
-#: state. Parameters: b_document_id, b_set_id, b_version (each may be None: it then matches nothing).
+_STORED_DOCUMENT = messages.alias("stored_document")
+#: The stored nullifications that withdraw an arriving document, oldest first, with their state: as a nullification
+#: finds what it withdraws when it arrives (:func:`adaptor.store.nullifying.matching_ids`), by the document's id, or
+#: by its setId and version when no stored message has the id the nullification names. Parameters: b_document_id,
+#: b_set_id, b_version (each may be None: it then matches nothing).
 _FIND_NULLIFICATIONS = (
     select(nullifications.c.record_id, outbox.c.state)
     .select_from(
@@ -359,7 +362,14 @@ _FIND_NULLIFICATIONS = (
     .where(
         or_(
             nullifications.c.withdraws_id == _B_DOCUMENT_ID,
-            and_(nullifications.c.withdraws_set_id == _B_SET_ID, nullifications.c.withdraws_version == _B_VERSION),
+            and_(
+                nullifications.c.withdraws_set_id == _B_SET_ID,
+                nullifications.c.withdraws_version == _B_VERSION,
+                or_(
+                    nullifications.c.withdraws_id.is_(None),
+                    ~exists().where(_STORED_DOCUMENT.c.document_id == nullifications.c.withdraws_id),
+                ),
+            ),
         )
     )
     .order_by(messages.c.received_at, messages.c.id)
