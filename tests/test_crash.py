@@ -30,6 +30,7 @@ import requests
 from brokers import PrivateRabbitMQ
 from itk_factory import RECIPIENT_DOS, RECIPIENT_ODS, build_request, to_bytes
 from lxml import etree
+from nullifying import nullification, original
 from server_fixture import RunningServer, free_port, start_server
 from waiting import wait_until
 
@@ -112,14 +113,19 @@ class Stream:
                 time.sleep(0.05)  # the server is down or restarting: a sender's retry interval, shortened
 
     def _post(self, session: requests.Session, raw: bytes) -> bool:
-        try:
-            response = session.post(self.url, data=raw, headers={"Content-Type": "text/xml"}, timeout=20)
-        except requests.RequestException:
-            return False
-        if response.status_code != 200:
-            return False
-        text = etree.fromstring(response.content).findtext("s:Body/itk:SimpleMessageResponse", namespaces=NS)
-        return text == "OK"
+        return answered_ok(session, self.url, raw)
+
+
+def answered_ok(session: requests.Session, url: str, raw: bytes) -> bool:
+    """Post ``raw``; whether it was answered ``OK`` (``False`` for a fault or no answer)."""
+    try:
+        response = session.post(url, data=raw, headers={"Content-Type": "text/xml"}, timeout=20)
+    except requests.RequestException:
+        return False
+    if response.status_code != 200:
+        return False
+    text = etree.fromstring(response.content).findtext("s:Body/itk:SimpleMessageResponse", namespaces=NS)
+    return text == "OK"
 
 
 def kill_repeatedly(folder: Path, stream: Stream, port: int, **settings: str) -> RunningServer:
@@ -334,3 +340,46 @@ def test_a_send_that_outlasts_its_lease_is_a_copy_the_store_accounts_for(
     finally:
         forwarder.close()
         store.close()
+
+
+@pytest.mark.parametrize("protocol", ["1.0", "0-9-1"])
+def test_a_withdrawal_accepted_before_a_sigkill_is_delivered_once_after_the_restart(
+    tmp_path: Path, rabbitmq: PrivateRabbitMQ, protocol: str
+) -> None:
+    """A nullification answered OK, then SIGKILL before any worker delivered its withdrawal: after the restart the
+    withdrawal is delivered, once (the nullification and the withdrawal it queues commit together)."""
+    queue = rabbitmq.unique_queue("withdrawal")
+    settings = {
+        **SETTINGS,
+        "PEM111_FORWARD_TARGET": rabbitmq.url,
+        "PEM111_AMQP_QUEUE_NAME": queue,
+        "PEM111_AMQP_PROTOCOL": protocol,
+        "PEM111_AMQP_USERNAME": rabbitmq.username,
+        "PEM111_AMQP_PASSWORD": rabbitmq.password,
+    }
+    port = free_port()
+    withdrawn = original()
+    withdrawn_id = withdrawn.findtext(f"{{{SOAP11}}}Header/{{{NS['a']}}}MessageID") or ""
+    server = start_server(tmp_path, port=port, **settings)
+    try:
+        assert answered_ok(requests.Session(), server.report_url, to_bytes(withdrawn))
+        server.wait_for_status(withdrawn_id, Status.DELIVERED)
+    finally:
+        server.stop()
+
+    server = start_server(tmp_path, port=port, **{**settings, "PEM111_DELIVERY_WORKERS": "0"})  # accepts only
+    assert answered_ok(requests.Session(), server.report_url, to_bytes(nullification()))
+    [stored] = server.stored(withdrawn_id)
+    assert stored.status is Status.PENDING and stored.nullified is not None  # the withdrawal, queued, not sent
+    server.process.kill()  # SIGKILL: between accepting the nullification and delivering its withdrawal
+    server.process.wait(10)
+
+    server = start_server(tmp_path, port=port, **settings)
+    try:
+        server.wait_for_status(withdrawn_id, Status.NULLIFIED, timeout=DELIVERY_TIMEOUT_SECONDS)
+        depth = rabbitmq.queue_depth(queue)
+        received = rabbitmq.consume(queue, protocol, depth, timeout=30)
+    finally:
+        server.stop()
+    assert [m.message_id for m in received] == [withdrawn_id, f"{withdrawn_id}/v2"]  # the withdrawal, once
+    assert [str(m.properties["bundleVersion"]) for m in received] == ["1", "2"]
