@@ -128,6 +128,18 @@ def answered_ok(session: requests.Session, url: str, raw: bytes) -> bool:
     return text == "OK"
 
 
+def broker_settings(rabbitmq: PrivateRabbitMQ, queue: str, protocol: str) -> dict[str, str]:
+    """:data:`SETTINGS`, delivering to ``queue`` of the private broker over ``protocol``."""
+    return {
+        **SETTINGS,
+        "PEM111_FORWARD_TARGET": rabbitmq.url,
+        "PEM111_AMQP_QUEUE_NAME": queue,
+        "PEM111_AMQP_PROTOCOL": protocol,
+        "PEM111_AMQP_USERNAME": rabbitmq.username,
+        "PEM111_AMQP_PASSWORD": rabbitmq.password,
+    }
+
+
 def kill_repeatedly(folder: Path, stream: Stream, port: int, **settings: str) -> RunningServer:
     """Start the server, start the stream, SIGKILL and restart the server :data:`KILLS` times; returns the
     server left running."""
@@ -232,14 +244,7 @@ def test_sigkill_loses_no_message_answered_ok_broker_target(
     protocol: str,
 ) -> None:
     queue = rabbitmq.unique_queue("crash")
-    settings = {
-        **SETTINGS,
-        "PEM111_FORWARD_TARGET": rabbitmq.url,
-        "PEM111_AMQP_QUEUE_NAME": queue,
-        "PEM111_AMQP_PROTOCOL": protocol,
-        "PEM111_AMQP_USERNAME": rabbitmq.username,
-        "PEM111_AMQP_PASSWORD": rabbitmq.password,
-    }
+    settings = broker_settings(rabbitmq, queue, protocol)
     stream = Stream(f"http://127.0.0.1:{(port := free_port())}/report")
     server = kill_repeatedly(tmp_path, stream, port, **settings)
     try:
@@ -349,14 +354,7 @@ def test_a_withdrawal_accepted_before_a_sigkill_is_delivered_once_after_the_rest
     """A nullification answered OK, then SIGKILL before any worker delivered its withdrawal: after the restart the
     withdrawal is delivered, once (the nullification and the withdrawal it queues commit together)."""
     queue = rabbitmq.unique_queue("withdrawal")
-    settings = {
-        **SETTINGS,
-        "PEM111_FORWARD_TARGET": rabbitmq.url,
-        "PEM111_AMQP_QUEUE_NAME": queue,
-        "PEM111_AMQP_PROTOCOL": protocol,
-        "PEM111_AMQP_USERNAME": rabbitmq.username,
-        "PEM111_AMQP_PASSWORD": rabbitmq.password,
-    }
+    settings = broker_settings(rabbitmq, queue, protocol)
     port = free_port()
     withdrawn = original()
     withdrawn_id = withdrawn.findtext(f"{{{SOAP11}}}Header/{{{NS['a']}}}MessageID") or ""

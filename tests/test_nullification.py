@@ -82,6 +82,16 @@ def record(receiver: Console, root: etree._Element) -> StoredMessage:
     return stored
 
 
+def delivered_and_withdrawn(receiver: Console) -> tuple[etree._Element, etree._Element]:
+    """An original delivered, then its nullification (the first example), its withdrawal delivered."""
+    first, withdrawing = original(), nullification()
+    post(receiver, first)
+    receiver.worker.drain()
+    post(receiver, withdrawing)
+    assert [outcome.status for outcome in receiver.worker.drain()] == [Status.NULLIFIED]
+    return first, withdrawing
+
+
 def delivered_file(receiver: Console, root: etree._Element) -> dict:  # type: ignore[type-arg]
     return bundle_of((receiver.outbox / f"{message_id(root)}.json").read_text(encoding="utf-8"))
 
@@ -345,12 +355,7 @@ def test_an_original_arriving_after_its_nullification_in_sync_mode_is_answered_o
 
 
 def test_resent_and_repeated_nullifications_change_nothing(receiver: Console) -> None:
-    first = original()
-    post(receiver, first)
-    receiver.worker.drain()
-    withdrawing = nullification()
-    post(receiver, withdrawing)
-    receiver.worker.drain()
+    first, withdrawing = delivered_and_withdrawn(receiver)
     post(receiver, withdrawing)  # an identical resend
     again = nullification(BARE_EXAMPLES[1])  # another nullification of the same document
     post(receiver, again)
@@ -365,12 +370,7 @@ def test_resent_and_repeated_nullifications_change_nothing(receiver: Console) ->
 
 
 def test_replays_never_undo_a_withdrawal(receiver: Console) -> None:
-    first = original()
-    post(receiver, first)
-    receiver.worker.drain()
-    withdrawing = nullification()
-    post(receiver, withdrawing)
-    receiver.worker.drain()
+    first, withdrawing = delivered_and_withdrawn(receiver)
     stored, nullifying = record(receiver, first), record(receiver, withdrawing)
 
     [refused] = reconvert(receiver.store, receiver.settings, [stored.id])

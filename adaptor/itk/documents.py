@@ -146,8 +146,12 @@ class Nullification:
 
     @property
     def reason(self) -> str:
-        """The reason as one line for people: the text, else the display, else the code."""
-        return self.reason_text or self.reason_display or self.reason_code or "no reason given"
+        return reason_line(self.reason_text, self.reason_display, self.reason_code)
+
+
+def reason_line(text: str | None, display: str | None, code: str | None) -> str:
+    """A nullification's reason as one line for people: the text, else the display, else the code."""
+    return text or display or code or "no reason given"
 
 
 def read_nullification(document: etree._Element) -> Nullification:

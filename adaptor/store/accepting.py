@@ -186,16 +186,15 @@ class Accepting(StoreEngine):
 
     @staticmethod
     def _withdrawn_before(conn: Connection, document: DocumentKeys, now: datetime) -> str | None:
-        """The nullification that withdrew ``document`` before it arrived (the oldest, when several did); each
-        of them still unmatched is matched now. ``None`` when there is none."""
+        """The nullification that withdrew ``document`` before it arrived (the first, when several did); each of
+        them still unmatched is matched now. ``None`` when there is none."""
         if not document.any:
             return None
         params = {"b_document_id": document.document_id, "b_set_id": document.set_id, "b_version": document.version}
-        found = conn.execute(_FIND_NULLIFICATIONS, params).all()
-        for nullification_id, state in found:
-            if state == Status.UNMATCHED.value:
-                conn.execute(_MARK_MATCHED, {"b_record_id": nullification_id, "b_now": now})
-        return found[0][0] if found else None
+        found = list(conn.execute(_FIND_NULLIFICATIONS, params).scalars())
+        for nullification_id in found:
+            conn.execute(_MARK_MATCHED, {"b_record_id": nullification_id, "b_now": now})
+        return found[0] if found else None
 
     @staticmethod
     def _message_row(

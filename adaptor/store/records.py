@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from adaptor.itk.documents import reason_line
 from adaptor.itk.message import ItkMessage
 from adaptor.itk.wire import as_utc  # re-exported: the store's readers take their times from here
 
@@ -90,8 +91,7 @@ class StoredNullification:
 
     @property
     def reason(self) -> str:
-        """The reason as one line: the text, else the display, else the code."""
-        return self.reason_text or self.reason_display or self.reason_code or "no reason given"
+        return reason_line(self.reason_text, self.reason_display, self.reason_code)
 
 
 @dataclass(frozen=True)

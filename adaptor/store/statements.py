@@ -348,17 +348,13 @@ _B_VERSION: BindParameter[int] = bindparam("b_version", type_=Integer())
 _LOCK_DOCUMENT = select(func.pg_advisory_xact_lock(bindparam("b_lock_key", type_=BigInteger())))
 
 _STORED_DOCUMENT = messages.alias("stored_document")
-#: The stored nullifications that withdraw an arriving document, oldest first, with their state: as a nullification
-#: finds what it withdraws when it arrives (:func:`adaptor.store.nullifying.matching_ids`), by the document's id, or
-#: by its setId and version when no stored message has the id the nullification names. Parameters: b_document_id,
-#: b_set_id, b_version (each may be None: it then matches nothing).
+#: The stored nullifications that withdraw an arriving document, the one that withdrew it first (its
+#: ``effectiveTime``) first: as a nullification finds what it withdraws when it arrives
+#: (:func:`adaptor.store.nullifying.matching_ids`), by the document's id, or by its setId and version when no stored
+#: message has the id the nullification names. One table, by its indexes: it runs for every message accepted.
+#: Parameters: b_document_id, b_set_id, b_version (each may be None: it then matches nothing).
 _FIND_NULLIFICATIONS = (
-    select(nullifications.c.record_id, outbox.c.state)
-    .select_from(
-        nullifications.join(outbox, outbox.c.record_id == nullifications.c.record_id).join(
-            messages, messages.c.id == nullifications.c.record_id
-        )
-    )
+    select(nullifications.c.record_id)
     .where(
         or_(
             nullifications.c.withdraws_id == _B_DOCUMENT_ID,
@@ -372,7 +368,7 @@ _FIND_NULLIFICATIONS = (
             ),
         )
     )
-    .order_by(messages.c.received_at, messages.c.id)
+    .order_by(nullifications.c.effective_at, nullifications.c.record_id)
 )
 _INSERT_NULLIFICATION = insert(nullifications)
 _INSERT_NULLIFIED = insert(nullified_messages)
