@@ -14,11 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from itk_factory import to_bytes
+from nullifying import BARE_EXAMPLES, WITHDRAWN_ID, WITHDRAWN_SET_ID, example_document, original
 from server_fixture import REPO, nhs111_command
 from sqlalchemy import Engine, create_engine, inspect, select, text
 from sqlalchemy.engine import Connection
 from test_store import make_message
 
+from adaptor.itk.documents import read_nullification
 from adaptor.store import (
     MessageStore,
     SchemaVersionError,
@@ -330,6 +333,39 @@ def test_step_3_keeps_a_version_2_database_and_its_reconversions_then_keep_what_
 
 
 # -- concurrency ----------------------------------------------------------------------------------------------------
+
+
+def test_step_5_reads_the_document_identifiers_of_the_messages_stored_before(database_url: str, engine: Engine) -> None:
+    """A database at version 3 with a stored request and an unreadable one: the upgrade keeps the identifiers of the
+    first's document, so that a nullification received after the upgrade finds that message."""
+    with migrations.locked(engine) as conn:
+        migrations._versions_metadata.create_all(conn)
+        for step in migrations.STEPS[:3]:
+            step.apply(conn)
+            applied = {"version": step.version, "description": "old", "applied_at": _now()}
+            conn.execute(migrations.schema_version.insert().values(**applied))
+        for record_id in ("readable", "unreadable"):
+            _insert_version_1_message(conn, record_id, '{"sent": 1}', "delivered")
+        conn.execute(text("UPDATE messages SET bundle_version = 1, converted_at = updated_at"))
+        conn.execute(
+            text("UPDATE messages SET raw = :raw WHERE id = 'readable'"), {"raw": to_bytes(original(version=4))}
+        )
+    upgrader = MessageStore(database_url)
+    try:
+        assert [s.version for s in upgrader.upgrade_schema().applied] == ALL[3:]
+        readable, unreadable = upgrader.get("readable"), upgrader.get("unreadable")
+        assert readable is not None and unreadable is not None
+        assert (readable.document_id, readable.document_set_id, readable.document_version) == (
+            WITHDRAWN_ID,
+            WITHDRAWN_SET_ID,
+            4,
+        )
+        assert (unreadable.document_id, unreadable.document_set_id) == (None, None)
+        withdrawing = read_nullification(example_document(BARE_EXAMPLES[0]))
+        stored = upgrader.accept_nullification(make_message(), b"n", withdrawing, withdrawal=lambda _: "{}")
+        assert [w.record_id for w in stored.withdrawn] == ["readable"]
+    finally:
+        upgrader.close()
 
 
 def test_replicas_starting_together_create_the_schema_once(database_url: str, engine: Engine) -> None:

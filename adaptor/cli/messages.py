@@ -170,6 +170,8 @@ def _print_content(message: StoredMessage, what: str) -> None:
         sys.stdout.buffer.write(message.raw or b"")
         sys.stdout.buffer.flush()
         return
+    if message.bundle is None and message.status in (Status.NULLIFICATION, Status.UNMATCHED):
+        fail(f"record {message.id} is a nullification: it has no Bundle of its own (`nhs111 messages show ID`)")
     if message.bundle is None:
         fail(
             f"record {message.id} has no Bundle ({message.status.value}); "
