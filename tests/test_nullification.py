@@ -45,7 +45,7 @@ from werkzeug.test import Client
 
 from adaptor.cli.messages import messages as messages_command
 from adaptor.config import Settings
-from adaptor.delivery.conversion import convert, validate_bundle
+from adaptor.delivery.conversion import ConversionError, convert, validate_bundle
 from adaptor.delivery.forwarders import Delivery
 from adaptor.delivery.forwarders.folder import FolderForwarder
 from adaptor.delivery.outbox import Deliverer, Outcome
@@ -411,6 +411,7 @@ def test_the_console_and_the_cli_show_who_withdrew_what_when_and_why(receiver: C
     assert "withdrawal on its way" not in page and "Bundle version 2: every resource entered-in-error" in page
     page = receiver.client.get(f"/console/messages/{nullifying.id}", headers=headers).text
     assert WITHDRAWN_ID in page and message_id(first) in page and 'id="replay"' not in page
+    assert "Reason for Withdrawal" in page and "A nullification has no Bundle of its own" in page  # its document
     page = receiver.client.get(f"/console/messages/{record(receiver, unmatched).id}", headers=headers).text
     assert 'id="unmatched"' in page
     listing = receiver.client.get("/console/messages?status=nullified", headers=headers).text
@@ -455,6 +456,11 @@ def test_the_withdrawal_of_each_sample_bundle_validates_as_stu3(name: str) -> No
     withdrawal = _withdrawal_of(bundle)
     assert validate_bundle(withdrawal) == []
     assert_withdraws(withdrawal, bundle)
+
+
+def test_a_nullification_is_read_but_not_converted() -> None:
+    with pytest.raises(ConversionError, match="is a nullification: it has no Bundle of its own"):
+        convert(to_bytes(nullification()))
 
 
 def test_making_a_withdrawal_leaves_the_original_bundle_as_it_was() -> None:
