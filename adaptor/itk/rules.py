@@ -41,7 +41,6 @@ from adaptor.itk.payloads import (
 from adaptor.itk.wire import (
     INTERACTION_KEY,
     NULLIFICATION,
-    NULLIFICATION_INTERACTIONS,
     event_of,
     interaction_name,
     is_nullification,
@@ -490,7 +489,6 @@ KNOWN_INTERACTIONS = (
     "primaryRepeatCallerRepositoryRecipientIntegratedUrgentCareCDADocument-v3-0",
     "copyRecipientIntegratedUrgentCareCDADocument-v3-0",
     "primaryIntegratedUrgentCareRepeatCallerDocumentSet-v1-0",
-    *NULLIFICATION_INTERACTIONS,
 )
 _KNOWN = frozenset(name.lower() for name in KNOWN_INTERACTIONS)
 _EXCLUDED_PARTS = ("requestforambulance", "repeatcallersyncquery", "nullify")
