@@ -282,11 +282,7 @@ def test_step_3_keeps_a_version_2_database_and_its_reconversions_then_keep_what_
     """A database at version 2 with a message delivered as version 1 and one reconverted (by then, the Bundle it
     replaced was lost): the upgrade changes neither; from then on a reconversion keeps the Bundle it replaces."""
     with migrations.locked(engine) as conn:
-        migrations._versions_metadata.create_all(conn)
-        for step in migrations.STEPS[:2]:
-            step.apply(conn)
-            applied = {"version": step.version, "description": "old", "applied_at": _now()}
-            conn.execute(migrations.schema_version.insert().values(**applied))
+        _apply_steps(conn, migrations.STEPS[:2])
         for record_id in ("delivered", "reconverted"):
             _insert_version_1_message(conn, record_id, '{"sent": 1}', "delivered")
         conn.execute(text("UPDATE messages SET bundle_version = 1, converted_at = updated_at"))
@@ -339,11 +335,7 @@ def test_step_5_reads_the_document_identifiers_of_the_messages_stored_before(dat
     """A database at version 3 with a stored request and an unreadable one: the upgrade keeps the identifiers of the
     first's document, so that a nullification received after the upgrade finds that message."""
     with migrations.locked(engine) as conn:
-        migrations._versions_metadata.create_all(conn)
-        for step in migrations.STEPS[:3]:
-            step.apply(conn)
-            applied = {"version": step.version, "description": "old", "applied_at": _now()}
-            conn.execute(migrations.schema_version.insert().values(**applied))
+        _apply_steps(conn, migrations.STEPS[:3])
         for record_id in ("readable", "unreadable"):
             _insert_version_1_message(conn, record_id, '{"sent": 1}', "delivered")
         conn.execute(text("UPDATE messages SET bundle_version = 1, converted_at = updated_at"))
@@ -555,6 +547,15 @@ def test_db_upgrade_on_postgresql(tmp_path: Path, postgres_database: str) -> Non
 
 def _now():  # type: ignore[no-untyped-def]
     return utc_now()
+
+
+def _apply_steps(conn: Connection, steps: tuple[migrations.Step, ...]) -> None:
+    """Bring an empty database to the last of ``steps``, each recorded as applied (a database of that version)."""
+    migrations._versions_metadata.create_all(conn)
+    for step in steps:
+        step.apply(conn)
+        applied = {"version": step.version, "description": "old", "applied_at": _now()}
+        conn.execute(migrations.schema_version.insert().values(**applied))
 
 
 def _insert_version_1_message(conn: Connection, record_id: str, bundle: str | None, state: str) -> None:
