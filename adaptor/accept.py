@@ -21,6 +21,13 @@ request and the reason, for operators; it is never delivered on its own.
     content) is tried again, synchronously. A message the target refuses for good is dead-lettered and answered
     2200; one that cannot be converted is rejected and answered 2200 (E3), as in async mode.
 
+A *nullification* (nullification.md: the sender withdraws a document it sent in error) is answered ``OK`` once it
+is stored, in either mode: it is stored with its effect on the stored messages it names, in one transaction
+(:mod:`adaptor.store.nullifying`), and the withdrawals it queues are the outbox workers' to deliver. A
+nullification that does not say which document it withdraws cannot be processed: rule E3, kept as ``rejected``.
+A message arriving after the nullification that withdraws it is stored ``nullified``, answered ``OK``, and never
+delivered.
+
 An identical resend of a stored message is never stored twice. In async mode it is answered ``OK`` (a message
 held by an earlier sync failure goes back to the workers); in sync mode it is ``OK`` at once when the message
 was delivered, and otherwise delivered now. A resend of a *rejected* message is converted again (the mapping may
@@ -42,11 +49,13 @@ from adaptor.config import Settings
 from adaptor.delivery.conversion import ConversionError, bundle_text, convert_message
 from adaptor.delivery.forwarders import Forwarder
 from adaptor.delivery.outbox import MAX_ERROR, Deliverer, process_owner_prefix
+from adaptor.delivery.withdrawal import withdrawal_maker
 from adaptor.itk import faults
+from adaptor.itk.documents import DocumentKeys, NullificationUnreadable, document_keys, read_nullification
 from adaptor.itk.message import ItkMessage
 from adaptor.itk.wire import new_upper_uuid, utc_now
 from adaptor.ops.metrics import Metrics
-from adaptor.store import Claim, MessageStore, Status, StoreError
+from adaptor.store import Accepted, Claim, Effect, MessageStore, NullificationStored, Status, StoreError
 
 log = logging.getLogger("adaptor.service")  # pinned: the JSON log format names it
 
@@ -101,11 +110,15 @@ class ReceiverService:
         mode, the target refused it for good.
         """
         record_id = str(uuid.uuid4())
+        if message.is_nullification:
+            self._accept_nullification(message, raw, record_id)
+            return
         conversion = self._convert(message, record_id)
+        document = document_keys(message.selected)
         if self.synchronous:
-            self._accept_sync(message, raw, record_id, conversion)
+            self._accept_sync(message, raw, record_id, conversion, document)
         else:
-            self._accept_async(message, raw, record_id, conversion)
+            self._accept_async(message, raw, record_id, conversion, document)
 
     # -- conversion ------------------------------------------------------------------------------------------
 
@@ -129,10 +142,17 @@ class ReceiverService:
             self.metrics.conversion_took(time.perf_counter() - started)
         return _Conversion(bundle, converted_at)
 
-    def _store_rejected(self, message: ItkMessage, raw: bytes, record_id: str, conversion: _Conversion) -> str:
+    def _store_rejected(
+        self,
+        message: ItkMessage,
+        raw: bytes,
+        record_id: str,
+        conversion: _Conversion,
+        document: DocumentKeys | None = None,
+    ) -> str:
         """Keep a message that cannot be converted and answer its fault; for a resend of a stored message,
         return the stored record's id instead (what the resend gets is decided by that record)."""
-        stored_id, is_new = self.store.reject(message, raw, conversion.reason, record_id=record_id)
+        stored_id, is_new = self.store.reject(message, raw, conversion.reason, record_id=record_id, document=document)
         if not is_new:
             return stored_id
         assert conversion.fault is not None
@@ -169,14 +189,22 @@ class ReceiverService:
 
     # -- async -----------------------------------------------------------------------------------------------
 
-    def _accept_async(self, message: ItkMessage, raw: bytes, record_id: str, conversion: _Conversion) -> None:
+    def _accept_async(
+        self, message: ItkMessage, raw: bytes, record_id: str, conversion: _Conversion, document: DocumentKeys
+    ) -> None:
         try:
             if conversion.bundle is None:
-                stored_id, is_new = self._store_rejected(message, raw, record_id, conversion), False
+                accepted = Accepted(self._store_rejected(message, raw, record_id, conversion, document), False)
             else:
-                stored_id, is_new = self.store.accept(
-                    message, raw, conversion.bundle, converted_at=conversion.converted_at, record_id=record_id
+                accepted = self.store.accept_message(
+                    message,
+                    raw,
+                    conversion.bundle,
+                    converted_at=conversion.converted_at,
+                    record_id=record_id,
+                    document=document,
                 )
+            stored_id, is_new = accepted.record_id, accepted.is_new
             if not is_new and self._resend_of_rejected(message, stored_id, conversion):
                 self.metrics.resend_received()
                 self._wake()
@@ -186,8 +214,9 @@ class ReceiverService:
             raise faults.retryable("The message could not be stored", relates_to=message.message_id) from exc
         if is_new:
             self.metrics.message_accepted()
-            log.info("message accepted", extra={**_fields(message, stored_id), "delivery": "queued"})
-            self._wake()
+            if not self._withdrawn_on_arrival(message, accepted):
+                log.info("message accepted", extra={**_fields(message, stored_id), "delivery": "queued"})
+                self._wake()
             return
         # Already stored, so the answer is OK whatever happens next; only a message held for this resend by a
         # failed synchronous delivery (the mode was switched since) needs handing to the workers.
@@ -211,14 +240,16 @@ class ReceiverService:
 
     # -- sync ------------------------------------------------------------------------------------------------
 
-    def _accept_sync(self, message: ItkMessage, raw: bytes, record_id: str, conversion: _Conversion) -> None:
+    def _accept_sync(
+        self, message: ItkMessage, raw: bytes, record_id: str, conversion: _Conversion, document: DocumentKeys
+    ) -> None:
         owner = f"{self._owner_prefix}/sync-{threading.get_ident()}"
         lease = self.settings.delivery_lease_seconds
         try:
             if conversion.bundle is None:
-                stored_id, is_new = self._store_rejected(message, raw, record_id, conversion), False
+                accepted = Accepted(self._store_rejected(message, raw, record_id, conversion, document), False)
             else:
-                stored_id, is_new = self.store.accept(
+                accepted = self.store.accept_message(
                     message,
                     raw,
                     conversion.bundle,
@@ -226,10 +257,14 @@ class ReceiverService:
                     record_id=record_id,
                     claim_for=owner,
                     lease_seconds=lease,
+                    document=document,
                 )
-            if is_new:
+            stored_id, is_new = accepted.record_id, accepted.is_new
+            if is_new and accepted.nullified_by is not None:
+                claim: Claim | Status = Status.NULLIFIED
+            elif is_new:
                 assert conversion.bundle is not None
-                claim: Claim | Status = Claim.for_new_message(
+                claim = Claim.for_new_message(
                     stored_id, message, raw, conversion.bundle, conversion.converted_at, owner
                 )
             else:
@@ -241,10 +276,15 @@ class ReceiverService:
 
         if is_new:
             self.metrics.message_accepted()
+            if self._withdrawn_on_arrival(message, accepted):
+                return
         else:
             self.metrics.resend_received()
         if claim is Status.DELIVERED:
             log.info("resend received", extra={**_fields(message, stored_id), "delivery": "already delivered"})
+            return
+        if claim is Status.NULLIFIED:
+            log.info("resend received", extra={**_fields(message, stored_id), "delivery": "withdrawn by its sender"})
             return
         if isinstance(claim, Status):
             # Another request (a concurrent copy of this resend) is delivering it right now.
@@ -275,6 +315,84 @@ class ReceiverService:
             )
             raise faults.internal(error_id, relates_to=message.message_id)
         raise faults.retryable("The message could not be delivered", relates_to=message.message_id)
+
+    # -- nullification -------------------------------------------------------------------------------------------
+
+    def _withdrawn_on_arrival(self, message: ItkMessage, accepted: Accepted) -> bool:
+        """A new message its sender withdrew before it arrived: say so; it is never delivered. Returns whether it
+        was one."""
+        if accepted.nullified_by is None:
+            return False
+        self.metrics.message_nullified(withdrawal=False)
+        log.info(
+            "message accepted",
+            extra={
+                **_fields(message, accepted.record_id),
+                "delivery": "never: withdrawn by its sender before it arrived",
+                "nullification_record_id": accepted.nullified_by,
+            },
+        )
+        return True
+
+    def _accept_nullification(self, message: ItkMessage, raw: bytes, record_id: str) -> None:
+        """Store a nullification and withdraw what it names (OK once stored, in both modes); E3 when it does not
+        say which document it withdraws."""
+        try:
+            nullification = read_nullification(message.selected)
+        except NullificationUnreadable as exc:
+            log.debug("nullification unreadable detail", extra={"message_id": message.message_id, "error": str(exc)})
+            fault = faults.unconvertible(exc.element, relates_to=message.message_id)
+            conversion = _Conversion(None, utc_now(), _clip(f"nullification cannot be processed: {exc}"), fault)
+            try:
+                self._store_rejected(message, raw, record_id, conversion)
+            except StoreError as store_error:
+                self._store_failed(message, store_error)
+                raise faults.retryable("The message could not be stored", relates_to=message.message_id) from None
+            raise fault from None  # an identical resend is as unreadable as the request it repeats
+        made = withdrawal_maker(
+            nullification, interaction=message.interaction, nullification_record_id=record_id, now=utc_now()
+        )
+        try:
+            stored = self.store.accept_nullification(message, raw, nullification, withdrawal=made, record_id=record_id)
+        except StoreError as exc:
+            self._store_failed(message, exc)
+            raise faults.retryable("The message could not be stored", relates_to=message.message_id) from exc
+        self._nullification_stored(message, nullification.withdraws, stored)
+
+    def _nullification_stored(self, message: ItkMessage, withdraws: DocumentKeys, stored: NullificationStored) -> None:
+        """Count and log what storing a nullification did, and wake the workers for the withdrawals it queued."""
+        fields = _fields(message, stored.record_id)
+        if not stored.is_new:
+            self.metrics.resend_received()
+            log.info("resend received", extra={**fields, "delivery": "nullification already stored: nothing changes"})
+            return
+        self.metrics.message_accepted()
+        outcome = "withdrew" if stored.changed else "repeated" if stored.matched else "unmatched"
+        self.metrics.nullification_received(outcome)
+        document = {
+            "withdraws_document_id": withdraws.document_id,
+            "withdraws_set_id": withdraws.set_id,
+            "withdraws_version": withdraws.version,
+        }
+        if not stored.matched:
+            log.warning("nullification unmatched: the message it withdraws is not stored", extra={**fields, **document})
+            return
+        for withdrawn in stored.withdrawn:
+            if withdrawn.effect is not Effect.ALREADY_NULLIFIED:
+                self.metrics.message_nullified(withdrawal=withdrawn.effect is Effect.WITHDRAWAL_QUEUED)
+            log.info(
+                "message nullified",
+                extra={
+                    "record_id": withdrawn.record_id,
+                    "message_id": withdrawn.message_id,
+                    "nullification_record_id": stored.record_id,
+                    "effect": withdrawn.effect.value,
+                    "bundle_version": withdrawn.withdrawal_version,
+                },
+            )
+        log.info("nullification accepted", extra={**fields, **document, "withdrawn": len(stored.withdrawn)})
+        if any(w.effect is Effect.WITHDRAWAL_QUEUED for w in stored.withdrawn):
+            self._wake()
 
     @staticmethod
     def _store_failed(message: ItkMessage, exc: StoreError) -> None:

@@ -23,12 +23,14 @@ MIB = 1024 * 1024
 #: The highest TCP port number (0 = any free port).
 MAX_PORT = 65535
 
-#: The profile ids the reference accepts (``manifestitem/@profileid``); extend with ``PEM111_ITK_PROFILE_IDS``.
+#: The profile ids accepted (``manifestitem/@profileid``): the reference's four and the nullification profile's
+#: v6-0, as its published profile file names it (nullification.md §1); extend with ``PEM111_ITK_PROFILE_IDS``.
 DEFAULT_PROFILE_IDS = (
     "urn:nhs-en:profile:nhs111CDADocument-v2-0",
     "urn:nhs-en:profile:IntegratedUrgentCareCDADocument-v3-1",
     "urn:nhs-en:profile:nhs111CDADocument-v3-1",
     "urn:nhs-en:profile:nullificationDocument-v5-0",
+    "urn:nhs-en:profile:NullifyDocument-v6-0",
 )
 
 #: Password hash methods werkzeug.security writes (``generate_password_hash``); anything else is refused so

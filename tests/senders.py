@@ -71,7 +71,7 @@ class Stream:
             while not self.stopping.is_set():
                 tries += 1
                 turn += 1
-                if self._post(session, self.urls[turn % len(self.urls)], raw):
+                if answered_ok(session, self.urls[turn % len(self.urls)], raw):
                     with self.lock:
                         self.answered_ok.add(message_id)
                         self.resent_ok += tries > 1
@@ -82,16 +82,6 @@ class Stream:
                 session = requests.Session()
                 time.sleep(0.05)  # the server is down or restarting: a sender's retry interval, shortened
 
-    @staticmethod
-    def _post(session: requests.Session, url: str, raw: bytes) -> bool:
-        try:
-            response = session.post(url, data=raw, headers={"Content-Type": "text/xml"}, timeout=20)
-        except requests.RequestException:
-            return False
-        if response.status_code != 200:
-            return False
-        text = etree.fromstring(response.content).findtext("s:Body/itk:SimpleMessageResponse", namespaces=NS)
-        return text == "OK"
 
 
 def settled(database_url: str) -> bool:
@@ -102,3 +92,15 @@ def settled(database_url: str) -> bool:
     finally:
         store.close()
     return sum(counts.values()) == counts[Status.DELIVERED]
+
+
+def answered_ok(session: requests.Session, url: str, raw: bytes) -> bool:
+    """Post ``raw``; whether it was answered ``OK`` (``False`` for a fault or no answer)."""
+    try:
+        response = session.post(url, data=raw, headers={"Content-Type": "text/xml"}, timeout=20)
+    except requests.RequestException:
+        return False
+    if response.status_code != 200:
+        return False
+    text = etree.fromstring(response.content).findtext("s:Body/itk:SimpleMessageResponse", namespaces=NS)
+    return text == "OK"

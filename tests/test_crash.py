@@ -25,9 +25,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import requests
 from brokers import PrivateRabbitMQ
 from itk_factory import RECIPIENT_DOS, RECIPIENT_ODS, build_request, to_bytes
-from senders import Stream, settled
+from nullifying import nullification, original
+from senders import NS, Stream, answered_ok, settled
 from server_fixture import RunningServer, free_port, start_server
 from waiting import wait_until
 
@@ -53,6 +55,18 @@ SETTINGS = {
     "PEM111_DELIVERY_WORKERS": "3",
 }
 DELIVERY_TIMEOUT_SECONDS = 60.0
+
+
+def broker_settings(rabbitmq: PrivateRabbitMQ, queue: str, protocol: str) -> dict[str, str]:
+    """:data:`SETTINGS`, delivering to ``queue`` of the private broker over ``protocol``."""
+    return {
+        **SETTINGS,
+        "PEM111_FORWARD_TARGET": rabbitmq.url,
+        "PEM111_AMQP_QUEUE_NAME": queue,
+        "PEM111_AMQP_PROTOCOL": protocol,
+        "PEM111_AMQP_USERNAME": rabbitmq.username,
+        "PEM111_AMQP_PASSWORD": rabbitmq.password,
+    }
 
 
 def kill_repeatedly(folder: Path, stream: Stream, port: int, **settings: str) -> RunningServer:
@@ -149,14 +163,7 @@ def test_sigkill_loses_no_message_answered_ok_broker_target(
     protocol: str,
 ) -> None:
     queue = rabbitmq.unique_queue("crash")
-    settings = {
-        **SETTINGS,
-        "PEM111_FORWARD_TARGET": rabbitmq.url,
-        "PEM111_AMQP_QUEUE_NAME": queue,
-        "PEM111_AMQP_PROTOCOL": protocol,
-        "PEM111_AMQP_USERNAME": rabbitmq.username,
-        "PEM111_AMQP_PASSWORD": rabbitmq.password,
-    }
+    settings = broker_settings(rabbitmq, queue, protocol)
     stream = Stream([f"http://127.0.0.1:{(port := free_port())}/report"])
     server = kill_repeatedly(tmp_path, stream, port, **settings)
     try:
@@ -257,3 +264,39 @@ def test_a_send_that_outlasts_its_lease_is_a_copy_the_store_accounts_for(
     finally:
         forwarder.close()
         store.close()
+
+
+@pytest.mark.parametrize("protocol", ["1.0", "0-9-1"])
+def test_a_withdrawal_accepted_before_a_sigkill_is_delivered_once_after_the_restart(
+    tmp_path: Path, rabbitmq: PrivateRabbitMQ, protocol: str
+) -> None:
+    """A nullification answered OK, then SIGKILL before any worker delivered its withdrawal: after the restart the
+    withdrawal is delivered, once (the nullification and the withdrawal it queues commit together)."""
+    queue = rabbitmq.unique_queue("withdrawal")
+    settings = broker_settings(rabbitmq, queue, protocol)
+    port = free_port()
+    withdrawn = original()
+    withdrawn_id = withdrawn.findtext("s:Header/a:MessageID", namespaces=NS) or ""
+    server = start_server(tmp_path, port=port, **settings)
+    try:
+        assert answered_ok(requests.Session(), server.report_url, to_bytes(withdrawn))
+        server.wait_for_status(withdrawn_id, Status.DELIVERED)
+    finally:
+        server.stop()
+
+    server = start_server(tmp_path, port=port, **{**settings, "PEM111_DELIVERY_WORKERS": "0"})  # accepts only
+    assert answered_ok(requests.Session(), server.report_url, to_bytes(nullification()))
+    [stored] = server.stored(withdrawn_id)
+    assert stored.status is Status.PENDING and stored.nullified is not None  # the withdrawal, queued, not sent
+    server.process.kill()  # SIGKILL: between accepting the nullification and delivering its withdrawal
+    server.process.wait(10)
+
+    server = start_server(tmp_path, port=port, **settings)
+    try:
+        server.wait_for_status(withdrawn_id, Status.NULLIFIED, timeout=DELIVERY_TIMEOUT_SECONDS)
+        depth = rabbitmq.queue_depth(queue)
+        received = rabbitmq.consume(queue, protocol, depth, timeout=30)
+    finally:
+        server.stop()
+    assert [m.message_id for m in received] == [withdrawn_id, f"{withdrawn_id}/v2"]  # the withdrawal, once
+    assert [str(m.properties["bundleVersion"]) for m in received] == ["1", "2"]

@@ -35,7 +35,7 @@ from adaptor.delivery.forwarders.folder import FolderForwarder
 from adaptor.http import server as server_module
 from adaptor.http.app import create_app
 from adaptor.itk.message import ItkMessage
-from adaptor.store import AttemptOutcome, MessageStore, Status
+from adaptor.store import Accepted, AttemptOutcome, MessageStore, Status
 
 SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
 SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
@@ -1070,9 +1070,9 @@ def test_e1_allow_list_not_loaded_yet(tmp_path: Path) -> None:
 
 
 class DefectiveStore(MessageStore):
-    """A real store with a programming error in ``accept``."""
+    """A real store with a programming error in ``accept_message`` (what the request path calls)."""
 
-    def accept(self, message: ItkMessage, raw: bytes, **claim: object) -> tuple[str, bool]:
+    def accept_message(self, message: ItkMessage, raw: bytes, *args: object, **claim: object) -> Accepted:
         raise ZeroDivisionError("a defect that must not reach the sender: patient Jane Doe")
 
 

@@ -18,6 +18,7 @@ from adaptor.itk.faults import ItkFault
 from adaptor.ops.metrics import (
     DEAD_LETTER_REASONS,
     ERROR_CODES,
+    NULLIFICATION_EFFECTS,
     OUTCOMES,
     TARGET_KINDS,
     Metrics,
@@ -39,6 +40,8 @@ ALLOWED_LABEL_VALUES: dict[str, set[str]] = {
     "target": {*TARGET_KINDS, "other"},
     "reason": {*DEAD_LETTER_REASONS, "other"},
     "state": {status.value for status in Status},
+    "effect": {*NULLIFICATION_EFFECTS, "other"},
+    "withdrawal": {"queued", "none"},
 }
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

@@ -14,11 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from itk_factory import to_bytes
+from nullifying import BARE_EXAMPLES, WITHDRAWN_ID, WITHDRAWN_SET_ID, example_document, original
 from server_fixture import REPO, nhs111_command
 from sqlalchemy import Engine, create_engine, inspect, select, text
 from sqlalchemy.engine import Connection
 from test_store import make_message
 
+from adaptor.itk.documents import read_nullification
 from adaptor.store import (
     MessageStore,
     SchemaVersionError,
@@ -60,9 +63,10 @@ def open_store(database_url: str) -> MessageStore:
     return store
 
 
-#: This adaptor's schema version, every version up to it, and the one a later release would add.
+#: This adaptor's schema version, every version of its steps (in order: branches may leave a number to another
+#: branch's step), and the one a later release would add.
 HEAD = migrations.head_version()
-ALL = list(range(1, HEAD + 1))
+ALL = [step.version for step in migrations.STEPS]
 NEXT = HEAD + 1
 
 
@@ -278,11 +282,7 @@ def test_step_3_keeps_a_version_2_database_and_its_reconversions_then_keep_what_
     """A database at version 2 with a message delivered as version 1 and one reconverted (by then, the Bundle it
     replaced was lost): the upgrade changes neither; from then on a reconversion keeps the Bundle it replaces."""
     with migrations.locked(engine) as conn:
-        migrations._versions_metadata.create_all(conn)
-        for step in migrations.STEPS[:2]:
-            step.apply(conn)
-            applied = {"version": step.version, "description": "old", "applied_at": _now()}
-            conn.execute(migrations.schema_version.insert().values(**applied))
+        _apply_steps(conn, migrations.STEPS[:2])
         for record_id in ("delivered", "reconverted"):
             _insert_version_1_message(conn, record_id, '{"sent": 1}', "delivered")
         conn.execute(text("UPDATE messages SET bundle_version = 1, converted_at = updated_at"))
@@ -305,7 +305,7 @@ def test_step_3_keeps_a_version_2_database_and_its_reconversions_then_keep_what_
     upgrader = MessageStore(database_url)
     try:
         result = upgrader.upgrade_schema()
-        assert [s.version for s in result.applied] == [3] and result.after == HEAD
+        assert [s.version for s in result.applied] == ALL[2:] and result.after == HEAD
         for record_id, bundle, version in (("delivered", '{"sent": 1}', 1), ("reconverted", '{"sent": 2}', 2)):
             kept = upgrader.get(record_id)
             assert kept is not None and (kept.bundle, kept.bundle_version, kept.status.value) == (
@@ -329,6 +329,35 @@ def test_step_3_keeps_a_version_2_database_and_its_reconversions_then_keep_what_
 
 
 # -- concurrency ----------------------------------------------------------------------------------------------------
+
+
+def test_step_5_reads_the_document_identifiers_of_the_messages_stored_before(database_url: str, engine: Engine) -> None:
+    """A database at version 3 with a stored request and an unreadable one: the upgrade keeps the identifiers of the
+    first's document, so that a nullification received after the upgrade finds that message."""
+    with migrations.locked(engine) as conn:
+        _apply_steps(conn, migrations.STEPS[:3])
+        for record_id in ("readable", "unreadable"):
+            _insert_version_1_message(conn, record_id, '{"sent": 1}', "delivered")
+        conn.execute(text("UPDATE messages SET bundle_version = 1, converted_at = updated_at"))
+        conn.execute(
+            text("UPDATE messages SET raw = :raw WHERE id = 'readable'"), {"raw": to_bytes(original(version=4))}
+        )
+    upgrader = MessageStore(database_url)
+    try:
+        assert [s.version for s in upgrader.upgrade_schema().applied] == ALL[3:]
+        readable, unreadable = upgrader.get("readable"), upgrader.get("unreadable")
+        assert readable is not None and unreadable is not None
+        assert (readable.document_id, readable.document_set_id, readable.document_version) == (
+            WITHDRAWN_ID,
+            WITHDRAWN_SET_ID,
+            4,
+        )
+        assert (unreadable.document_id, unreadable.document_set_id) == (None, None)
+        withdrawing = read_nullification(example_document(BARE_EXAMPLES[0]))
+        stored = upgrader.accept_nullification(make_message(), b"n", withdrawing, withdrawal=lambda _: "{}")
+        assert [w.record_id for w in stored.withdrawn] == ["readable"]
+    finally:
+        upgrader.close()
 
 
 def test_replicas_starting_together_create_the_schema_once(database_url: str, engine: Engine) -> None:
@@ -379,7 +408,7 @@ def test_concurrent_upgrades_apply_each_step_once(database_url: str, engine: Eng
         store.close()
     assert errors == []
     assert versions(engine) == [*ALL, NEXT]
-    assert sorted(len(r.applied) for r in results) == [0] * 5 + [NEXT]
+    assert sorted(len(r.applied) for r in results) == [0] * 5 + [len(ALL) + 1]
 
 
 # -- the commands ---------------------------------------------------------------------------------------------------
@@ -518,6 +547,15 @@ def test_db_upgrade_on_postgresql(tmp_path: Path, postgres_database: str) -> Non
 
 def _now():  # type: ignore[no-untyped-def]
     return utc_now()
+
+
+def _apply_steps(conn: Connection, steps: tuple[migrations.Step, ...]) -> None:
+    """Bring an empty database to the last of ``steps``, each recorded as applied (a database of that version)."""
+    migrations._versions_metadata.create_all(conn)
+    for step in steps:
+        step.apply(conn)
+        applied = {"version": step.version, "description": "old", "applied_at": _now()}
+        conn.execute(migrations.schema_version.insert().values(**applied))
 
 
 def _insert_version_1_message(conn: Connection, record_id: str, bundle: str | None, state: str) -> None:

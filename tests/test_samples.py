@@ -24,14 +24,18 @@ from adaptor.config import Settings
 from adaptor.delivery.conversion import convert, validate_bundle
 from adaptor.itk import schemas
 from adaptor.itk.allowlist import AllowList
+from adaptor.itk.documents import document_keys, read_nullification
 from adaptor.itk.message import ItkMessage
 from adaptor.itk.rules import parse_request, validate_request
 from adaptor.itk.xmlsafe import HL7, ITK, NS, SOAP11, WSA
 from adaptor.samples import (
     INDEX_FILE,
+    NULLIFICATIONS,
     SCENARIOS,
+    Nullification,
     Scenario,
     addressed_codes,
+    build_pair,
     build_sample,
     generate,
     index_markdown,
@@ -392,14 +396,18 @@ def test_index_lists_every_scenario_and_the_allow_list() -> None:
     assert "9005502" in ALLOW.dos_ids and "XGP502" in ALLOW.ods_codes
 
 
+FILES = [s.file_name for s in SCENARIOS] + [n.file_name for n in NULLIFICATIONS]
+
+
 def test_samples_command_writes_the_folder(tmp_path: Path) -> None:
     out = tmp_path / "out"
     (tmp_path / "out").mkdir()
     (out / "mine.xml").write_text("<x/>")
     result = CliRunner().invoke(samples_command, ["--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == sorted([INDEX_FILE, "mine.xml", *(s.file_name for s in SCENARIOS)])
-    assert result.stdout.splitlines() == [str(out / s.file_name) for s in SCENARIOS] + [str(out / INDEX_FILE)]
+    assert sorted(p.name for p in out.iterdir()) == sorted([INDEX_FILE, "mine.xml", *FILES])
+    assert result.stdout.splitlines() == [str(out / name) for name in FILES] + [str(out / INDEX_FILE)]
+    assert f"{len(FILES)} samples written" in result.stderr
     assert "mine.xml is not in the catalogue" in result.stderr
     assert (out / INDEX_FILE).read_text(encoding="utf-8") == index_markdown()
 
@@ -420,7 +428,7 @@ def committed() -> Iterator[tuple[Scenario, Path]]:
 
 
 def test_committed_folder_has_exactly_the_catalogue() -> None:
-    assert sorted(p.name for p in SAMPLES_DIR.glob("*.xml")) == sorted(s.file_name for s in SCENARIOS)
+    assert sorted(p.name for p in SAMPLES_DIR.glob("*.xml")) == sorted(FILES)
     assert (SAMPLES_DIR / INDEX_FILE).read_text(encoding="utf-8") == index_markdown(), (
         "samples/README.md is out of date: run `nhs111 samples --out samples/`"
     )
@@ -433,4 +441,54 @@ def test_committed_sample_matches_the_catalogue(name: str) -> None:
     assert shape(path.read_bytes()) == shape(build_sample(scenario(name))), (
         f"{path} is out of date: run `nhs111 samples --out samples/`"
     )
+    assert validate(path.read_bytes()).warnings == ()
+
+
+# -- nullifications --------------------------------------------------------------------------------------------
+
+
+def _document(raw: bytes) -> etree._Element:
+    [document] = documents(raw)
+    return document
+
+
+@pytest.mark.parametrize("item", NULLIFICATIONS, ids=lambda n: n.name)
+def test_a_nullification_withdraws_the_document_of_its_sample(item: Nullification) -> None:
+    """Accepted as any message (with the schema pack too: D4), from the same sender to the same recipients, and
+    naming its sample's document by id, setId and version, with its reason, author and a later time."""
+    original, nullification = build_pair(item)
+    message = validate(nullification)
+    assert message.is_nullification and message.warnings == ()
+    settings = schema_settings(itk_ods_code_list=ALLOW.ods_codes, itk_dos_id_list=ALLOW.dos_ids)
+    assert [w for w in validate(nullification, settings).warnings if not w.startswith("D5:")] == []
+    withdrawn = validate(original)
+    assert (message.addresses, message.sender) == (withdrawn.addresses, withdrawn.sender)
+
+    read = read_nullification(message.selected)
+    keys = document_keys(withdrawn.selected)
+    assert read.withdraws == keys and read.document.set_id == keys.set_id
+    assert read.document.version == (keys.version or 0) + 1 and read.document.document_id != keys.document_id
+    assert (read.reason_code, read.reason_display) == item.reason and read.reason_text == item.reason_text
+    assert read.author and item.author.name.family in read.author
+    written = datetime.strptime(_document(original).find("hl7:effectiveTime", NS).get("value"), "%Y%m%d%H%M%S%z")
+    assert read.effective_at == written + timedelta(minutes=item.minutes_later)
+
+
+def test_generation_pairs_each_nullification_with_the_file_it_withdraws(tmp_path: Path) -> None:
+    folder = tmp_path / "pairs"
+    generate(folder)
+    for item in NULLIFICATIONS:
+        withdrawn = _document((folder / scenario(item.withdraws).file_name).read_bytes())
+        nullification = read_nullification(_document((folder / item.file_name).read_bytes()))
+        assert nullification.withdraws == document_keys(withdrawn)
+    assert f"[`{NULLIFICATIONS[0].file_name}`]" in index_markdown()
+
+
+@pytest.mark.parametrize("item", NULLIFICATIONS, ids=lambda n: n.name)
+def test_committed_nullification_withdraws_the_committed_sample(item: Nullification) -> None:
+    path = SAMPLES_DIR / item.file_name
+    _, fresh = build_pair(item)
+    assert shape(path.read_bytes()) == shape(fresh), f"{path} is out of date: run `nhs111 samples --out samples/`"
+    withdrawn = _document((SAMPLES_DIR / scenario(item.withdraws).file_name).read_bytes())
+    assert read_nullification(_document(path.read_bytes())).withdraws == document_keys(withdrawn)
     assert validate(path.read_bytes()).warnings == ()

@@ -30,11 +30,13 @@ from adaptor.cli.sender import (
     wrap_distribution_envelope,
 )
 from adaptor.itk.xmlsafe import ITK, NS, SOAP11, WSA, WSSE, WSU
-from adaptor.samples import SCENARIOS, addressed_codes, build_sample, generate, scenario
+from adaptor.samples import NULLIFICATIONS, SCENARIOS, addressed_codes, build_sample, generate, scenario
 from adaptor.store import MessageStore
 
 SAMPLES = REPO / "samples"
-COUNT = len(SCENARIOS)
+#: The files of the committed folder: a request per scenario, and the nullifications that withdraw some of them.
+FILES = [s.file_name for s in SCENARIOS] + [n.file_name for n in NULLIFICATIONS]
+COUNT = len(FILES)
 ALLOW = addressed_codes()
 ALLOWING = {"PEM111_ITK_ODS_CODE_LIST": ",".join(ALLOW.ods_codes), "PEM111_ITK_DOS_ID_LIST": ",".join(ALLOW.dos_ids)}
 MESSAGE_ID = re.compile(r"MessageID ([0-9A-F-]{36})$")
@@ -94,7 +96,7 @@ def test_every_committed_sample_is_accepted(server: RunningServer) -> None:
     lines = done.stdout.splitlines()
     assert len(lines) == COUNT
     assert all(line.startswith("OK    samples/") for line in lines), lines
-    assert sorted(line.split()[1].rstrip(":") for line in lines) == sorted(f"samples/{s.file_name}" for s in SCENARIOS)
+    assert sorted(line.split()[1].rstrip(":") for line in lines) == sorted(f"samples/{name}" for name in FILES)
     assert f"{COUNT} sent: {COUNT} OK, 0 refused, 0 failed" in done.stderr
     assert "Sending" in done.stderr  # the progress bar (its label only: stderr is not a terminal here)
     for message_id in message_ids(done.stdout):
@@ -375,7 +377,8 @@ def test_a_bare_distribution_envelope_needs_wrap(server: RunningServer, tmp_path
 
 def test_wrap_sends_the_specifications_own_example(server: RunningServer) -> None:
     """The published nullification example is a bare DistributionEnvelope: wrapped, it reaches the receiver,
-    which answers it (this receiver refuses nullification, wire-contract.md §3: a fault, not a send error)."""
+    which answers it (as published it has no manifest profile id and another domain's interaction: a fault, not
+    a send error; tests/test_nullification.py sends it as a 111 sender would)."""
     example = require_shared("spec", "nullification", "POCD_EX130001UK05_ITK_02_wrapped.xml")
     result = invoke(str(example), "--url", server.report_url, "--wrap")
     assert result.exit_code == 1

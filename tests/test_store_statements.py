@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import Executable, event, select, update
 from test_store import LEASE, make_message
 
+from adaptor.itk.documents import DocumentKeys
 from adaptor.store import (
     CLAIM_CANDIDATES,
     AttemptOutcome,
@@ -93,8 +94,9 @@ def test_the_worker_and_resend_paths_execute_only_statements_built_once(any_stor
     event.listen(any_store.engine, "before_execute", lambda _conn, statement, *_rest: executed.append(statement))
 
     message = make_message()
-    record_id, _ = any_store.accept(message, b"x")
-    assert any_store.accept(message, b"x") == (record_id, False)  # a resend: found by identity
+    document = DocumentKeys("DOCUMENT-ID", "SET-ID", 1)  # looked up among the nullifications (and locked: PostgreSQL)
+    record_id, _ = any_store.accept(message, b"x", document=document)
+    assert any_store.accept(message, b"x", document=document) == (record_id, False)  # a resend: found by identity
     claim = any_store.claim_due("worker", LEASE)
     assert claim is not None
     attempt = any_store.start_attempt(claim, "dir:/out", LEASE, "{}")

@@ -22,7 +22,15 @@ import click
 from adaptor.cli.support import OneLineErrors, existing_store, fail
 from adaptor.itk.wire import as_utc, interaction_name
 from adaptor.ops.logs import escape_control
-from adaptor.store import BundleVersion, DeliveryAttempt, MessageQuery, Status, StoredMessage, versions_not_kept
+from adaptor.store import (
+    BundleVersion,
+    DeliveryAttempt,
+    MessageQuery,
+    Status,
+    StoredMessage,
+    StoredNullification,
+    versions_not_kept,
+)
 
 _DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -66,7 +74,8 @@ def messages() -> None:
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True, help="At most this many.")
 def list_messages(statuses: tuple[str, ...], since: str | None, tracking_id: str | None, limit: int) -> None:
     """One line per stored message, newest first: received time, state, attempts, MessageID, trackingid,
-    interaction and record id (tab-separated, so that the output can be cut and sorted)."""
+    interaction and record id (tab-separated, so that the output can be cut and sorted). A message its sender
+    withdrew whose withdrawal is still on its way shows its delivery state followed by ``(withdrawal)``."""
     known = {s.value: s for s in Status}
     wanted: list[Status] = []
     for value in statuses:
@@ -85,7 +94,7 @@ def list_messages(statuses: tuple[str, ...], since: str | None, tracking_id: str
     for row in rows:
         cells = [
             _when(row.received_at),
-            row.status.value,
+            _state(row),
             str(row.attempts),
             row.message_id,
             row.tracking_id,
@@ -136,12 +145,24 @@ def show(key: str, what: str | None, bundle_version: int | None) -> None:
             return
         histories = {m.id: store.delivery_history(m.id) for m in found}
         versions = {m.id: store.bundle_versions(m.id) for m in found}
+        nullifications = {m.id: store.nullification(m.id) for m in found}
+        withdrawn = {m.id: store.withdrawn_by(n) for m in found if (n := nullifications[m.id]) is not None}
     if len(found) > 1:
         click.echo(f"MessageID {escape_control(key)} names {len(found)} stored messages, oldest first.\n")
     for index, message in enumerate(found):
         if index:
             click.echo()
         _print_details(message, histories[message.id], versions[message.id])
+        nullification = nullifications[message.id]
+        if nullification is not None:
+            _print_nullification(message, nullification, withdrawn[message.id])
+
+
+def _state(message: StoredMessage) -> str:
+    """The state, marked when it is the delivery of the message's withdrawal."""
+    if message.nullified is not None and message.status is not Status.NULLIFIED:
+        return f"{message.status.value} (withdrawal)"
+    return message.status.value
 
 
 def _print_content(message: StoredMessage, what: str) -> None:
@@ -149,6 +170,8 @@ def _print_content(message: StoredMessage, what: str) -> None:
         sys.stdout.buffer.write(message.raw or b"")
         sys.stdout.buffer.flush()
         return
+    if message.bundle is None and message.status in (Status.NULLIFICATION, Status.UNMATCHED):
+        fail(f"record {message.id} is a nullification: it has no Bundle of its own (`nhs111 messages show ID`)")
     if message.bundle is None:
         fail(
             f"record {message.id} has no Bundle ({message.status.value}); "
@@ -193,6 +216,14 @@ def _print_details(message: StoredMessage, history: list[DeliveryAttempt], versi
         fields.append(("Replays", str(message.replays)))
     if message.status_reason:
         fields.append(("Last error", message.status_reason))
+    if message.nullified is not None:
+        by = message.nullified.nullification
+        fields += [
+            ("Withdrawn", f"{_when(by.effective_at)} by its sender: {by.reason}" + _code(by)),
+            ("Withdrawn by", by.author or "-"),
+            ("Nullification", f"MessageID {by.message_id}, record {by.record_id}"),
+            ("Withdrawal", _withdrawal(message)),
+        ]
     if message.bundle_version is not None:
         converted = f", converted {_when(message.converted_at)}" if message.converted_at is not None else ""
         fields.append(("Bundle", f"version {message.bundle_version}{converted}"))
@@ -210,6 +241,39 @@ def _print_details(message: StoredMessage, history: list[DeliveryAttempt], versi
         click.echo(escape_control(line))
         if attempt.error:
             click.echo(f"    error: {escape_control(attempt.error)}")
+
+
+def _code(nullification: StoredNullification) -> str:
+    return f" (code {nullification.reason_code})" if nullification.reason_code else ""
+
+
+def _withdrawal(message: StoredMessage) -> str:
+    assert message.nullified is not None
+    version = message.nullified.withdrawal_version
+    if version is None:
+        return "none: nothing of it had been delivered, and nothing ever is"
+    if message.status is Status.NULLIFIED:
+        return f"Bundle version {version}, delivered {_when(message.delivered_at)}"
+    return f"Bundle version {version}, {message.status.value}"
+
+
+def _print_nullification(
+    message: StoredMessage, nullification: StoredNullification, withdrawn: list[StoredMessage]
+) -> None:
+    """What a nullification withdraws and what became of each stored message it names."""
+    withdraws = nullification.withdraws_id or "-"
+    if nullification.withdraws_set_id:
+        withdraws += f" (setId {nullification.withdraws_set_id}, version {nullification.withdraws_version})"
+    click.echo(f"Withdraws: {escape_control(withdraws)}")
+    click.echo(f"  reason: {escape_control(nullification.reason + _code(nullification))}")
+    click.echo(f"  by: {escape_control(nullification.author or '-')}, at {_when(nullification.effective_at)}")
+    if not withdrawn:
+        click.echo("  no stored message is that document: unmatched (one arriving later is never delivered)")
+    for original in withdrawn:
+        by = original.nullified.nullification if original.nullified is not None else None
+        note = "" if by is None or by.record_id == message.id else f", withdrawn before by record {by.record_id}"
+        line = f"  {original.message_id}  record {original.id}  {_state(original)}{note}"
+        click.echo(escape_control(line))
 
 
 def _print_versions(versions: list[BundleVersion]) -> None:

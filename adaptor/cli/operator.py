@@ -26,12 +26,13 @@ from adaptor.cli.support import OneLineErrors
     help="Folder to write the samples and their README.md index into (created if needed).",
 )
 def samples(out: Path) -> None:
-    """Write one synthetic ITK request per scenario of the sample catalogue, with fresh ids and dates.
+    """Write one synthetic ITK request per scenario of the sample catalogue, with fresh ids and dates, and the
+    nullifications that withdraw some of them.
 
     Every patient and organisation is invented (NHS numbers from the 999 test range). Running it again
     regenerates the folder: same scenarios and files, new MessageIDs, trackingids and times.
     """
-    from adaptor.samples import SCENARIOS, generate
+    from adaptor.samples import NULLIFICATIONS, SCENARIOS, generate
 
     try:
         written = generate(out)
@@ -40,10 +41,10 @@ def samples(out: Path) -> None:
         sys.exit(2)
     for path in written:
         click.echo(str(path))
-    catalogue = {s.file_name for s in SCENARIOS}
+    catalogue = {s.file_name for s in SCENARIOS} | {n.file_name for n in NULLIFICATIONS}
     for stray in sorted(p for p in out.glob("*.xml") if p.name not in catalogue):
         click.echo(f"warning: {stray} is not in the catalogue (left as it is)", err=True)
-    click.echo(f"{len(SCENARIOS)} samples written to {out} (index: {written[-1].name})", err=True)
+    click.echo(f"{len(written) - 1} samples written to {out} (index: {written[-1].name})", err=True)
 
 
 def endpoint_url(_ctx: click.Context | None, _param: click.Parameter | None, value: str) -> str:

@@ -55,6 +55,9 @@ STATUS_LABELS = {
     Status.DELIVERED: "Delivered",
     Status.DEAD_LETTER: "Dead letter",
     Status.REJECTED: "Rejected",
+    Status.NULLIFIED: "Nullified",
+    Status.NULLIFICATION: "Nullification",
+    Status.UNMATCHED: "Nullification unmatched",
 }
 
 _LOGIN_ERROR = "The user name or password is not right."

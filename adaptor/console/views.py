@@ -25,7 +25,7 @@ from adaptor.console.cda_text import readable_document
 from adaptor.console.state import console_state
 from adaptor.delivery.conversion import ConversionError, convert
 from adaptor.delivery.replay import reconvert, redeliver
-from adaptor.store import MessageQuery, Status, StoredMessage, versions_not_kept
+from adaptor.store import MessageQuery, Status, StoredMessage, StoredNullification, versions_not_kept
 
 #: The console blueprint, with these routes added to those of :mod:`.access`.
 __all__ = ["blueprint"]
@@ -90,15 +90,19 @@ def message(key: str) -> BaseResponse | str:
     record = found[0]
     store = console_state().store
     versions = store.bundle_versions(record.id)
+    nullification = store.nullification(record.id)
     return render_template(
         "message.html",
         message=record,
         history=store.delivery_history(record.id),
         document=readable_document(record.raw or b""),
-        bundle=_bundle_view(record),
+        bundle=_bundle_view(record, nullification),
         versions=versions,
         kept_versions={v.version for v in versions},
         lost_versions=versions_not_kept(versions),
+        actions=_replay_actions(record),
+        nullification=nullification,
+        withdrawn=store.withdrawn_by(nullification) if nullification is not None else [],
     )
 
 
@@ -198,11 +202,30 @@ def _find(key: str) -> list[StoredMessage]:
     return found
 
 
-def _bundle_view(record: StoredMessage) -> dict[str, str | None]:
+def _replay_actions(record: StoredMessage) -> tuple[str, ...]:
+    """The replay buttons a message gets: none while it is being delivered, for a nullification (nothing of its
+    own to deliver) and for a message withdrawn before it was delivered; only *redeliver* for a withdrawn one
+    (its Bundle is the withdrawal) and only *reconvert* for a rejected one."""
+    if record.status in (Status.DELIVERING, Status.NULLIFICATION, Status.UNMATCHED):
+        return ()
+    if record.nullified is not None:
+        return ("redeliver",) if record.nullified.withdrawal_version is not None else ()
+    if record.status is Status.REJECTED:
+        return ("reconvert",)
+    return ("redeliver", "reconvert")
+
+
+def _bundle_view(record: StoredMessage, nullification: StoredNullification | None = None) -> dict[str, str | None]:
     """The stored Bundle pretty-printed; for a message without one (rejected at acceptance, or stored by an
-    adaptor before schema version 2) a preview converted now, said to be one."""
+    adaptor before schema version 2) a preview converted now, said to be one; none for a nullification."""
     if record.bundle is not None:
         return _stored_bundle_text(record.bundle)
+    if nullification is not None:
+        return {
+            "text": None,
+            "note": "A nullification has no Bundle of its own: each message it withdraws that had been delivered "
+            "gets its withdrawal as its next Bundle version (see the messages it withdraws above).",
+        }
     try:
         preview = convert(record.raw or b"", config=console_state().settings.replace(validate_fhir=False))
     except ConversionError as exc:

@@ -9,7 +9,8 @@ Two ways in, one mapping:
   ``hl7:ClinicalDocument`` (``nhs111 convert``, the console's preview, and reconverting a stored request).
   It reads the few envelope fields the Bundle carries (MessageID, interaction, addresses) and picks the
   ClinicalDocument (newest ``effectiveTime``, as validation does). It does not validate the envelope: the
-  endpoint does that before anything is converted.
+  endpoint does that before anything is converted. A nullification is read (the console shows its document)
+  but not converted: it has no Bundle of its own.
 
 A stored message's Bundle is converted with its record id as ``id_seed`` (see
 :attr:`mappings.MappingContext.id_seed`), and kept as :func:`bundle_text` serialises it: every delivery sends
@@ -34,7 +35,7 @@ from adaptor.itk.payloads import (
     clinical_documents,
     select_document,
 )
-from adaptor.itk.wire import INTERACTION_KEY, INTERACTION_PREFIX, event_of, new_upper_uuid
+from adaptor.itk.wire import INTERACTION_KEY, INTERACTION_PREFIX, event_of, is_nullification, new_upper_uuid
 from adaptor.itk.xmlsafe import ITK, SOAP11, SOAP12, WSA, XmlRejected, parse_xml, xpath, xpath_values
 from mappings import EnvelopeFields, MappingConfig, MappingContext, MappingError, encounter_report
 from mappings.context import UNREAD
@@ -86,7 +87,7 @@ def _interaction(distribution_envelope: etree._Element) -> str:
     interaction = str(values[0]).strip() if values else ""
     if not interaction:
         raise ConversionError(f"itk:handlingSpecification: no itk:spec with key {INTERACTION_KEY}")
-    if event_of(interaction) is None:
+    if event_of(interaction) is None and not is_nullification(interaction):
         raise ConversionError(f"itk:spec {INTERACTION_KEY}: unsupported interaction {interaction}")
     return interaction
 
@@ -154,6 +155,12 @@ def convert(
     converted.
     """
     document, fields = read_request(request)
+    if is_nullification(fields.interaction):
+        # Read (read_request) as any request, for the console; but it withdraws a document, it is not a report.
+        raise ConversionError(
+            f"itk:spec {INTERACTION_KEY}: {fields.interaction} is a nullification: it has no Bundle of its own "
+            "(the messages it withdraws get their withdrawal; see the README, Nullification)"
+        )
     return _map(document, fields, config, now, id_seed)
 
 

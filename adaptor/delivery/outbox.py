@@ -259,11 +259,13 @@ class Deliverer:
             return self._failed(claim, target, attempt_id, error, summary, outcome)
 
         log.info(
-            "message delivered",
+            "withdrawal delivered" if claim.withdrawal else "message delivered",
             extra={**_fields(claim), "target": target, "duration_ms": _ms(time.perf_counter() - started)},
         )
         self.metrics.message_delivered(target)
-        return self._finish(claim, Status.DELIVERED, AttemptOutcome.DELIVERED, target, attempt_id, None)
+        # A withdrawal delivered is the end of a message its sender withdrew (nullification.md §2.3).
+        delivered = Status.NULLIFIED if claim.withdrawal else Status.DELIVERED
+        return self._finish(claim, delivered, AttemptOutcome.DELIVERED, target, attempt_id, None)
 
     def _convert(self, claim: Claim, now: datetime) -> str | Outcome:
         """The Bundle JSON for ``claim.raw`` (a message stored without one), or the dead-letter outcome when it
@@ -352,7 +354,8 @@ class Deliverer:
             return Outcome(status, error, recorded=False)
         if not owned:
             # Another worker took the message over and delivers it too: a delivered one is then a possible
-            # duplicate (same messageId), found in the delivery history, not in possible_redeliveries.
+            # duplicate (same messageId), found in the delivery history, not in possible_redeliveries. (Or its
+            # sender withdrew it meanwhile: its withdrawal is queued behind this attempt's lease.)
             log.warning(
                 "lease expired during the attempt; another worker owns the message now"
                 + (" and may deliver it again" if status is Status.DELIVERED else ""),

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from adaptor.config import Settings
 from adaptor.delivery.conversion import ConversionError, bundle_text, convert
 from adaptor.itk.wire import utc_now
-from adaptor.store import MessageStore, ReplayResult
+from adaptor.store import MessageStore, ReplayResult, replay_refusal
 
 log = logging.getLogger("adaptor.replay")
 
@@ -38,12 +38,19 @@ def redeliver(store: MessageStore, record_ids: Iterable[str]) -> list[ReplayResu
 
 def reconvert(store: MessageStore, settings: Settings, record_ids: Iterable[str]) -> list[ReplayResult]:
     """Convert each record's stored request again and queue it as a new Bundle version, keeping the one it
-    replaces. A record that still cannot be converted is left as it was, with the reason in its result. Unknown
-    ids are skipped."""
+    replaces. A record that still cannot be converted is left as it was, with the reason in its result, and so
+    is a nullification or a message its sender withdrew (converting it again would undo the withdrawal), without
+    being converted. Unknown ids are skipped."""
     results: list[ReplayResult] = []
     for record_id in record_ids:
         stored = store.get(record_id)
         if stored is None:
+            continue
+        withdrawal = stored.nullified.withdrawal_version if stored.nullified is not None else None
+        refused = replay_refusal(stored.status, stored.nullified is not None, withdrawal, reconverting=True)
+        if refused is not None:
+            version = stored.bundle_version
+            results.append(ReplayResult(record_id, stored.message_id, stored.status, False, version, refused))
             continue
         converted_at = utc_now()
         try:

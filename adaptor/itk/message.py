@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
+from adaptor.itk.wire import NULLIFICATION
 from mappings.context import UNREAD, Unread
 
 #: The Pathways case of the selected document as rule D6 read it (:func:`mappings.questionnaire.parse_case`):
@@ -35,7 +36,7 @@ class ItkMessage:
     tracking_id: str
     service: str
     interaction: str
-    event: str  # "referral-1" or "discharge-details-1"
+    event: str  # "referral-1", "discharge-details-1", or NULLIFICATION ("nullification")
     addresses: tuple[Address, ...]
     ods_codes: tuple[str, ...]  # ODS codes from the ITK addresses (first ':'-token after the ODS prefix)
     dos_ids: tuple[str, ...]
@@ -52,3 +53,8 @@ class ItkMessage:
     #: attachment is decoded and parsed once, and what D6 said of it is what the mapping sees.
     pathways_case: PathwaysCase = field(default=UNREAD, repr=False)
     warnings: tuple[str, ...] = ()
+
+    @property
+    def is_nullification(self) -> bool:
+        """A nullification: the sender withdraws a document it sent before (nullification.md)."""
+        return self.event == NULLIFICATION

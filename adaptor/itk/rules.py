@@ -38,7 +38,14 @@ from adaptor.itk.payloads import (
     clinical_documents,
     select_document,
 )
-from adaptor.itk.wire import INTERACTION_KEY, event_of, interaction_name, sender_ods
+from adaptor.itk.wire import (
+    INTERACTION_KEY,
+    NULLIFICATION,
+    event_of,
+    interaction_name,
+    is_nullification,
+    sender_ods,
+)
 from adaptor.itk.xmlsafe import ANONYMOUS, SOAP11, WSA, WSSE, ElementQuery, XmlRejected, first, parse_xml, xpath
 from mappings import questionnaire
 from mappings.context import UNREAD
@@ -501,12 +508,16 @@ class Interaction:
 def classify_interaction(value: str) -> Interaction | None:
     """Match an interaction id tolerantly (section 3); ``None`` when unsupported.
 
-    Case-insensitive; the ``urn:nhs-itk:interaction:`` prefix is optional. Names containing
-    ``RequestforAmbulance``, ``RepeatCallerSyncQuery`` or ``nullify``, or ending in ``Response-vN-N``, are
-    unsupported; otherwise ``primary*`` is a referral and ``copy*`` discharge details.
+    Case-insensitive; the ``urn:nhs-itk:interaction:`` prefix is optional. The two nullification interactions
+    (nullification.md §1) are supported, with the event :data:`~adaptor.itk.wire.NULLIFICATION`. Other names
+    containing ``RequestforAmbulance``, ``RepeatCallerSyncQuery`` or ``nullify`` (another domain's
+    nullification, such as ``nullifyDischargeReport-v1-0``), or ending in ``Response-vN-N``, are unsupported;
+    otherwise ``primary*`` is a referral and ``copy*`` discharge details.
     """
     name = interaction_name(value.strip())
     folded = name.lower()
+    if is_nullification(name):
+        return Interaction(name, NULLIFICATION, True)
     if any(part in folded for part in _EXCLUDED_PARTS) or _RESPONSE_SUFFIX.search(folded):
         return None
     event = event_of(name)
@@ -514,6 +525,7 @@ def classify_interaction(value: str) -> Interaction | None:
 
 
 # == D1-D6: the clinical documents ===========================================================================
+
 
 def _check_documents(de: etree._Element, interaction: str) -> tuple[list[etree._Element], int]:
     """D1-D3. Returns the ClinicalDocuments in payload order and the index of the one to map."""

@@ -29,6 +29,18 @@ ITK_ADDRESS_TYPE = "2.16.840.1.113883.2.1.3.2.4.18.22"
 #: MessageHeader ``event`` codes: a ``primary*`` interaction is a referral, a ``copy*`` one discharge details.
 REFERRAL = "referral-1"
 DISCHARGE_DETAILS = "discharge-details-1"
+#: The :attr:`~adaptor.itk.message.ItkMessage.event` of a nullification. Not a MessageHeader event: what the
+#: receiver's system gets for a nullification is the withdrawal of the original, whose MessageHeader keeps the
+#: original's event.
+NULLIFICATION = "nullification"
+
+#: The interactions by which a 111 sender withdraws a document sent in error (nullification.md §1), without the
+#: prefix: the IUC one and the 111 (v2) messaging specification's; compared as other interactions are.
+NULLIFICATION_INTERACTIONS = (
+    "nullifyIntegratedUrgentCareCDADocument-v3-0",
+    "nullifyNHS111CDADocument-v1-0",
+)
+_NULLIFICATIONS = frozenset(name.lower() for name in NULLIFICATION_INTERACTIONS)
 
 
 def interaction_name(interaction: str) -> str:
@@ -47,6 +59,11 @@ def event_of(interaction: str) -> str | None:
     if folded.startswith("copy"):
         return DISCHARGE_DETAILS
     return None
+
+
+def is_nullification(interaction: str) -> bool:
+    """Whether ``interaction`` (with or without its prefix, any case) is one of :data:`NULLIFICATION_INTERACTIONS`."""
+    return interaction_name(interaction.strip()).lower() in _NULLIFICATIONS
 
 
 def sender_ods(identity_uri: str) -> str | None:

@@ -28,13 +28,23 @@ Label values come only from small fixed sets: never a MessageID, trackingid, NHS
 ``nhs111_dead_letters_total``                  messages dead-lettered, by ``reason`` (``conversion_failed``,
                                                ``refused``, ``out_of_attempts``)
 ``nhs111_conversion_duration_seconds``         histogram of CDA to FHIR conversion time
+``nhs111_nullifications_total``                new nullifications stored (nullification.md), by ``effect``:
+                                               ``withdrew`` (it withdrew stored messages), ``repeated`` (they
+                                               were withdrawn already) or ``unmatched`` (none is stored)
+``nhs111_messages_nullified_total``            stored messages withdrawn by their sender, by ``withdrawal``:
+                                               ``queued`` (it had been sent: its withdrawal is delivered) or
+                                               ``none`` (never delivered; also a message arriving after its
+                                               nullification)
 ``nhs111_outbox_depth``                        messages not yet delivered nor dead-lettered (pending,
                                                delivering, retrying, held), from the store
 ``nhs111_outbox_oldest_age_seconds``           how long the oldest of those has been waiting since it was
                                                received (0 when there is none)
 ``nhs111_outbox_messages``                     the same by ``state``, and ``dead_letter`` and ``rejected``: the
                                                dead letters and the messages rejected at acceptance (rule E3)
-                                               in the store now (a replay takes them out)
+                                               in the store now (a replay takes them out); ``nullified``
+                                               (withdrawn by their sender, withdrawal delivered if one was
+                                               needed) and ``unmatched`` (nullifications whose message is not
+                                               stored: alert on it)
 ``nhs111_store_up``                            1 when the outbox gauges could be read at this scrape, else 0
 ``process_*``                                  CPU, memory, open files (prometheus_client's process collector)
 =============================================  ===============================================================
@@ -67,6 +77,7 @@ OUTCOMES = ("ok", "fault", "refused")
 ERROR_CODES = ("1000", "2100", "2200", "3000")
 TARGET_KINDS = ("dir", "amqp", "http")
 DEAD_LETTER_REASONS = ("conversion_failed", "refused", "out_of_attempts")
+NULLIFICATION_EFFECTS = ("withdrew", "repeated", "unmatched")
 #: A wire-contract rule name: a letter and a number, as ``C17`` or ``B5``.
 _RULE = re.compile(r"[A-Z][0-9]{1,2}[a-z]?")
 
@@ -145,6 +156,18 @@ class Metrics:
         self.dead_letters = Counter(
             "nhs111_dead_letters", "Messages dead-lettered, by reason", ("reason",), registry=registry
         )
+        self.nullifications = Counter(
+            "nhs111_nullifications",
+            "New nullifications stored, by what they did",
+            ("effect",),
+            registry=registry,
+        )
+        self.nullified = Counter(
+            "nhs111_messages_nullified",
+            "Stored messages withdrawn by their sender, by whether a withdrawal is delivered",
+            ("withdrawal",),
+            registry=registry,
+        )
         self.conversion_seconds = Histogram(
             "nhs111_conversion_duration_seconds",
             "CDA to FHIR conversion time",
@@ -163,6 +186,10 @@ class Metrics:
             self.retries.labels(kind)
         for reason in DEAD_LETTER_REASONS:
             self.dead_letters.labels(reason)
+        for effect in NULLIFICATION_EFFECTS:
+            self.nullifications.labels(effect)
+        for withdrawal in ("queued", "none"):
+            self.nullified.labels(withdrawal)
 
     # -- recording -------------------------------------------------------------------------------------------
 
@@ -192,6 +219,14 @@ class Metrics:
     def conversion_took(self, seconds: float) -> None:
         self.conversion_seconds.observe(seconds)
 
+    def nullification_received(self, effect: str) -> None:
+        """A new nullification stored: ``withdrew``, ``repeated`` or ``unmatched``."""
+        self.nullifications.labels(effect if effect in NULLIFICATION_EFFECTS else "other").inc()
+
+    def message_nullified(self, *, withdrawal: bool) -> None:
+        """A stored message withdrawn by its sender, with its withdrawal queued or with nothing to withdraw."""
+        self.nullified.labels("queued" if withdrawal else "none").inc()
+
     # -- exposition ------------------------------------------------------------------------------------------
 
     def watch_store(self, store: MessageStore) -> None:
@@ -206,10 +241,10 @@ class Metrics:
 class OutboxCollector:
     """The outbox gauges, read from the store when Prometheus scrapes (two small indexed queries).
 
-    The counts use the outbox's ``(state, next_attempt_at)`` index and touch only the waiting and dead-lettered
-    rows, never the delivered ones, which grow without bound; the oldest age joins those waiting rows to their
-    message by primary key. A store that cannot be read gives ``nhs111_store_up 0`` and no outbox gauges, rather
-    than a failed scrape.
+    The counts use the outbox's ``(state, next_attempt_at)`` index and touch only the waiting, dead-lettered,
+    rejected and withdrawn rows (few), never the delivered ones, which grow without bound; the oldest age joins
+    those waiting rows to their message by primary key. A store that cannot be read gives ``nhs111_store_up 0``
+    and no outbox gauges, rather than a failed scrape.
     """
 
     def __init__(self, store: MessageStore) -> None:
@@ -251,9 +286,10 @@ class OutboxCollector:
 
 
 def outbox_snapshot(store: MessageStore) -> tuple[dict[Status, int], datetime | None]:
-    """How many messages are in each waiting state, in ``dead_letter`` and in ``rejected``, and when the oldest
-    waiting message was received (UTC; ``None`` when nothing waits). Raises :class:`StoreError`."""
-    counted = (*WAITING_STATES, Status.DEAD_LETTER, Status.REJECTED)
+    """How many messages are in each waiting state, in ``dead_letter``, ``rejected``, ``nullified`` and
+    ``unmatched``, and when the oldest waiting message was received (UTC; ``None`` when nothing waits). Raises
+    :class:`StoreError`."""
+    counted = (*WAITING_STATES, Status.DEAD_LETTER, Status.REJECTED, Status.NULLIFIED, Status.UNMATCHED)
     count_query = (
         select(outbox.c.state, func.count())
         .where(outbox.c.state.in_([state.value for state in counted]))

@@ -6,8 +6,11 @@
   documents valid against ``POCD_MT000002UK01.xsd``, a Pathways case valid against ``pathwaysCase_v2.4.xsd``
   and the SOAP / ITK Distribution Envelope around them. The test factory (``tests/itk_factory.py``) uses the
   same writers.
-* This module builds a scenario with fresh ids and dates (:func:`build_sample`) and writes the whole
-  catalogue, with an index, into a folder (:func:`generate`): that is ``nhs111 samples --out DIR``.
+* :mod:`.nullification` writes a nullification (:data:`NULLIFICATIONS`): the sender withdrawing the document of
+  the scenario it is paired with.
+* This module builds a scenario with fresh ids and dates (:func:`build_sample`), a scenario with its nullification
+  (:func:`build_pair`), and writes the whole catalogue, with an index, into a folder (:func:`generate`): that is
+  ``nhs111 samples --out DIR``.
 
 Structure is deterministic (the same scenario always has the same elements); ids are new UUIDs and every time
 is relative to the generation time, so each generation produces new, current messages.
@@ -24,20 +27,24 @@ from lxml import etree
 
 from adaptor.itk.wire import ODS_ADDRESS_PREFIX, ODS_IDENTITY_PREFIX
 from adaptor.samples import cda
-from adaptor.samples.catalogue import SCENARIOS
+from adaptor.samples.catalogue import NULLIFICATIONS, SCENARIOS
 from adaptor.samples.envelope import (
     TIMESTAMP_TTL,
     build_envelope,
     dos_address,
     ods_address,
 )
-from adaptor.samples.model import Scenario
+from adaptor.samples.model import Nullification, Scenario
+from adaptor.samples.nullification import build_nullification
 
 __all__ = [
+    "NULLIFICATIONS",
     "SCENARIOS",
     "INDEX_FILE",
+    "Nullification",
     "Scenario",
     "addressed_codes",
+    "build_pair",
     "build_sample",
     "build_scenario",
     "generate",
@@ -80,7 +87,20 @@ def build_scenario(scenario: Scenario, *, now: datetime | None = None) -> etree.
 
 def build_sample(scenario: Scenario, *, now: datetime | None = None) -> bytes:
     """:func:`build_scenario` as UTF-8 bytes, pretty-printed so that the file reads well."""
-    root = build_scenario(scenario, now=now)
+    return _file_bytes(build_scenario(scenario, now=now))
+
+
+def build_pair(item: Nullification, *, now: datetime | None = None) -> tuple[bytes, bytes]:
+    """A fresh request of the scenario ``item`` withdraws, and ``item``'s nullification of it, as files."""
+    now = now or datetime.now(UTC)
+    withdrawn = scenario(item.withdraws)
+    request = build_scenario(withdrawn, now=now)
+    nullification = build_nullification(item, withdrawn, request, now=now)
+    return _file_bytes(request), _file_bytes(nullification)
+
+
+def _file_bytes(root: etree._Element) -> bytes:
+    """A request as a sample file: pretty-printed so that it reads well, UTF-8."""
     etree.indent(root, space="  ")
     # The declaration as live senders write it (lxml's own uses single quotes).
     return b'<?xml version="1.0" encoding="UTF-8"?>\n' + etree.tostring(root, encoding="UTF-8") + b"\n"
@@ -137,6 +157,22 @@ def index_markdown(scenarios: Iterable[Scenario] = SCENARIOS) -> str:
         )
     lines += [
         "",
+        "A nullification withdraws the document of the sample it names, sent in error (see \"Nullification\" in the",
+        "project's README): each generation writes it against the document of that sample's file, so send that file",
+        "first (`nhs111 send` sends a folder in name order, which does).",
+        "",
+        "| Nullification | File | Interaction | Withdraws | What it exercises |",
+        "|---|---|---|---|---|",
+    ]
+    for withdrawal in NULLIFICATIONS:
+        withdrawn = scenario(withdrawal.withdraws)
+        lines.append(
+            f"| {withdrawal.summary} | [`{withdrawal.file_name}`]({withdrawal.file_name}) | "
+            f"`{_short(withdrawal.interaction)}` | [`{withdrawn.file_name}`]({withdrawn.file_name}) | "
+            f"{withdrawal.exercises} |"
+        )
+    lines += [
+        "",
         "The samples are addressed to these ODS codes and DoS ids; an adaptor with an allow-list accepts",
         "them when either list contains them:",
         "",
@@ -150,7 +186,8 @@ def index_markdown(scenarios: Iterable[Scenario] = SCENARIOS) -> str:
 
 
 def generate(folder: Path, *, now: datetime | None = None, scenarios: Iterable[Scenario] = SCENARIOS) -> list[Path]:
-    """Write one ``<name>.xml`` per scenario and the ``README.md`` index into ``folder`` (created if needed).
+    """Write one ``<name>.xml`` per scenario, one per nullification of a scenario among them (withdrawing the
+    document of that scenario's file) and the ``README.md`` index into ``folder`` (created if needed).
 
     Returns the files written, index last. Files of the folder that are not in the catalogue are left alone.
     """
@@ -158,9 +195,18 @@ def generate(folder: Path, *, now: datetime | None = None, scenarios: Iterable[S
     scenarios = list(scenarios)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
+    requests: dict[str, etree._Element] = {}
     for item in scenarios:
         path = folder / item.file_name
-        path.write_bytes(build_sample(item, now=now))
+        requests[item.name] = build_scenario(item, now=now)
+        path.write_bytes(_file_bytes(requests[item.name]))
+        written.append(path)
+    for withdrawal in NULLIFICATIONS:
+        if withdrawal.withdraws not in requests:
+            continue
+        path = folder / withdrawal.file_name
+        root = build_nullification(withdrawal, scenario(withdrawal.withdraws), requests[withdrawal.withdraws], now=now)
+        path.write_bytes(_file_bytes(root))
         written.append(path)
     index = folder / INDEX_FILE
     index.write_text(index_markdown(scenarios), encoding="utf-8")

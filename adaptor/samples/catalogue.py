@@ -1,11 +1,12 @@
 """The sample catalogue: every scenario of :mod:`adaptor.samples.scenarios`, in the order of the samples index.
 
-A new scenario is a new module in that package (one ``SCENARIO`` each) and one line here.
+A new scenario is a new module in that package (one ``SCENARIO`` each, or one ``NULLIFICATION`` for a message that
+withdraws a scenario's document) and one line here.
 """
 
 from __future__ import annotations
 
-from adaptor.samples.model import Scenario
+from adaptor.samples.model import Nullification, Scenario
 from adaptor.samples.scenarios import (
     ambulance_callout_copy,
     copy_for_information,
@@ -13,6 +14,7 @@ from adaptor.samples.scenarios import (
     gp_referral,
     no_nhs_number,
     no_offset,
+    nullify_gp_referral,
     ooh_utc_referral,
     repeat_caller,
     safeguarding_referral,
@@ -34,3 +36,6 @@ SCENARIOS: tuple[Scenario, ...] = (
     no_offset.SCENARIO,
     several_triages.SCENARIO,
 )
+
+#: Every nullification, each paired with the scenario in :data:`SCENARIOS` whose document it withdraws.
+NULLIFICATIONS: tuple[Nullification, ...] = (nullify_gp_referral.NULLIFICATION,)

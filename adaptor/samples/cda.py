@@ -64,7 +64,7 @@ CONSENT_CODE = ("425691002", "Consent given for electronic record sharing")
 # -- participations ------------------------------------------------------------------------------------------
 
 
-def _record_target(cd: etree._Element, patient: Patient, today: date) -> None:
+def write_record_target(cd: etree._Element, patient: Patient, today: date) -> None:
     record_target = hl7.el(cd, "recordTarget", typeCode="RCT", contextControlCode="OP")
     hl7.content_id(record_target, "COCD_TP145201GB01#PatientRole")
     role = hl7.el(record_target, "patientRole", classCode="PAT")
@@ -128,7 +128,7 @@ def _clinician(parent: etree._Element, tag: str, template: str, clinician: Clini
         hl7.org(entity, "representedOrganization", f"{template}#representedOrganization", clinician.organisation)
 
 
-def _author(cd: etree._Element, clinician: Clinician, time: str) -> None:
+def write_author(cd: etree._Element, clinician: Clinician, time: str) -> None:
     author = hl7.el(cd, "author", typeCode="AUT", contextControlCode="OP")
     hl7.content_id(author, "COCD_TP145200GB01#AssignedAuthor")
     hl7.el(
@@ -167,7 +167,7 @@ def _informant(cd: etree._Element, informant: Informant, call: Call) -> None:
     hl7.person(related, "relatedPerson", "COCD_TP145007UK05#relationshipHolder", informant.name)
 
 
-def _custodian(cd: etree._Element, organisation: Organisation) -> None:
+def write_custodian(cd: etree._Element, organisation: Organisation) -> None:
     custodian = hl7.el(cd, "custodian", typeCode="CST")
     hl7.content_id(custodian, "COCD_TP145018UK03#AssignedCustodian")
     assigned = hl7.el(custodian, "assignedCustodian", classCode="ASSIGNED")
@@ -182,7 +182,7 @@ def _custodian(cd: etree._Element, organisation: Organisation) -> None:
         hl7.addr(represented, organisation.address)
 
 
-def _recipient(cd: etree._Element, recipient: Recipient) -> None:
+def write_recipient(cd: etree._Element, recipient: Recipient) -> None:
     element = hl7.el(cd, "informationRecipient", typeCode=recipient.type_code)
     hl7.content_id(element, "COCD_TP145203GB03#IntendedRecipient")
     intended = hl7.el(element, "intendedRecipient", classCode="ASSIGNED")
@@ -471,18 +471,22 @@ def _body(cd: etree._Element, report: Report, call: Call, today: date) -> None:
 # -- documents -----------------------------------------------------------------------------------------------
 
 
-def _document_root(
-    title: str, code: tuple[str, str], effective_time: str | None, confidentiality: str
+def document_root(
+    title: str,
+    code: tuple[str, str],
+    effective_time: str | None,
+    confidentiality: str,
+    message_type: str = "POCD_MT200001GB02",
 ) -> etree._Element:
+    """A ClinicalDocument with its header up to ``confidentialityCode``: ``message_type`` is the conformance
+    message type (an NHS 111 report's by default)."""
     # HL7 is the default namespace, as every sender writes it (lxml-stubs type nsmap keys as str only).
     nsmap = {None: HL7, "npfitlc": NPFITLC, "xsi": XSI}
     cd = etree.Element(f"{{{HL7}}}ClinicalDocument", nsmap=nsmap)  # type: ignore[arg-type]
     cd.set("classCode", "DOCCLIN")
     cd.set("moodCode", "EVN")
     hl7.el(cd, "typeId", root="2.16.840.1.113883.1.3", extension="POCD_HD000040")
-    etree.SubElement(
-        cd, f"{{{NPFITLC}}}messageType", root="2.16.840.1.113883.2.1.3.2.4.18.17", extension="POCD_MT200001GB02"
-    )
+    etree.SubElement(cd, f"{{{NPFITLC}}}messageType", root="2.16.840.1.113883.2.1.3.2.4.18.17", extension=message_type)
     hl7.el(cd, "id", root=new_upper_uuid())
     hl7.coded(cd, "code", code, SNOMED)
     hl7.el(cd, "title", title)
@@ -498,19 +502,19 @@ def report_document(report: Report, now: datetime) -> etree._Element:
     call = call_for(now, minutes_ago=report.minutes_ago, call_minutes=report.call_minutes, time_style=report.time_style)
     today = now.astimezone(LONDON).date()
     code = IUC_REPORT_CODE if report.iuc_v3 else REPORT_CODE
-    cd = _document_root(code[1], code, call.ts(call.document_time), report.confidentiality)
+    cd = document_root(code[1], code, call.ts(call.document_time), report.confidentiality)
     hl7.el(cd, "setId", root=new_upper_uuid())
     hl7.el(cd, "versionNumber", value=str(report.version))
-    _record_target(cd, report.patient, today)
+    write_record_target(cd, report.patient, today)
     for author in report.authors:
-        _author(cd, author, call.ts(call.end))
+        write_author(cd, author, call.ts(call.end))
     if report.data_enterer is not None:
         _data_enterer(cd, report.data_enterer, call.ts(call.start))
     for informant in report.informants:
         _informant(cd, informant, call)
-    _custodian(cd, report.custodian)
+    write_custodian(cd, report.custodian)
     for recipient in report.recipients:
-        _recipient(cd, recipient)
+        write_recipient(cd, recipient)
     for participant in report.participants:
         _participant(cd, participant, call)
     if report.replaces_earlier:
@@ -547,7 +551,7 @@ def minimal_document(
     ``effective_time`` is written verbatim (``None``: the attribute is left out); ``pathways_base64`` adds the
     ObservationMedia entry that carries a Pathways case.
     """
-    cd = _document_root(f"Synthetic NHS 111 {title}", REPORT_CODE, effective_time, "N")
+    cd = document_root(f"Synthetic NHS 111 {title}", REPORT_CODE, effective_time, "N")
     hl7.el(cd, "setId", root=new_upper_uuid())
     hl7.el(cd, "versionNumber", value="1")
     patient = MINIMAL_PATIENT
@@ -561,12 +565,12 @@ def minimal_document(
     hl7.person_name(person, patient.name)
     hl7.el(person, "administrativeGenderCode", code=patient.gender, codeSystem="2.16.840.1.113883.2.1.3.2.4.16.25")
     hl7.el(person, "birthTime", value="19800101")
-    _author(
+    write_author(
         cd,
         Clinician(name=Name(given=("Test",), family="Clinician"), user_id="SYNTHETIC-AUTHOR"),
         effective_time or "20240102103000+0000",
     )
-    _custodian(cd, custodian)
+    write_custodian(cd, custodian)
     section = _top_section(cd)
     hl7.el(section, "title", "Patient's Reported Condition")
     hl7.el(section, "text", "Synthetic test report, no real patient.")

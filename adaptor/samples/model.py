@@ -336,3 +336,29 @@ class Scenario:
     @property
     def file_name(self) -> str:
         return f"{self.name}.xml"
+
+
+@dataclass(frozen=True)
+class Nullification:
+    """A nullification (nullification.md): the 111 service withdraws the document of the catalogue scenario
+    ``withdraws``, sent in error, ``minutes_later`` minutes after that document was written. It is sent to the
+    same recipients, by the same sender, about the same patient.
+
+    ``reason`` is a (code, displayName) of code system ``2.16.840.1.113883.2.1.3.2.4.17.176`` and ``reason_text``
+    the "Reason for Withdrawal" narrative; ``author`` withdraws it.
+    """
+
+    name: str
+    summary: str
+    exercises: str
+    withdraws: str
+    interaction: str
+    author: Clinician
+    reason: tuple[str, str]
+    reason_text: str
+    minutes_later: int = 10
+    profile_id: str = "urn:nhs-en:profile:nullificationDocument-v5-0"
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.name}.xml"

@@ -6,7 +6,7 @@ changing that setting and nothing else. Several replicas may share one PostgreSQ
 suits one host (its file may be shared by the processes there: ``nhs111 serve`` and ``nhs111 worker``).
 The schema is versioned and created or upgraded by :mod:`adaptor.store.migrations` (``nhs111 db upgrade``).
 
-Five tables:
+Seven tables:
 
 ``messages``
     One row per message that passed validation: the envelope facts, the request bytes exactly as received
@@ -31,6 +31,12 @@ Five tables:
     carried it sent), with its version, when it was made and when it was replaced; written in the reconversion's
     transaction (see :meth:`MessageStore.bundle_versions`).
 
+``nullifications`` and ``nullified_messages``
+    One row per stored nullification (what it withdraws, why, who, when), and one per message its sender withdrew
+    (which nullification, when, and the Bundle version that withdraws it at the receiver's system): see
+    :mod:`~adaptor.store.nullifying`. Messages keep the identifiers of their document
+    (``messages.document_*``) so that a nullification finds them.
+
 ``rejections``
     One row per request answered with a fault: when, the rule, ErrorCode, ErrorText, the error id, and the
     request's MessageID, trackingid and sender ODS code when they could be read. Never the request body nor any
@@ -48,8 +54,9 @@ Every database failure surfaces as :class:`StoreError`; on the request path it i
 The package, by concern: :mod:`~adaptor.store.records` (states, errors, the records handed out),
 :mod:`~adaptor.store.schema` (the tables), :mod:`~adaptor.store.statements` (the SQL built once),
 :mod:`~adaptor.store.engine` (connections, opening, schema checks, transactions), then :class:`MessageStore`'s
-three parts: :mod:`~adaptor.store.accepting` (the request path), :mod:`~adaptor.store.claims` (the outbox:
-claims, attempts, replays) and :mod:`~adaptor.store.queries` (reads and rejections); and
+four parts: :mod:`~adaptor.store.accepting` (the request path), :mod:`~adaptor.store.nullifying` (storing a
+nullification and withdrawing what it names), :mod:`~adaptor.store.claims` (the outbox: claims, attempts,
+replays) and :mod:`~adaptor.store.queries` (reads and rejections); and
 :mod:`~adaptor.store.migrations` (schema versions).
 """
 
@@ -57,31 +64,47 @@ from __future__ import annotations
 
 from adaptor.itk.wire import utc_now
 from adaptor.store import migrations
-from adaptor.store.accepting import Accepting
-from adaptor.store.claims import Claims
+from adaptor.store.claims import Claims, replay_refusal
 from adaptor.store.engine import (
     CONNECT_TIMEOUT_SECONDS,
     POOL_MARGIN,
     SQLITE_BUSY_TIMEOUT_MS,
     sqlalchemy_url,
 )
+from adaptor.store.nullifying import Nullifying, WithdrawalMaker
 from adaptor.store.queries import MAX_REJECTION_FIELD, Queries
 from adaptor.store.records import (
+    Accepted,
     AttemptOutcome,
     BundleVersion,
     Claim,
     DeliveryAttempt,
+    Effect,
     MessageQuery,
+    NullificationStored,
+    Nullified,
+    Original,
     Redelivery,
     Rejection,
     ReplayResult,
     SchemaVersionError,
     Status,
     StoredMessage,
+    StoredNullification,
     StoreError,
+    Withdrawn,
     versions_not_kept,
 )
-from adaptor.store.schema import bundle_versions, delivery_attempts, messages, metadata, outbox, rejections
+from adaptor.store.schema import (
+    bundle_versions,
+    delivery_attempts,
+    messages,
+    metadata,
+    nullifications,
+    nullified_messages,
+    outbox,
+    rejections,
+)
 from adaptor.store.statements import CLAIM_CANDIDATES, CLAIM_ROUNDS
 
 __all__ = [
@@ -91,12 +114,17 @@ __all__ = [
     "MAX_REJECTION_FIELD",
     "POOL_MARGIN",
     "SQLITE_BUSY_TIMEOUT_MS",
+    "Accepted",
     "AttemptOutcome",
     "BundleVersion",
     "Claim",
     "DeliveryAttempt",
+    "Effect",
     "MessageQuery",
     "MessageStore",
+    "Nullified",
+    "NullificationStored",
+    "Original",
     "Redelivery",
     "Rejection",
     "ReplayResult",
@@ -104,22 +132,28 @@ __all__ = [
     "Status",
     "StoreError",
     "StoredMessage",
+    "StoredNullification",
+    "Withdrawn",
+    "WithdrawalMaker",
     "bundle_versions",
     "delivery_attempts",
     "messages",
     "metadata",
     "migrations",
+    "nullifications",
+    "nullified_messages",
     "outbox",
     "rejections",
+    "replay_refusal",
     "sqlalchemy_url",
     "utc_now",
     "versions_not_kept",
 ]
 
 
-class MessageStore(Accepting, Claims, Queries):
-    """The ``messages``, ``outbox``, ``delivery_attempts``, ``bundle_versions`` and ``rejections`` tables behind a
-    small, thread-safe API.
+class MessageStore(Nullifying, Claims, Queries):
+    """The ``messages``, ``outbox``, ``delivery_attempts``, ``bundle_versions``, ``nullifications``,
+    ``nullified_messages`` and ``rejections`` tables behind a small, thread-safe API.
 
     Safe to share between request and worker threads: each call checks a connection out of the engine's pool
     and commits before returning. :meth:`open` (also run by the first call) creates the schema in an empty

@@ -1,5 +1,9 @@
 """The request path: storing an accepted message with its Bundle (or a rejected one with the reason), finding an
-identical resend, and giving a held or rejected message back to the workers when its sender resends it."""
+identical resend, and giving a held or rejected message back to the workers when its sender resends it.
+
+A message arriving after the nullification that withdraws it (nullification.md §2.4) is stored as
+:attr:`Status.NULLIFIED`, never delivered, in the same transaction that finds the nullification; the storing of
+nullifications themselves is :mod:`adaptor.store.nullifying`."""
 
 from __future__ import annotations
 
@@ -9,14 +13,36 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, or_, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from adaptor.itk.documents import DocumentKeys
 from adaptor.itk.message import ItkMessage
 from adaptor.itk.wire import utc_now
 from adaptor.store.engine import StoreEngine
-from adaptor.store.records import Status, StoreError, without_nul
+from adaptor.store.records import Accepted, Status, StoreError, without_nul
 from adaptor.store.schema import messages, outbox
-from adaptor.store.statements import _FIND_IDENTITY, _INSERT_MESSAGE, _INSERT_OUTBOX, _STATE_OF, _queue_values
+from adaptor.store.statements import (
+    _FIND_IDENTITY,
+    _FIND_NULLIFICATIONS,
+    _INSERT_MESSAGE,
+    _INSERT_NULLIFIED,
+    _INSERT_OUTBOX,
+    _LOCK_DOCUMENT,
+    _MARK_MATCHED,
+    _STATE_OF,
+    _queue_values,
+    document_lock_key,
+)
+
+#: A message stored under the nullification that withdrew it before it arrived: nothing to deliver, ever.
+_NULLIFIED_ON_ARRIVAL = {
+    "state": Status.NULLIFIED.value,
+    "attempts": 0,
+    "lease_owner": None,
+    "lease_expires_at": None,
+    "synchronous": 0,
+}
 
 
 class Accepting(StoreEngine):
@@ -32,7 +58,33 @@ class Accepting(StoreEngine):
         record_id: str | None = None,
         claim_for: str | None = None,
         lease_seconds: float = 0,
+        document: DocumentKeys | None = None,
     ) -> tuple[str, bool]:
+        """:meth:`accept_message`, returning ``(record_id, is_new)``."""
+        accepted = self.accept_message(
+            message,
+            raw,
+            bundle,
+            converted_at=converted_at,
+            record_id=record_id,
+            claim_for=claim_for,
+            lease_seconds=lease_seconds,
+            document=document,
+        )
+        return accepted.record_id, accepted.is_new
+
+    def accept_message(
+        self,
+        message: ItkMessage,
+        raw: bytes,
+        bundle: str | None = None,
+        *,
+        converted_at: datetime | None = None,
+        record_id: str | None = None,
+        claim_for: str | None = None,
+        lease_seconds: float = 0,
+        document: DocumentKeys | None = None,
+    ) -> Accepted:
         """Record ``message``, the request bytes ``raw`` and the ``bundle`` converted from them at
         ``converted_at`` (default: now) as version 1, in one transaction, committed on return. (The request path
         always passes a Bundle; without one the message is stored as an adaptor before schema version 2 stored
@@ -42,8 +94,13 @@ class Accepting(StoreEngine):
         message is queued (``pending``) for the outbox workers; with ``claim_for`` it is instead stored already
         claimed by that synchronous request for ``lease_seconds`` (sync mode), so no worker takes it.
 
-        Returns ``(record_id, is_new)``. An identical resend (same MessageID, trackingid and digest) returns the
-        existing record's id and ``False`` and writes nothing (see :meth:`state_of`,
+        ``document`` identifies the document the Bundle is mapped from: kept so that a nullification finds the
+        message, and looked up among the nullifications already stored. One found means the sender withdrew the
+        message before it arrived: it is stored :attr:`Status.NULLIFIED` instead (never claimed, never delivered)
+        and :attr:`Accepted.nullified_by` names the nullification, which is no longer unmatched.
+
+        An identical resend (same MessageID, trackingid and digest) returns the existing record's id with
+        ``is_new`` ``False`` and writes nothing (see :meth:`state_of`,
         :meth:`~adaptor.store.claims.Claims.claim_for_sender`, :meth:`requeue_held` and :meth:`adopt_bundle` for
         what a resend may do to it).
         """
@@ -60,18 +117,28 @@ class Accepting(StoreEngine):
         bundle_values: dict[str, Any] = {"bundle": None, "bundle_version": None, "converted_at": None}
         if bundle is not None:
             bundle_values = {"bundle": bundle, "bundle_version": 1, "converted_at": converted_at or now}
-        return self._insert(message, raw, record_id, now, bundle_values, outbox_row)
+        return self._insert(message, raw, record_id, now, bundle_values, outbox_row, document)
 
-    def reject(self, message: ItkMessage, raw: bytes, reason: str, *, record_id: str | None = None) -> tuple[str, bool]:
+    def reject(
+        self,
+        message: ItkMessage,
+        raw: bytes,
+        reason: str,
+        *,
+        record_id: str | None = None,
+        document: DocumentKeys | None = None,
+    ) -> tuple[str, bool]:
         """Record ``message`` as rejected (:attr:`Status.REJECTED`): it passed validation, could not be converted,
-        and its sender is told so. Kept with ``raw`` and ``reason`` for operators, and never delivered on its own.
+        and its sender is told so. Kept with ``raw`` and ``reason`` for operators, and never delivered on its own
+        (nor at all once a nullification withdraws it: ``document`` as for :meth:`accept_message`).
 
         Returns ``(record_id, is_new)`` as :meth:`accept` does: an identical resend finds the stored record,
         whatever its state, and writes nothing.
         """
         outbox_row = {"state": Status.REJECTED.value, "last_error": without_nul(reason)}
         no_bundle = {"bundle": None, "bundle_version": None, "converted_at": None}
-        return self._insert(message, raw, record_id, utc_now(), no_bundle, outbox_row)
+        accepted = self._insert(message, raw, record_id, utc_now(), no_bundle, outbox_row, document)
+        return accepted.record_id, accepted.is_new
 
     def _insert(
         self,
@@ -81,9 +148,65 @@ class Accepting(StoreEngine):
         now: datetime,
         bundle_values: dict[str, Any],
         outbox_values: dict[str, Any],
-    ) -> tuple[str, bool]:
+        document: DocumentKeys | None = None,
+    ) -> Accepted:
         record_id = record_id or str(uuid.uuid4())
-        message_row = {
+        message_row = self._message_row(message, raw, record_id, now, bundle_values, document)
+        outbox_row = self._outbox_row(record_id, now, outbox_values)
+        nullified_by = None
+        try:
+            # Insert first: new messages are the common case, and the unique constraint (not a prior SELECT)
+            # decides a race between two copies of the same resend arriving at once.
+            with self._transaction() as conn:
+                if document is not None and document.any:
+                    self._lock_document(conn, document)
+                # Statement and values apart: the compiled INSERT is cached, the values are only bound.
+                conn.execute(_INSERT_MESSAGE, message_row)
+                nullified_by = self._withdrawn_before(conn, document, now) if document else None
+                if nullified_by is not None:
+                    outbox_row.update(_NULLIFIED_ON_ARRIVAL)
+                conn.execute(_INSERT_OUTBOX, outbox_row)
+                if nullified_by is not None:
+                    values = {"record_id": record_id, "nullification_id": nullified_by, "nullified_at": now}
+                    conn.execute(_INSERT_NULLIFIED, {**values, "withdrawal_version": None})
+            return Accepted(record_id, True, nullified_by)
+        except StoreError as exc:
+            if not isinstance(exc.__cause__, IntegrityError):
+                raise
+        existing = self._find_identity(message.message_id, message.tracking_id, message.digest)
+        if existing is None:  # the IntegrityError was not the identity constraint after all
+            raise StoreError("message store rejected the new record")
+        return Accepted(existing, False)
+
+    def _lock_document(self, conn: Connection, document: DocumentKeys) -> None:
+        """PostgreSQL: serialise with any transaction storing a message or nullification of this document."""
+        if self.is_postgresql:
+            for key in document.lock_keys():
+                conn.execute(_LOCK_DOCUMENT, {"b_lock_key": document_lock_key(key)})
+
+    @staticmethod
+    def _withdrawn_before(conn: Connection, document: DocumentKeys, now: datetime) -> str | None:
+        """The nullification that withdrew ``document`` before it arrived (the first, when several did); each of
+        them still unmatched is matched now. ``None`` when there is none."""
+        if not document.any:
+            return None
+        params = {"b_document_id": document.document_id, "b_set_id": document.set_id, "b_version": document.version}
+        found = list(conn.execute(_FIND_NULLIFICATIONS, params).scalars())
+        for nullification_id in found:
+            conn.execute(_MARK_MATCHED, {"b_record_id": nullification_id, "b_now": now})
+        return found[0] if found else None
+
+    @staticmethod
+    def _message_row(
+        message: ItkMessage,
+        raw: bytes,
+        record_id: str,
+        now: datetime,
+        bundle_values: dict[str, Any],
+        document: DocumentKeys | None,
+    ) -> dict[str, Any]:
+        document = document or DocumentKeys()
+        return {
             "id": record_id,
             "message_id": message.message_id,
             "tracking_id": message.tracking_id,
@@ -97,8 +220,14 @@ class Accepting(StoreEngine):
             "raw": raw,
             **bundle_values,
             "updated_at": now,
+            "document_id": document.document_id,
+            "document_set_id": document.set_id,
+            "document_version": document.version,
         }
-        outbox_row: dict[str, Any] = {
+
+    @staticmethod
+    def _outbox_row(record_id: str, now: datetime, outbox_values: dict[str, Any]) -> dict[str, Any]:
+        return {
             "record_id": record_id,
             **_queue_values(now),
             "last_error": None,
@@ -106,21 +235,6 @@ class Accepting(StoreEngine):
             "replays": 0,
             **outbox_values,
         }
-        try:
-            # Insert first: new messages are the common case, and the unique constraint (not a prior SELECT)
-            # decides a race between two copies of the same resend arriving at once.
-            with self._transaction() as conn:
-                # Statement and values apart: the compiled INSERT is cached, the values are only bound.
-                conn.execute(_INSERT_MESSAGE, message_row)
-                conn.execute(_INSERT_OUTBOX, outbox_row)
-            return record_id, True
-        except StoreError as exc:
-            if not isinstance(exc.__cause__, IntegrityError):
-                raise
-        existing = self._find_identity(message.message_id, message.tracking_id, message.digest)
-        if existing is None:  # the IntegrityError was not the identity constraint after all
-            raise StoreError("message store rejected the new record")
-        return existing, False
 
     def state_of(self, record_id: str) -> Status:
         """The delivery state of a stored record (a resend's). Raises :class:`StoreError` for an unknown id."""

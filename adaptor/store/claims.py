@@ -28,7 +28,7 @@ from adaptor.store.records import (
     optional_utc,
     optional_without_nul,
 )
-from adaptor.store.schema import messages, outbox
+from adaptor.store.schema import messages, nullified_messages, outbox
 from adaptor.store.statements import (
     _CLAIM_DUE,
     _CLAIM_FOR_SENDER,
@@ -43,7 +43,7 @@ from adaptor.store.statements import (
     _RELEASE,
     _RENEW_LEASE,
     _SELECT_CLAIM_CANDIDATES,
-    _STATE_OF,
+    _SENDER_STATE,
     _WITH_OUTBOX,
     CLAIM_CANDIDATES,
     CLAIM_ROUNDS,
@@ -59,18 +59,22 @@ class Claims(StoreEngine):
     """Claims, attempts and replays (see :class:`~adaptor.store.MessageStore`)."""
 
     def claim_for_sender(self, record_id: str, owner: str, lease_seconds: float) -> Claim | Status:
-        """Sync mode, a resend of a stored message: claim it for this request unless it is delivered or being
-        delivered. Returns the :class:`Claim`, or the state that prevented it (``delivered`` or
-        ``delivering``)."""
+        """Sync mode, a resend of a stored message: claim it for this request unless it is delivered, being
+        delivered, or withdrawn by its sender. Returns the :class:`Claim`, or the state that prevented it
+        (``delivered``, ``delivering``, or ``nullified`` for a message withdrawn, whatever becomes of its
+        withdrawal, and for a nullification)."""
         now = utc_now()
         with self._transaction() as conn:
             result = conn.execute(_CLAIM_FOR_SENDER, _claim_params(record_id, owner, now, lease_seconds))
             if result.rowcount == 1:
                 return self._load_claim(conn, record_id, owner, now)
-            state = conn.execute(_STATE_OF, {"b_record_id": record_id}).scalar_one_or_none()
-        if state is None:
+            found = conn.execute(_SENDER_STATE, {"b_record_id": record_id}).first()
+        if found is None:
             raise StoreError(f"no stored message with id {record_id}")
-        return Status(state)
+        state, nullified = Status(found.state), bool(found.nullified)
+        if nullified or state in (Status.NULLIFICATION, Status.UNMATCHED):
+            return Status.NULLIFIED
+        return state
 
     # -- the outbox worker -----------------------------------------------------------------------------------
 
@@ -205,7 +209,8 @@ class Claims(StoreEngine):
         if next_attempt_at is not None:
             release["b_next_attempt_at"] = next_attempt_at
         with self._transaction() as conn:
-            released = conn.execute(_RELEASE[state is Status.DELIVERED, next_attempt_at is not None], release)
+            delivered = outcome is AttemptOutcome.DELIVERED
+            released = conn.execute(_RELEASE[delivered, next_attempt_at is not None], release)
             if attempt_id is None:
                 conn.execute(_INSERT_ATTEMPT, _attempt_row(claim, target, now, finished=(outcome, error)))
             else:
@@ -231,11 +236,12 @@ class Claims(StoreEngine):
         what delivering needs."""
         interrupted = self._close_interrupted(conn, record_id, now)
         row = conn.execute(_LOAD_CLAIM, {"b_record_id": record_id}).one()
+        withdrawal = row.withdrawal_version is not None and row.withdrawal_version == row.bundle_version
         return Claim(
             record_id=record_id,
             message_id=row.message_id,
             tracking_id=row.tracking_id,
-            interaction=row.interaction,
+            interaction=row.nullification_interaction if withdrawal else row.interaction,
             ods_codes=tuple(json.loads(row.ods_codes)),
             dos_ids=tuple(json.loads(row.dos_ids)),
             raw=row.raw,
@@ -246,6 +252,7 @@ class Claims(StoreEngine):
             attempt=row.attempts,
             synchronous=bool(row.synchronous),
             interrupted=interrupted,
+            withdrawal=withdrawal,
         )
 
     @staticmethod
@@ -259,7 +266,9 @@ class Claims(StoreEngine):
         """*Redeliver*: queue each record for delivery again, from the start, with the Bundle it has (the same
         bytes as every earlier attempt): attempts reset, the history kept. A message being delivered right now
         (live lease) is left alone, and so is one without a Bundle to send (rejected at acceptance: reconvert
-        it). Unknown ids are skipped."""
+        it), a nullification (it has nothing of its own to send) and a message its sender withdrew before it was
+        delivered (one whose withdrawal was made is queued with it: the withdrawal is sent again). Unknown ids are
+        skipped."""
         results: list[ReplayResult] = []
         for record_id in record_ids:
             with self._transaction() as conn:
@@ -273,7 +282,8 @@ class Claims(StoreEngine):
         record's next Bundle version (1 for a message that had none) and queue it for delivery as :meth:`replay`
         does, in one transaction, which also keeps the Bundle it replaces in ``bundle_versions`` (see
         :meth:`~adaptor.store.queries.Queries.bundle_versions`). A message being delivered right now is left
-        alone, its Bundle unchanged. ``None`` for an unknown id."""
+        alone, its Bundle unchanged, and so is a message its sender withdrew (its current Bundle is the withdrawal,
+        or it is never to be delivered) or a nullification. ``None`` for an unknown id."""
         with self._transaction() as conn:
             return self._requeue(conn, record_id, bundle, converted_at)
 
@@ -286,14 +296,24 @@ class Claims(StoreEngine):
     ) -> ReplayResult | None:
         now = utc_now()
         found = conn.execute(
-            select(messages.c.message_id, messages.c.bundle_version, messages.c.bundle.is_not(None), outbox.c.state)
-            .select_from(_WITH_OUTBOX)
+            select(
+                messages.c.message_id,
+                messages.c.bundle_version,
+                messages.c.bundle.is_not(None),
+                outbox.c.state,
+                nullified_messages.c.record_id.is_not(None),
+                nullified_messages.c.withdrawal_version,
+            )
+            .select_from(_WITH_OUTBOX.outerjoin(nullified_messages, nullified_messages.c.record_id == messages.c.id))
             .where(messages.c.id == record_id)
         ).first()
         if found is None:
             return None
-        message_id, version, has_bundle, state = found
+        message_id, version, has_bundle, state, nullified, withdrawal_version = found
         previous = Status(state)
+        refused = replay_refusal(previous, nullified, withdrawal_version, reconverting=new_bundle is not None)
+        if refused is not None:
+            return ReplayResult(record_id, message_id, previous, False, version if has_bundle else None, refused)
         if new_bundle is None and previous is Status.REJECTED:
             return ReplayResult(record_id, message_id, previous, False, None, "no Bundle to redeliver: reconvert it")
         requeued = conn.execute(
@@ -318,6 +338,20 @@ class Claims(StoreEngine):
         elif not has_bundle:
             version = None  # stored by an adaptor before schema version 2: its first attempt converts it
         return ReplayResult(record_id, message_id, previous, True, version)
+
+
+def replay_refusal(state: Status, nullified: bool, withdrawal_version: int | None, *, reconverting: bool) -> str | None:
+    """Why a replay (``reconverting`` or redelivering) leaves a nullification or a message its sender withdrew
+    alone; ``None`` when it may be queued."""
+    if state in (Status.NULLIFICATION, Status.UNMATCHED):
+        return "a nullification has nothing of its own to deliver (its withdrawals are the withdrawn messages')"
+    if not nullified:
+        return None
+    if withdrawal_version is None:
+        return "withdrawn by its sender before it was delivered: it is never delivered"
+    if reconverting:
+        return "withdrawn by its sender: its current Bundle is the withdrawal, which redelivering sends again"
+    return None
 
 
 def _attempt_row(

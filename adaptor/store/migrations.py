@@ -56,17 +56,29 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
+from adaptor.itk.documents import document_keys_of_request
 from adaptor.itk.wire import as_utc, utc_now
 
 log = logging.getLogger("adaptor.migrations")  # pinned: the JSON log format names it
 
 #: The key of the PostgreSQL advisory lock held while the schema is created or upgraded (any constant: advisory
-#: locks are per database, and nothing else in a database of ours takes one). The ASCII of "nhs111db".
+#: locks are per database; the only others a database of ours sees are the document locks of the accept path,
+#: hashes of document ids, which this one does not meet in practice). The ASCII of "nhs111db".
 ADVISORY_LOCK_KEY = int.from_bytes(b"nhs111db", "big")
 
 #: The tables any step ever created, but ``schema_version``: a database with none of them is empty for us (a
 #: shared PostgreSQL database may hold other applications' tables).
-STORE_TABLES = frozenset({"messages", "outbox", "delivery_attempts", "rejections", "bundle_versions"})
+STORE_TABLES = frozenset(
+    {
+        "messages",
+        "outbox",
+        "delivery_attempts",
+        "rejections",
+        "bundle_versions",
+        "nullifications",
+        "nullified_messages",
+    }
+)
 
 _versions_metadata = MetaData()
 schema_version = Table(
@@ -264,11 +276,89 @@ def _step_3(conn: Connection) -> None:
     versions.create(conn)
 
 
-#: Every step, in order; the last one's version is the version this adaptor reads and writes.
+#: How many stored requests step 5 reads at a time to find their document identifiers.
+BACKFILL_BATCH = 200
+
+
+def _step_5(conn: Connection) -> None:
+    """Nullification (nullification.md): the identifiers of each message's document (``messages.document_id``,
+    ``document_set_id``, ``document_version``, indexed), by which a nullification finds the message it withdraws;
+    the ``nullifications`` a sender sent; and the ``nullified_messages``, each with the nullification that
+    withdrew it and the Bundle version that withdraws it at the receiver's system.
+
+    The identifiers of the messages already stored are read from their requests as received (the document the
+    Bundle is mapped from, as validation selects it), so that a nullification of a message received before the
+    upgrade finds it. A request that cannot be read (none the adaptor accepted should be: validation read it)
+    keeps none, and no nullification can find it. The tables as this step made them are frozen here, like
+    :func:`version_1_tables`.
+    """
+    for column, kind in (("document_id", Text()), ("document_set_id", Text()), ("document_version", Integer())):
+        conn.execute(text(f"ALTER TABLE messages ADD COLUMN {column} {kind.compile(dialect=conn.dialect)}"))
+    tables = MetaData()
+    messages = Table(
+        "messages",
+        tables,
+        Column("id", String(36), primary_key=True),
+        Column("raw", LargeBinary),
+        Column("document_id", Text),
+        Column("document_set_id", Text),
+        Column("document_version", Integer),
+    )
+    Index("ix_messages_document_id", messages.c.document_id).create(conn)
+    Index("ix_messages_document_set", messages.c.document_set_id, messages.c.document_version).create(conn)
+    nullifications = Table(
+        "nullifications",
+        tables,
+        Column("record_id", String(36), ForeignKey("messages.id"), primary_key=True),
+        Column("document_id", Text, nullable=True),
+        Column("withdraws_id", Text, nullable=True),
+        Column("withdraws_set_id", Text, nullable=True),
+        Column("withdraws_version", Integer, nullable=True),
+        Column("reason_code", Text, nullable=True),
+        Column("reason_display", Text, nullable=True),
+        Column("reason_text", Text, nullable=True),
+        Column("author", Text, nullable=True),
+        Column("effective_at", DateTime(timezone=True), nullable=False),
+    )
+    Index("ix_nullifications_withdraws_id", nullifications.c.withdraws_id)
+    Index("ix_nullifications_withdraws_set", nullifications.c.withdraws_set_id, nullifications.c.withdraws_version)
+    nullified = Table(
+        "nullified_messages",
+        tables,
+        Column("record_id", String(36), ForeignKey("messages.id"), primary_key=True),
+        Column("nullification_id", String(36), ForeignKey("nullifications.record_id"), nullable=False),
+        Column("nullified_at", DateTime(timezone=True), nullable=False),
+        Column("withdrawal_version", Integer, nullable=True),
+    )
+    Index("ix_nullified_messages_nullification", nullified.c.nullification_id)
+    nullifications.create(conn)
+    nullified.create(conn)
+
+    ids = list(conn.execute(select(messages.c.id).order_by(messages.c.id)).scalars())
+    found = 0
+    for start in range(0, len(ids), BACKFILL_BATCH):
+        batch = ids[start : start + BACKFILL_BATCH]
+        for record_id, raw in conn.execute(select(messages.c.id, messages.c.raw).where(messages.c.id.in_(batch))).all():
+            keys = document_keys_of_request(raw)
+            if keys is None or not (keys.document_id or keys.set_id):
+                continue
+            conn.execute(
+                messages.update()
+                .where(messages.c.id == record_id)
+                .values(document_id=keys.document_id, document_set_id=keys.set_id, document_version=keys.version)
+            )
+            found += 1
+    if ids:
+        log.info("schema: document identifiers read for %d of %d stored messages", found, len(ids))
+
+
+#: Every step, in order; the last one's version is the version this adaptor reads and writes. (Version 4 is
+#: another branch's step, merged separately: step 5 assumes nothing of it.)
 STEPS: tuple[Step, ...] = (
     Step(1, "the message store: messages, outbox, delivery_attempts, rejections", _step_1),
     Step(2, "Bundles converted at acceptance, in versions: messages.bundle_version, converted_at", _step_2),
     Step(3, "superseded Bundle versions kept: bundle_versions", _step_3),
+    Step(5, "nullification: messages.document_*, nullifications, nullified_messages", _step_5),
 )
 
 

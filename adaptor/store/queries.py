@@ -9,22 +9,33 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, case, func, insert, null, or_, select, union_all
 
+from adaptor.itk.documents import DocumentKeys
 from adaptor.itk.wire import ODS_IDENTITY_PREFIX, as_utc, utc_now
 from adaptor.store.engine import StoreEngine
+from adaptor.store.nullifying import matching_ids
 from adaptor.store.records import (
     AttemptOutcome,
     BundleVersion,
     DeliveryAttempt,
     MessageQuery,
+    Nullified,
     Redelivery,
     Rejection,
     Status,
     StoredMessage,
+    StoredNullification,
     optional_utc,
     without_nul,
 )
-from adaptor.store.schema import bundle_versions, delivery_attempts, messages, outbox, rejections
-from adaptor.store.statements import _OUTBOX_COLUMNS, _SUMMARY_COLUMNS, _WITH_OUTBOX
+from adaptor.store.schema import bundle_versions, delivery_attempts, messages, nullifications, outbox, rejections
+from adaptor.store.statements import (
+    _NULLIFICATION_COLUMNS,
+    _NULLIFIED_COLUMNS,
+    _OUTBOX_COLUMNS,
+    _SUMMARY_COLUMNS,
+    _WITH_NULLIFIED,
+    _WITH_OUTBOX,
+)
 
 #: Identifiers read from a refused request are cut to this length before they are kept (they are free text).
 MAX_REJECTION_FIELD = 200
@@ -57,7 +68,36 @@ def _row_to_message(row: Any) -> StoredMessage:
         bundle=mapping.get("bundle"),
         bundle_version=mapping["bundle_version"],
         converted_at=optional_utc(mapping["converted_at"]),
+        document_id=mapping["document_id"],
+        document_set_id=mapping["document_set_id"],
+        document_version=mapping["document_version"],
+        nullified=_nullified(mapping),
     )
+
+
+def _nullification(mapping: Any) -> StoredNullification:
+    """The ``n_*`` columns of a read (:data:`~adaptor.store.statements._NULLIFICATION_COLUMNS`, with the
+    nullification message's ``n_message_id`` and ``n_received_at``)."""
+    return StoredNullification(
+        record_id=mapping["n_record_id"],
+        message_id=mapping["n_message_id"],
+        received_at=as_utc(mapping["n_received_at"]),
+        effective_at=as_utc(mapping["n_effective_at"]),
+        document_id=mapping["n_document_id"],
+        withdraws_id=mapping["n_withdraws_id"],
+        withdraws_set_id=mapping["n_withdraws_set_id"],
+        withdraws_version=mapping["n_withdraws_version"],
+        reason_code=mapping["n_reason_code"],
+        reason_display=mapping["n_reason_display"],
+        reason_text=mapping["n_reason_text"],
+        author=mapping["n_author"],
+    )
+
+
+def _nullified(mapping: Any) -> Nullified | None:
+    if mapping.get("n_record_id") is None:
+        return None
+    return Nullified(_nullification(mapping), as_utc(mapping["nullified_at"]), mapping["withdrawal_version"])
 
 
 def _clip_field(value: str | None) -> str | None:
@@ -104,7 +144,11 @@ class Queries(StoreEngine):
 
     def get(self, record_id: str) -> StoredMessage | None:
         """The full record (with ``raw`` and ``bundle``), or ``None``."""
-        query = select(messages, *_OUTBOX_COLUMNS).select_from(_WITH_OUTBOX).where(messages.c.id == record_id)
+        query = (
+            select(messages, *_OUTBOX_COLUMNS, *_NULLIFIED_COLUMNS)
+            .select_from(_WITH_NULLIFIED)
+            .where(messages.c.id == record_id)
+        )
         with self._reading() as conn:
             row = conn.execute(query).first()
         return None if row is None else _row_to_message(row)
@@ -112,8 +156,8 @@ class Queries(StoreEngine):
     def find_by_message_id(self, message_id: str) -> list[StoredMessage]:
         """Every record with this wsa:MessageID (MessageIDs are reused), oldest first, with content."""
         query = (
-            select(messages, *_OUTBOX_COLUMNS)
-            .select_from(_WITH_OUTBOX)
+            select(messages, *_OUTBOX_COLUMNS, *_NULLIFIED_COLUMNS)
+            .select_from(_WITH_NULLIFIED)
             .where(messages.c.message_id == message_id)
             .order_by(messages.c.received_at, messages.c.id)
         )
@@ -129,11 +173,12 @@ class Queries(StoreEngine):
         where: MessageQuery | None = None,
     ) -> list[StoredMessage]:
         """Records newest first, without ``raw`` and ``bundle``; optionally only the given states, or only the
-        records ``where`` selects (its statuses win over ``statuses``)."""
+        records ``where`` selects (its statuses win over ``statuses``). A message its sender withdrew carries
+        :attr:`~StoredMessage.nullified` (the reason, who and when) in any state."""
         where = where or MessageQuery(statuses=statuses)
         query = (
-            select(*_SUMMARY_COLUMNS, *_OUTBOX_COLUMNS)
-            .select_from(_WITH_OUTBOX)
+            select(*_SUMMARY_COLUMNS, *_OUTBOX_COLUMNS, *_NULLIFIED_COLUMNS)
+            .select_from(_WITH_NULLIFIED)
             .where(*_message_conditions(where))
             .order_by(messages.c.received_at.desc(), messages.c.id)
             .limit(limit)
@@ -186,6 +231,38 @@ class Queries(StoreEngine):
                 )
                 for row in conn.execute(query)
             ]
+
+    def nullification(self, record_id: str) -> StoredNullification | None:
+        """What the stored nullification ``record_id`` says (``None`` for any other record)."""
+        query = (
+            select(
+                *_NULLIFICATION_COLUMNS,
+                messages.c.message_id.label("n_message_id"),
+                messages.c.received_at.label("n_received_at"),
+            )
+            .select_from(nullifications.join(messages, messages.c.id == nullifications.c.record_id))
+            .where(nullifications.c.record_id == record_id)
+        )
+        with self._reading() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else _nullification(row._mapping)
+
+    def withdrawn_by(self, nullification: StoredNullification) -> list[StoredMessage]:
+        """The stored messages ``nullification`` names (by document id, else by setId and version, as when it
+        arrived), oldest first, without content: each with :attr:`~StoredMessage.nullified` saying which
+        nullification withdrew it (this one, or an earlier one for a repeated nullification)."""
+        keys = DocumentKeys(nullification.withdraws_id, nullification.withdraws_set_id, nullification.withdraws_version)
+        with self._reading() as conn:
+            ids = matching_ids(conn, keys)
+            if not ids:
+                return []
+            query = (
+                select(*_SUMMARY_COLUMNS, *_OUTBOX_COLUMNS, *_NULLIFIED_COLUMNS)
+                .select_from(_WITH_NULLIFIED)
+                .where(messages.c.id.in_(ids))
+                .order_by(messages.c.received_at, messages.c.id)
+            )
+            return [_row_to_message(row) for row in conn.execute(query)]
 
     def bundle_versions(self, record_id: str) -> list[BundleVersion]:
         """Every kept version of the record's Bundle, oldest first: those reconversions replaced, each as it was

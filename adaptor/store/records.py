@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from adaptor.itk.documents import reason_line
 from adaptor.itk.message import ItkMessage
 from adaptor.itk.wire import as_utc  # re-exported: the store's readers take their times from here
 
@@ -34,6 +35,17 @@ class Status(enum.StrEnum):
     #: fault 2200 (rule E3) and it has no Bundle. Kept, with ``last_error`` saying why, for operators; never
     #: delivered unless an operator reconverts it (``nhs111 replay --reconvert``) or the sender's resend converts.
     REJECTED = "rejected"
+    #: Withdrawn by its sender (nullification.md), final: it was never delivered and never will be, or its
+    #: withdrawal (the Bundle version that marks everything ``entered-in-error``) has been delivered. A message
+    #: whose withdrawal is still on its way is in the delivery states above, with :attr:`StoredMessage.nullified`
+    #: set.
+    NULLIFIED = "nullified"
+    #: A nullification that found the message(s) it withdraws. It has nothing of its own to deliver: the
+    #: withdrawal goes out as the withdrawn message's Bundle. Final.
+    NULLIFICATION = "nullification"
+    #: A nullification whose message is not stored (nullification.md's ``nullification-unmatched``): kept, shown
+    #: and counted; if the message arrives later, it is stored as nullified and this becomes ``nullification``.
+    UNMATCHED = "unmatched"
 
 
 class AttemptOutcome(enum.StrEnum):
@@ -57,6 +69,39 @@ class StoreError(RuntimeError):
 class SchemaVersionError(StoreError):
     """The database's schema is not one this adaptor can use: it needs ``nhs111 db upgrade`` (older), another
     adaptor version (newer and incompatible), or another database (not ours). Waiting does not fix it."""
+
+
+@dataclass(frozen=True)
+class StoredNullification:
+    """A stored nullification: which document it withdraws (identifiers as
+    :func:`adaptor.itk.documents.identifier_key` writes them), why, who and when."""
+
+    record_id: str  # the nullification's own message record
+    message_id: str  # its wsa:MessageID
+    received_at: datetime
+    effective_at: datetime  # its effectiveTime: when the sender withdrew the document
+    document_id: str | None = None  # the nullification document's own id
+    withdraws_id: str | None = None
+    withdraws_set_id: str | None = None
+    withdraws_version: int | None = None
+    reason_code: str | None = None
+    reason_display: str | None = None
+    reason_text: str | None = None
+    author: str | None = None
+
+    @property
+    def reason(self) -> str:
+        return reason_line(self.reason_text, self.reason_display, self.reason_code)
+
+
+@dataclass(frozen=True)
+class Nullified:
+    """How a stored message was withdrawn by its sender: by which nullification, when this adaptor applied it, and
+    the version of its Bundle that withdraws it at the receiver's system (``None``: nothing of it had been sent)."""
+
+    nullification: StoredNullification
+    nullified_at: datetime
+    withdrawal_version: int | None
 
 
 @dataclass(frozen=True)
@@ -86,6 +131,13 @@ class StoredMessage:
     bundle: str | None = None
     bundle_version: int | None = None  # the version of ``bundle`` (also in listings); None: no Bundle
     converted_at: datetime | None = None
+    #: The identifiers of the document the Bundle is mapped from (``None`` for a nullification, and for a message
+    #: stored before schema version 5 whose request could not be read then).
+    document_id: str | None = None
+    document_set_id: str | None = None
+    document_version: int | None = None
+    #: Set when its sender withdrew it (also in listings).
+    nullified: Nullified | None = None
 
 
 @dataclass(frozen=True)
@@ -177,6 +229,9 @@ class Claim:
     #: Earlier attempts found unfinished by this claim, closed as interrupted: each may have reached the target,
     #: so delivering now may deliver the message a second time (same MessageID, so consumers can drop it).
     interrupted: int
+    #: The Bundle is the message's withdrawal (nullification.md §2.3): ``interaction`` is then the nullification's,
+    #: and once delivered the message is :attr:`Status.NULLIFIED`.
+    withdrawal: bool = False
 
     @classmethod
     def for_new_message(
@@ -211,6 +266,66 @@ class Redelivery:
     message_id: str
     interrupted_attempts: int
     in_doubt_attempts: int = 0
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """What storing a new message did: its record, whether it is new (``False``: an identical resend of the
+    stored record), and the nullification it was stored under, when its sender had already withdrawn it (then
+    it is :attr:`Status.NULLIFIED` and never delivered)."""
+
+    record_id: str
+    is_new: bool
+    nullified_by: str | None = None
+
+
+class Effect(enum.StrEnum):
+    """What a nullification did to one stored message it names."""
+
+    #: It had been sent (or may have been): its withdrawal is queued as its next Bundle version.
+    WITHDRAWAL_QUEUED = "withdrawal queued"
+    #: Nothing of it had been sent: it is never delivered.
+    NEVER_DELIVERED = "never delivered"
+    #: Another nullification withdrew it already: nothing changes.
+    ALREADY_NULLIFIED = "already nullified"
+
+
+@dataclass(frozen=True)
+class Withdrawn:
+    """One stored message a nullification names, and what the nullification did to it."""
+
+    record_id: str
+    message_id: str
+    effect: Effect
+    withdrawal_version: int | None = None
+
+
+@dataclass(frozen=True)
+class NullificationStored:
+    """What storing a nullification did: its record, whether it is new (``False``: an identical resend, which
+    changes nothing), and each stored message it names (none: it is :attr:`Status.UNMATCHED`)."""
+
+    record_id: str
+    is_new: bool
+    withdrawn: tuple[Withdrawn, ...] = ()
+
+    @property
+    def matched(self) -> bool:
+        return bool(self.withdrawn)
+
+    @property
+    def changed(self) -> bool:
+        """Whether it withdrew anything not withdrawn before (``False`` for a repeated nullification)."""
+        return any(w.effect is not Effect.ALREADY_NULLIFIED for w in self.withdrawn)
+
+
+@dataclass(frozen=True)
+class Original:
+    """A stored message whose withdrawal is being made: what :func:`adaptor.delivery.withdrawal` needs of it."""
+
+    record_id: str
+    message_id: str
+    bundle: str
 
 
 @dataclass(frozen=True)

@@ -45,11 +45,19 @@ messages = Table(
     # Added by schema version 2, hence last:
     Column("bundle_version", Integer, nullable=True),  # 1 for the first Bundle, +1 for each reconversion
     Column("converted_at", DateTime(timezone=True), nullable=True),  # UTC, when ``bundle`` was made
+    # Added by schema version 5: what identifies the document the Bundle is mapped from, as
+    # adaptor.itk.documents.identifier_key writes it (upper case), so that a nullification finds it. NULL for a
+    # nullification (see ``nullifications``) and when the document has none.
+    Column("document_id", Text, nullable=True),
+    Column("document_set_id", Text, nullable=True),
+    Column("document_version", Integer, nullable=True),
     UniqueConstraint("message_id", "tracking_id", "digest", name="uq_messages_identity"),
 )
 Index("ix_messages_message_id", messages.c.message_id)
 Index("ix_messages_tracking_id", messages.c.tracking_id)
 Index("ix_messages_received_at", messages.c.received_at)
+Index("ix_messages_document_id", messages.c.document_id)
+Index("ix_messages_document_set", messages.c.document_set_id, messages.c.document_version)
 
 outbox = Table(
     "outbox",
@@ -98,6 +106,38 @@ bundle_versions = Table(
     Column("converted_at", DateTime(timezone=True), nullable=True),  # UTC, messages.converted_at it had
     Column("superseded_at", DateTime(timezone=True), nullable=False),  # UTC, when the reconversion replaced it
 )
+
+nullifications = Table(
+    "nullifications",
+    metadata,
+    # Added by schema version 5. One row per stored nullification (nullification.md): the message that withdraws a
+    # document sent in error. What it withdraws is named as ``messages.document_*`` name documents.
+    Column("record_id", String(36), ForeignKey("messages.id"), primary_key=True),  # the nullification's message
+    Column("document_id", Text, nullable=True),  # the nullification document's own id
+    Column("withdraws_id", Text, nullable=True),  # parentDocument id
+    Column("withdraws_set_id", Text, nullable=True),  # parentDocument setId
+    Column("withdraws_version", Integer, nullable=True),  # parentDocument versionNumber
+    Column("reason_code", Text, nullable=True),  # code system 2.16.840.1.113883.2.1.3.2.4.17.176
+    Column("reason_display", Text, nullable=True),
+    Column("reason_text", Text, nullable=True),
+    Column("author", Text, nullable=True),  # the author's name and organisation, as one line
+    Column("effective_at", DateTime(timezone=True), nullable=False),  # UTC, the nullification's effectiveTime
+)
+Index("ix_nullifications_withdraws_id", nullifications.c.withdraws_id)
+Index("ix_nullifications_withdraws_set", nullifications.c.withdraws_set_id, nullifications.c.withdraws_version)
+
+nullified_messages = Table(
+    "nullified_messages",
+    metadata,
+    # Added by schema version 5. One row per message its sender withdrew: the nullification that did it, when this
+    # adaptor applied it, and the Bundle version that withdraws it at the receiver's system (NULL: nothing of it
+    # had been sent, so nothing is, ever).
+    Column("record_id", String(36), ForeignKey("messages.id"), primary_key=True),  # the message withdrawn
+    Column("nullification_id", String(36), ForeignKey("nullifications.record_id"), nullable=False),
+    Column("nullified_at", DateTime(timezone=True), nullable=False),  # UTC
+    Column("withdrawal_version", Integer, nullable=True),
+)
+Index("ix_nullified_messages_nullification", nullified_messages.c.nullification_id)
 
 rejections = Table(
     "rejections",

@@ -7,10 +7,12 @@ The statements are executed with named parameters that each call binds (``conn.e
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     DateTime,
     Integer,
@@ -18,6 +20,8 @@ from sqlalchemy import (
     Text,
     and_,
     bindparam,
+    exists,
+    func,
     insert,
     or_,
     select,
@@ -27,7 +31,14 @@ from sqlalchemy import (
 from sqlalchemy.sql.elements import BindParameter
 
 from adaptor.store.records import AttemptOutcome, Status
-from adaptor.store.schema import bundle_versions, delivery_attempts, messages, outbox
+from adaptor.store.schema import (
+    bundle_versions,
+    delivery_attempts,
+    messages,
+    nullifications,
+    nullified_messages,
+    outbox,
+)
 
 #: How many due messages one claim looks at (another worker may take some of them first), and how many times it
 #: looks again when other workers took them all.
@@ -50,6 +61,25 @@ _OUTBOX_COLUMNS = [
 _WITH_OUTBOX = messages.join(outbox, outbox.c.record_id == messages.c.id)
 _INSERT_MESSAGE = insert(messages)
 _INSERT_OUTBOX = insert(outbox)
+
+#: The nullification's own message, beside the message it withdrew.
+_NULLIFYING = messages.alias("nullifying")
+#: A message with, when its sender withdrew it, the nullification that did (outer joins: most have none).
+_WITH_NULLIFIED = (
+    _WITH_OUTBOX.outerjoin(nullified_messages, nullified_messages.c.record_id == messages.c.id)
+    .outerjoin(nullifications, nullifications.c.record_id == nullified_messages.c.nullification_id)
+    .outerjoin(_NULLIFYING, _NULLIFYING.c.id == nullified_messages.c.nullification_id)
+)
+#: The columns of ``nullifications`` as a read labels them (``n_*``: ``document_id`` is also a message column).
+_NULLIFICATION_COLUMNS = [c.label(f"n_{c.name}") for c in nullifications.c]
+#: What a read of a message shows of its withdrawal (:func:`adaptor.store.queries._row_to_message`).
+_NULLIFIED_COLUMNS = [
+    nullified_messages.c.nullified_at,
+    nullified_messages.c.withdrawal_version,
+    *_NULLIFICATION_COLUMNS,
+    _NULLIFYING.c.message_id.label("n_message_id"),
+    _NULLIFYING.c.received_at.label("n_received_at"),
+]
 
 _INTERRUPTED_ERROR = (
     "never finished within its lease: the process stopped or the attempt outlasted its lease (possible redelivery)"
@@ -149,18 +179,31 @@ _CLAIM_DUE = (
     .where(outbox.c.record_id == _B_RECORD_ID, outbox.c.synchronous == 0, _DUE)
     .values(**_claim_values(synchronous=False))
 )
-#: A synchronous request claims a resent message that is not delivered, rejected, nor being delivered. Same
-#: parameters.
+#: States a synchronous sender's resend never claims: nothing is left to deliver to that sender.
+_NOT_FOR_SENDER = [
+    Status.DELIVERED.value,
+    Status.REJECTED.value,
+    Status.NULLIFIED.value,
+    Status.NULLIFICATION.value,
+    Status.UNMATCHED.value,
+]
+#: The message its sender withdrew: its withdrawal is the workers' to deliver, never a resending sender's.
+_IS_NULLIFIED = exists().where(nullified_messages.c.record_id == outbox.c.record_id)
+#: A synchronous request claims a resent message that is not delivered, rejected, withdrawn, nor being delivered.
+#: Same parameters.
 _CLAIM_FOR_SENDER = (
     update(outbox)
     .where(
         outbox.c.record_id == _B_RECORD_ID,
-        outbox.c.state.not_in([Status.DELIVERED.value, Status.REJECTED.value]),
+        outbox.c.state.not_in(_NOT_FOR_SENDER),
+        ~_IS_NULLIFIED,
         _not_being_delivered(_B_NOW),
     )
     .values(**_claim_values(synchronous=True))
 )
 _STATE_OF = select(outbox.c.state).where(outbox.c.record_id == _B_RECORD_ID)
+#: A resent message's state, and whether its sender withdrew it. Parameter: b_record_id.
+_SENDER_STATE = select(outbox.c.state, _IS_NULLIFIED.label("nullified")).where(outbox.c.record_id == _B_RECORD_ID)
 
 #: What delivering a claimed message needs. Parameter: b_record_id.
 _LOAD_CLAIM = (
@@ -176,8 +219,14 @@ _LOAD_CLAIM = (
         messages.c.converted_at,
         outbox.c.attempts,
         outbox.c.synchronous,
+        nullified_messages.c.withdrawal_version,
+        _NULLIFYING.c.interaction.label("nullification_interaction"),
     )
-    .select_from(_WITH_OUTBOX)
+    .select_from(
+        _WITH_OUTBOX.outerjoin(nullified_messages, nullified_messages.c.record_id == messages.c.id).outerjoin(
+            _NULLIFYING, _NULLIFYING.c.id == nullified_messages.c.nullification_id
+        )
+    )
     .where(messages.c.id == _B_RECORD_ID)
 )
 
@@ -284,6 +333,56 @@ _FIND_IDENTITY = select(messages.c.id).where(
     messages.c.tracking_id == bindparam("b_tracking_id", type_=Text()),
     messages.c.digest == bindparam("b_digest", type_=String(64)),
 )
+
+
+# -- nullification: the accept path's statements --------------------------------------------------------------
+
+_B_DOCUMENT_ID: BindParameter[str] = bindparam("b_document_id", type_=Text())
+_B_SET_ID: BindParameter[str] = bindparam("b_set_id", type_=Text())
+_B_VERSION: BindParameter[int] = bindparam("b_version", type_=Integer())
+
+#: PostgreSQL: a lock on one document's identifiers, held until the transaction ends, so that a message and the
+#: nullification that withdraws it, arriving at once on two replicas, are stored one after the other and the
+#: second finds the first. (SQLite: the writer's lock, taken by the first INSERT, does the same.) Parameter:
+#: b_lock_key, a signed 64-bit key (:func:`document_lock_key`).
+_LOCK_DOCUMENT = select(func.pg_advisory_xact_lock(bindparam("b_lock_key", type_=BigInteger())))
+
+_STORED_DOCUMENT = messages.alias("stored_document")
+#: The stored nullifications that withdraw an arriving document, the one that withdrew it first (its
+#: ``effectiveTime``) first: as a nullification finds what it withdraws when it arrives
+#: (:func:`adaptor.store.nullifying.matching_ids`), by the document's id, or by its setId and version when no stored
+#: message has the id the nullification names. One table, by its indexes: it runs for every message accepted.
+#: Parameters: b_document_id, b_set_id, b_version (each may be None: it then matches nothing).
+_FIND_NULLIFICATIONS = (
+    select(nullifications.c.record_id)
+    .where(
+        or_(
+            nullifications.c.withdraws_id == _B_DOCUMENT_ID,
+            and_(
+                nullifications.c.withdraws_set_id == _B_SET_ID,
+                nullifications.c.withdraws_version == _B_VERSION,
+                or_(
+                    nullifications.c.withdraws_id.is_(None),
+                    ~exists().where(_STORED_DOCUMENT.c.document_id == nullifications.c.withdraws_id),
+                ),
+            ),
+        )
+    )
+    .order_by(nullifications.c.effective_at, nullifications.c.record_id)
+)
+_INSERT_NULLIFICATION = insert(nullifications)
+_INSERT_NULLIFIED = insert(nullified_messages)
+#: A nullification that was unmatched has found its message. Parameters: b_record_id, b_now.
+_MARK_MATCHED = (
+    update(outbox)
+    .where(outbox.c.record_id == _B_RECORD_ID, outbox.c.state == Status.UNMATCHED.value)
+    .values(state=Status.NULLIFICATION.value, updated_at=_B_NOW)
+)
+
+
+def document_lock_key(identifier: str) -> int:
+    """The PostgreSQL advisory lock key of a document identifier: the first 8 bytes of its SHA-256, signed."""
+    return int.from_bytes(hashlib.sha256(identifier.encode("utf-8")).digest()[:8], "big", signed=True)
 
 
 def _queue_values(now: datetime) -> dict[str, Any]:

@@ -16,6 +16,8 @@ COPY = f"{INTERACTION_PREFIX}copyRecipientNHS111CDADocument-v2-0"
 REPEAT_CALLER_SET = f"{INTERACTION_PREFIX}primaryNHS111RepeatCallerDocumentSet-v1-0"
 GP_IUC = f"{INTERACTION_PREFIX}primaryGeneralPractitionerRecipientIntegratedUrgentCareCDADocument-v3-0"
 IUC_PROFILE = "urn:nhs-en:profile:IntegratedUrgentCareCDADocument-v3-1"
+#: The 111 (v2) messaging specification's nullification (nullification.md §1).
+NULLIFY_111 = f"{INTERACTION_PREFIX}nullifyNHS111CDADocument-v1-0"
 
 # == organisations ============================================================================================
 
