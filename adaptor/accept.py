@@ -35,8 +35,9 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from adaptor.config import Settings
 from adaptor.delivery.conversion import ConversionError, bundle_text, convert_message
@@ -47,6 +48,7 @@ from adaptor.itk.message import ItkMessage
 from adaptor.itk.wire import new_upper_uuid, utc_now
 from adaptor.ops.metrics import Metrics
 from adaptor.store import Claim, MessageStore, Status, StoreError
+from adaptor.store.index import bundle_facts
 
 log = logging.getLogger("adaptor.service")  # pinned: the JSON log format names it
 
@@ -60,6 +62,8 @@ class _Conversion:
     converted_at: datetime
     reason: str = ""
     fault: faults.ItkFault | None = None
+    #: What the search index keeps of the Bundle (:func:`adaptor.store.index.bundle_facts`): patient data.
+    facts: dict[str, Any] = field(default_factory=dict)
 
 
 class ReceiverService:
@@ -110,9 +114,8 @@ class ReceiverService:
         """The Bundle of ``message`` with ids drawn from ``record_id``, or the reason and fault when there is none."""
         started, converted_at = time.perf_counter(), utc_now()
         try:
-            bundle = bundle_text(
-                convert_message(message, config=self.settings, now=converted_at, id_seed=record_id)
-            )
+            converted = convert_message(message, config=self.settings, now=converted_at, id_seed=record_id)
+            bundle, facts = bundle_text(converted), bundle_facts(converted)
         except ConversionError as exc:
             # The reason can quote document values: it goes to the store, and to the log only at DEBUG.
             log.debug("conversion failure detail", extra={"message_id": message.message_id, "error": str(exc)})
@@ -124,7 +127,7 @@ class ReceiverService:
             return _Conversion(None, converted_at, reason, faults.internal(error_id, relates_to=message.message_id))
         finally:
             self.metrics.conversion_took(time.perf_counter() - started)
-        return _Conversion(bundle, converted_at)
+        return _Conversion(bundle, converted_at, facts=facts)
 
     def _store_rejected(self, message: ItkMessage, raw: bytes, record_id: str, conversion: _Conversion) -> str:
         """Keep a message that cannot be converted and answer its fault; for a resend of a stored message,
@@ -153,7 +156,7 @@ class ReceiverService:
             assert conversion.fault is not None
             raise conversion.fault
         adopted = self.store.adopt_bundle(
-            record_id, conversion.bundle, conversion.converted_at, for_sender=self.synchronous
+            record_id, conversion.bundle, conversion.converted_at, for_sender=self.synchronous, facts=conversion.facts
         )
         log.info(
             "resend received",
@@ -172,7 +175,12 @@ class ReceiverService:
                 stored_id, is_new = self._store_rejected(message, raw, record_id, conversion), False
             else:
                 stored_id, is_new = self.store.accept(
-                    message, raw, conversion.bundle, converted_at=conversion.converted_at, record_id=record_id
+                    message,
+                    raw,
+                    conversion.bundle,
+                    converted_at=conversion.converted_at,
+                    record_id=record_id,
+                    facts=conversion.facts,
                 )
             if not is_new and self._resend_of_rejected(message, stored_id, conversion):
                 self.metrics.resend_received()
@@ -223,6 +231,7 @@ class ReceiverService:
                     record_id=record_id,
                     claim_for=owner,
                     lease_seconds=lease,
+                    facts=conversion.facts,
                 )
             if is_new:
                 assert conversion.bundle is not None

@@ -305,7 +305,7 @@ def test_step_3_keeps_a_version_2_database_and_its_reconversions_then_keep_what_
     upgrader = MessageStore(database_url)
     try:
         result = upgrader.upgrade_schema()
-        assert [s.version for s in result.applied] == [3] and result.after == HEAD
+        assert [s.version for s in result.applied] == list(range(3, HEAD + 1)) and result.after == HEAD
         for record_id, bundle, version in (("delivered", '{"sent": 1}', 1), ("reconverted", '{"sent": 2}', 2)):
             kept = upgrader.get(record_id)
             assert kept is not None and (kept.bundle, kept.bundle_version, kept.status.value) == (

@@ -71,7 +71,9 @@ from adaptor.store.records import (
     BundleVersion,
     Claim,
     DeliveryAttempt,
+    IndexEntry,
     MessageQuery,
+    OperatorAction,
     Redelivery,
     Rejection,
     ReplayResult,
@@ -81,7 +83,16 @@ from adaptor.store.records import (
     StoreError,
     versions_not_kept,
 )
-from adaptor.store.schema import bundle_versions, delivery_attempts, messages, metadata, outbox, rejections
+from adaptor.store.schema import (
+    bundle_versions,
+    delivery_attempts,
+    message_index,
+    messages,
+    metadata,
+    operator_actions,
+    outbox,
+    rejections,
+)
 from adaptor.store.statements import CLAIM_CANDIDATES, CLAIM_ROUNDS
 
 __all__ = [
@@ -95,7 +106,9 @@ __all__ = [
     "BundleVersion",
     "Claim",
     "DeliveryAttempt",
+    "IndexEntry",
     "MessageQuery",
+    "OperatorAction",
     "MessageStore",
     "Redelivery",
     "Rejection",
@@ -106,9 +119,11 @@ __all__ = [
     "StoredMessage",
     "bundle_versions",
     "delivery_attempts",
+    "message_index",
     "messages",
     "metadata",
     "migrations",
+    "operator_actions",
     "outbox",
     "rejections",
     "sqlalchemy_url",

@@ -6,17 +6,29 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime, timedelta
+from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import and_, or_, update
+from sqlalchemy import and_, insert, or_, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from adaptor.itk.message import ItkMessage
 from adaptor.itk.wire import utc_now
 from adaptor.store.engine import StoreEngine
+from adaptor.store.index import envelope_facts, index_row
 from adaptor.store.records import Status, StoreError, without_nul
-from adaptor.store.schema import messages, outbox
+from adaptor.store.schema import message_index, messages, outbox
 from adaptor.store.statements import _FIND_IDENTITY, _INSERT_MESSAGE, _INSERT_OUTBOX, _STATE_OF, _queue_values
+
+
+_INSERT_INDEX = insert(message_index)
+
+
+def update_index_facts(conn: Connection, record_id: str, facts: Mapping[str, Any]) -> None:
+    """A message's new Bundle (a reconversion, or a rejected message's resend that converts now): its index row
+    takes the Bundle's ``facts``; its identifiers and warnings stay."""
+    conn.execute(update(message_index).where(message_index.c.record_id == record_id).values(**facts))
 
 
 class Accepting(StoreEngine):
@@ -32,11 +44,14 @@ class Accepting(StoreEngine):
         record_id: str | None = None,
         claim_for: str | None = None,
         lease_seconds: float = 0,
+        facts: Mapping[str, Any] | None = None,
     ) -> tuple[str, bool]:
         """Record ``message``, the request bytes ``raw`` and the ``bundle`` converted from them at
         ``converted_at`` (default: now) as version 1, in one transaction, committed on return. (The request path
         always passes a Bundle; without one the message is stored as an adaptor before schema version 2 stored
-        it, and its first delivery attempt converts it.)
+        it, and its first delivery attempt converts it.) Its search index row is written in the same
+        transaction: the envelope's identifiers, the Bundle's ``facts``
+        (:func:`adaptor.store.index.bundle_facts`) and the message's warnings.
 
         ``record_id`` is the id to give it (the one its Bundle's ids were drawn from; a new one by default). The
         message is queued (``pending``) for the outbox workers; with ``claim_for`` it is instead stored already
@@ -60,7 +75,7 @@ class Accepting(StoreEngine):
         bundle_values: dict[str, Any] = {"bundle": None, "bundle_version": None, "converted_at": None}
         if bundle is not None:
             bundle_values = {"bundle": bundle, "bundle_version": 1, "converted_at": converted_at or now}
-        return self._insert(message, raw, record_id, now, bundle_values, outbox_row)
+        return self._insert(message, raw, record_id, now, bundle_values, outbox_row, facts)
 
     def reject(self, message: ItkMessage, raw: bytes, reason: str, *, record_id: str | None = None) -> tuple[str, bool]:
         """Record ``message`` as rejected (:attr:`Status.REJECTED`): it passed validation, could not be converted,
@@ -71,7 +86,7 @@ class Accepting(StoreEngine):
         """
         outbox_row = {"state": Status.REJECTED.value, "last_error": without_nul(reason)}
         no_bundle = {"bundle": None, "bundle_version": None, "converted_at": None}
-        return self._insert(message, raw, record_id, utc_now(), no_bundle, outbox_row)
+        return self._insert(message, raw, record_id, utc_now(), no_bundle, outbox_row, None)
 
     def _insert(
         self,
@@ -81,6 +96,7 @@ class Accepting(StoreEngine):
         now: datetime,
         bundle_values: dict[str, Any],
         outbox_values: dict[str, Any],
+        facts: Mapping[str, Any] | None,
     ) -> tuple[str, bool]:
         record_id = record_id or str(uuid.uuid4())
         message_row = {
@@ -113,6 +129,15 @@ class Accepting(StoreEngine):
                 # Statement and values apart: the compiled INSERT is cached, the values are only bound.
                 conn.execute(_INSERT_MESSAGE, message_row)
                 conn.execute(_INSERT_OUTBOX, outbox_row)
+                envelope = envelope_facts(
+                    record_id=record_id,
+                    message_id=message.message_id,
+                    tracking_id=message.tracking_id,
+                    sender=message.sender,
+                    ods_codes=message.ods_codes,
+                    dos_ids=message.dos_ids,
+                )
+                conn.execute(_INSERT_INDEX, index_row(envelope, now, facts, message.warnings))
             return record_id, True
         except StoreError as exc:
             if not isinstance(exc.__cause__, IntegrityError):
@@ -130,11 +155,19 @@ class Accepting(StoreEngine):
             raise StoreError(f"no stored message with id {record_id}")
         return Status(state)
 
-    def adopt_bundle(self, record_id: str, bundle: str, converted_at: datetime, *, for_sender: bool = False) -> bool:
+    def adopt_bundle(
+        self,
+        record_id: str,
+        bundle: str,
+        converted_at: datetime,
+        *,
+        for_sender: bool = False,
+        facts: Mapping[str, Any] | None = None,
+    ) -> bool:
         """A resend of a rejected message that converts now (the mapping was fixed since): keep ``bundle``, made
         at ``converted_at``, as its version 1 and queue it: ``pending`` for the workers, or ``held`` for the
-        synchronous sender to claim (``for_sender``, sync mode). Returns whether it did (``False``: it is no
-        longer rejected)."""
+        synchronous sender to claim (``for_sender``, sync mode); its index row takes the Bundle's ``facts``.
+        Returns whether it did (``False``: it is no longer rejected)."""
         now = utc_now()
         queue = _queue_values(now)
         if for_sender:
@@ -152,6 +185,8 @@ class Accepting(StoreEngine):
                 .where(messages.c.id == record_id)
                 .values(bundle=bundle, bundle_version=1, converted_at=converted_at, updated_at=now)
             )
+            if facts is not None:
+                update_index_facts(conn, record_id, facts)
         return True
 
     def _find_identity(self, message_id: str, tracking_id: str, digest: str) -> str | None:
