@@ -6,7 +6,7 @@ changing that setting and nothing else. Several replicas may share one PostgreSQ
 suits one host (its file may be shared by the processes there: ``nhs111 serve`` and ``nhs111 worker``).
 The schema is versioned and created or upgraded by :mod:`adaptor.store.migrations` (``nhs111 db upgrade``).
 
-Five tables:
+Seven tables:
 
 ``messages``
     One row per message that passed validation: the envelope facts, the request bytes exactly as received
@@ -31,12 +31,19 @@ Five tables:
     carried it sent), with its version, when it was made and when it was replaced; written in the reconversion's
     transaction (see :meth:`MessageStore.bundle_versions`).
 
+``message_index``
+    One row per message: what operators search by (the patient, the disposition, the parties, the document's
+    time, the conversion's warnings), read from the Bundle when the message is stored (:mod:`.index`).
+``operator_actions``
+    One row per operator's replay of a message: who, when, how.
+
 ``rejections``
     One row per request answered with a fault: when, the rule, ErrorCode, ErrorText, the error id, and the
     request's MessageID, trackingid and sender ODS code when they could be read. Never the request body nor any
     patient data: it exists so that operators can count refusals and see why senders were refused.
 
-Nothing is ever deleted. Claims are conditional ``UPDATE``\\s checked by row count, so two workers (threads,
+Nothing is deleted but by retention (``nhs111 db purge``, :mod:`.upkeep`), which deletes only delivered
+messages and rejections older than its settings allow, and only when they are set. Claims are conditional ``UPDATE``\\s checked by row count, so two workers (threads,
 processes, or replicas sharing a database) can never both own a message; a lease with an owner and an expiry
 lets another worker take over the message of a worker that died. On PostgreSQL the outbox worker's claim first
 locks the row it takes (``SELECT ... FOR UPDATE SKIP LOCKED``), so concurrent workers pass each other instead of
@@ -49,8 +56,9 @@ The package, by concern: :mod:`~adaptor.store.records` (states, errors, the reco
 :mod:`~adaptor.store.schema` (the tables), :mod:`~adaptor.store.statements` (the SQL built once),
 :mod:`~adaptor.store.engine` (connections, opening, schema checks, transactions), then :class:`MessageStore`'s
 three parts: :mod:`~adaptor.store.accepting` (the request path), :mod:`~adaptor.store.claims` (the outbox:
-claims, attempts, replays) and :mod:`~adaptor.store.queries` (reads and rejections); and
-:mod:`~adaptor.store.migrations` (schema versions).
+claims, attempts, replays) and :mod:`~adaptor.store.queries` (reads, searches and rejections), :mod:`~adaptor.store.upkeep` (the search
+index filled again, retention's purges); :mod:`~adaptor.store.index` (what the search index keeps of a message);
+and :mod:`~adaptor.store.migrations` (schema versions).
 """
 
 from __future__ import annotations
@@ -94,6 +102,7 @@ from adaptor.store.schema import (
     rejections,
 )
 from adaptor.store.statements import CLAIM_CANDIDATES, CLAIM_ROUNDS
+from adaptor.store.upkeep import PurgeResult, RetentionPolicy, RetentionSchedule, Upkeep
 
 __all__ = [
     "CLAIM_CANDIDATES",
@@ -113,6 +122,8 @@ __all__ = [
     "Redelivery",
     "Rejection",
     "ReplayResult",
+    "RetentionPolicy",
+    "RetentionSchedule",
     "SchemaVersionError",
     "Status",
     "StoreError",
@@ -132,7 +143,7 @@ __all__ = [
 ]
 
 
-class MessageStore(Accepting, Claims, Queries):
+class MessageStore(Accepting, Claims, Queries, Upkeep):
     """The ``messages``, ``outbox``, ``delivery_attempts``, ``bundle_versions`` and ``rejections`` tables behind a
     small, thread-safe API.
 
