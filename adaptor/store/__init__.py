@@ -43,7 +43,9 @@ Seven tables:
     patient data: it exists so that operators can count refusals and see why senders were refused.
 
 Nothing is deleted but by retention (``nhs111 db purge``, :mod:`.upkeep`), which deletes only delivered
-messages and rejections older than its settings allow, and only when they are set. Claims are conditional ``UPDATE``\\s checked by row count, so two workers (threads,
+messages and rejections older than its settings allow, and only when they are set.
+
+Claims are conditional ``UPDATE``\\s checked by row count, so two workers (threads,
 processes, or replicas sharing a database) can never both own a message; a lease with an owner and an expiry
 lets another worker take over the message of a worker that died. On PostgreSQL the outbox worker's claim first
 locks the row it takes (``SELECT ... FOR UPDATE SKIP LOCKED``), so concurrent workers pass each other instead of
@@ -55,10 +57,10 @@ Every database failure surfaces as :class:`StoreError`; on the request path it i
 The package, by concern: :mod:`~adaptor.store.records` (states, errors, the records handed out),
 :mod:`~adaptor.store.schema` (the tables), :mod:`~adaptor.store.statements` (the SQL built once),
 :mod:`~adaptor.store.engine` (connections, opening, schema checks, transactions), then :class:`MessageStore`'s
-three parts: :mod:`~adaptor.store.accepting` (the request path), :mod:`~adaptor.store.claims` (the outbox:
-claims, attempts, replays) and :mod:`~adaptor.store.queries` (reads, searches and rejections), :mod:`~adaptor.store.upkeep` (the search
-index filled again, retention's purges); :mod:`~adaptor.store.index` (what the search index keeps of a message);
-and :mod:`~adaptor.store.migrations` (schema versions).
+four parts: :mod:`~adaptor.store.accepting` (the request path), :mod:`~adaptor.store.claims` (the outbox:
+claims, attempts, replays), :mod:`~adaptor.store.queries` (reads, searches and rejections) and
+:mod:`~adaptor.store.upkeep` (the search index filled again, retention's purges); :mod:`~adaptor.store.index`
+(what the search index keeps of a message); and :mod:`~adaptor.store.migrations` (schema versions).
 """
 
 from __future__ import annotations
@@ -117,8 +119,9 @@ __all__ = [
     "DeliveryAttempt",
     "IndexEntry",
     "MessageQuery",
-    "OperatorAction",
     "MessageStore",
+    "OperatorAction",
+    "PurgeResult",
     "Redelivery",
     "Rejection",
     "ReplayResult",

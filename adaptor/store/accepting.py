@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timedelta
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, insert, or_, update
@@ -20,7 +20,6 @@ from adaptor.store.index import envelope_facts, index_row
 from adaptor.store.records import Status, StoreError, without_nul
 from adaptor.store.schema import message_index, messages, outbox
 from adaptor.store.statements import _FIND_IDENTITY, _INSERT_MESSAGE, _INSERT_OUTBOX, _STATE_OF, _queue_values
-
 
 _INSERT_INDEX = insert(message_index)
 

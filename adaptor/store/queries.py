@@ -41,7 +41,9 @@ from adaptor.store.statements import _OUTBOX_COLUMNS, _SUMMARY_COLUMNS, _WITH_OU
 #: How many digits an NHS number has.
 NHS_NUMBER_DIGITS = 10
 #: What a listing shows of the search index.
-_INDEX_COLUMNS = [c for c in message_index.c if c.name not in ("record_id", "received_at") and not c.name.endswith("_key")]
+_INDEX_COLUMNS = [
+    c for c in message_index.c if c.name not in ("record_id", "received_at") and not c.name.endswith("_key")
+]
 #: Messages with their delivery state and (when they have one) their search index row.
 _WITH_INDEX = _WITH_OUTBOX.outerjoin(message_index, message_index.c.record_id == messages.c.id)
 
