@@ -174,7 +174,6 @@ def finish(response: Response) -> Response:
     return response
 
 
-@blueprint.errorhandler(Exception)
 def failed(error: Exception) -> Response:
     if isinstance(error, HTTPException):
         code = error.code or 500
@@ -184,6 +183,13 @@ def failed(error: Exception) -> Response:
         return _error_page(503, "Message store unavailable", "The message store cannot be read. Try again.")
     error_id = log_internal_error(log, "console: internal error", error)
     return _error_page(500, "Something went wrong", f"The error was logged with id {error_id}.")
+
+
+# Flask looks for a handler of the status code (the site's, for 404 and 405) before one of the class: the console's
+# own are registered by code too, so that its errors are its own pages (and the API's are JSON).
+blueprint.register_error_handler(Exception, failed)
+for _code in (400, 401, 403, 404, 405, 413, 429):
+    blueprint.register_error_handler(_code, failed)
 
 
 # -- what every template may use -------------------------------------------------------------------------------

@@ -213,3 +213,9 @@ def api_replay_selection() -> Response:
     found = {result.record_id for result in results}
     unknown = [i for i in ids if i not in found]
     return _json(SelectionReplayResult(results=[_outcome(r) for r in results], unknown=unknown))
+
+
+@blueprint.route("/api/<path:unknown>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+def api_unknown(unknown: str) -> Response:
+    """Any other path under the API (a record id with a ``/`` in it, say): a JSON 404 like the API's others."""
+    abort(404, description="No such API path.")
