@@ -580,7 +580,8 @@ def test_replay_one_message_after_confirming_and_a_selection(console: Console) -
     assert "Queued for delivery again (it was dead letter), with the same Bundle." in page
     # The replay is in the message's history with the operator's name.
     [action] = console.store.operator_actions(record_id)
-    assert (action.operator, action.action, action.detail) == ("alice", "redeliver", "was dead_letter; Bundle version 1")
+    assert (action.operator, action.action) == ("alice", "redeliver")
+    assert action.detail == "was dead_letter; Bundle version 1"
     assert re.search(r'id="actions".*<td>alice</td>\s*<td>redeliver</td>', page, re.S)
     console.worker.drain()
     assert console.status(first_id) is Status.DELIVERED

@@ -44,7 +44,8 @@ def test_the_api_needs_a_token_or_a_session(filled: Console) -> None:
         assert refused.json == {"error": "Not signed in", "detail": refused.json["detail"]}
     wrong = client.get("/console/api/messages", headers={"Authorization": "Bearer not-the-token-at-all-000000"})
     assert wrong.status_code == 401 and wrong.json["detail"] == "The bearer token was not accepted."
-    assert client.get("/console/api/me", headers=BEARER).json == {"user": "token", "may_replay": True, "csrf_token": None}
+    me = client.get("/console/api/me", headers=BEARER).json
+    assert me == {"user": "token", "may_replay": True, "csrf_token": None}
 
 
 def test_search_page_and_counts(filled: Console) -> None:
