@@ -1,9 +1,12 @@
-"""``make bench``: the conversion and end-to-end benchmarks; writes their section of ``docs/benchmarks.md``.
+"""``make bench``: the conversion, end-to-end and search benchmarks; writes their section of ``docs/benchmarks.md``.
 
     python -m benchmarks.run [--quick] [--corpus DIR] [--rounds N] [--out FILE] [--no-e2e]
+                             [--search-messages N] [--only search]
 
 ``--quick``: a fast run for a smoke check (fewer conversion rounds; 3 s load steps at concurrency 1 and 8 with
-the ~110 KB messages only); its figures are labelled as such. Exit status 1 when a target is missed (the file is
+the ~110 KB messages only; the search on 100,000 messages); its figures are labelled as such. ``--only search``
+runs only the search benchmark (:mod:`benchmarks.search`, 1,000,000 messages on SQLite and PostgreSQL, or
+``--search-messages N``) and replaces only its part of the section. Exit status 1 when a target is missed (the file is
 written all the same), 2 when the corpus is missing.
 """
 
@@ -16,8 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import conversion, e2e
-from benchmarks.report import code_version, load_average, machine, replace_section
+from benchmarks import conversion, e2e, search
+from benchmarks.report import code_version, load_average, machine, marked, replace_section
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,10 +31,12 @@ class Plan:
     mixes: tuple[str, ...]
     concurrency: tuple[int, ...]
     duration: float  # seconds per load step
+    search_messages: int  # messages in the store the search benchmark makes
 
 
-FULL = Plan(rounds=60, mixes=("110kb", "corpus"), concurrency=(1, 4, 8, 16, 32), duration=10.0)
-QUICK = Plan(rounds=15, mixes=("110kb",), concurrency=(1, 8), duration=3.0)
+FULL = Plan(rounds=60, mixes=("110kb", "corpus"), concurrency=(1, 4, 8, 16, 32), duration=10.0, search_messages=10**6)
+QUICK = Plan(rounds=15, mixes=("110kb",), concurrency=(1, 8), duration=3.0, search_messages=100_000)
+SEARCH_DATABASES = ["sqlite", "postgresql"]
 
 
 def conversion_section(corpus: Path, rounds: int) -> tuple[str, bool]:
@@ -97,11 +102,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, help="conversion rounds per message (default 60, quick 15)")
     parser.add_argument("--no-e2e", action="store_true", help="the conversion benchmark only")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--search-messages", type=int, help="messages for the search benchmark (default 1,000,000)")
+    parser.add_argument("--only", choices=["search"], help="run only this benchmark, and replace only its part")
     args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    search_messages = args.search_messages or plan.search_messages
+    if args.only == "search":
+        search_text, search_met = search.section(search_messages, 60, SEARCH_DATABASES)
+        replace_section(args.out, "search", search_text, within="bench")
+        print(f"\nwritten to {args.out}")
+        return 0 if search_met else 1
     if not args.corpus.is_dir():
         print(f"error: corpus folder {args.corpus} not found (pass --corpus)", file=sys.stderr)
         return 2
-    plan = QUICK if args.quick else FULL
     rounds = args.rounds or plan.rounds
 
     started, load_before = time.monotonic(), load_average()
@@ -110,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_e2e:
         e2e_text, e2e_met = e2e_section(args.corpus, list(plan.mixes), list(plan.concurrency), plan.duration)
         print(e2e_text, flush=True)
+    search_text, search_met = search.section(search_messages, 60, SEARCH_DATABASES)
     elapsed = time.monotonic() - started
     command = "python -m benchmarks.run" + (" --quick" if args.quick else "") + (" --no-e2e" if args.no_e2e else "")
     section = f"""## Benchmarks{" (quick run: smoke figures only)" if args.quick else ""}
@@ -121,11 +135,12 @@ Machine: {machine()}. Load average (1/5/15 min) before: {load_before}; after: {l
 the machine at the same time, such as test runs, shows here and slows every figure).
 
 {conversion_text}
-{e2e_text}"""
+{e2e_text}
+{marked("search", search_text)}"""
     replace_section(args.out, "bench", section)
     shown = args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out
     print(f"\nwritten to {shown} ({elapsed:.0f} s)")
-    return 0 if conversion_met and e2e_met else 1
+    return 0 if conversion_met and e2e_met and search_met else 1
 
 
 if __name__ == "__main__":

@@ -699,10 +699,10 @@ def test_numbered_pages_keep_the_search(console: Console) -> None:
         console.accept()
     client = console.client
     sign_in(client)
-    page = client.get("/console/messages", query_string={"name": "synth", "page": "2"}).text
+    page = client.get("/console/messages", query_string={"name": "testp", "page": "2"}).text
     assert 'aria-current="page">2<' in page and "Page 2 of 3" in page
-    assert 'href="/console/messages?page=3&amp;name=synth"' in page
-    assert 'href="/console/messages?page=1&amp;name=synth"' in page
+    assert 'href="/console/messages?page=3&amp;name=testp"' in page
+    assert 'href="/console/messages?page=1&amp;name=testp"' in page
 
 
 def test_conversion_warnings_are_shown_and_filterable(console: Console) -> None:

@@ -46,6 +46,15 @@ _INDEX_COLUMNS = [
 ]
 #: Messages with their delivery state and (when they have one) their search index row.
 _WITH_INDEX = _WITH_OUTBOX.outerjoin(message_index, message_index.c.record_id == messages.c.id)
+#: A search with conditions on the index (which a message without a row never meets) starts there: an inner join
+#: to the delivery states, and to ``messages`` only for a condition on its columns (see :func:`_search_from`).
+_INDEXED = message_index.join(outbox, outbox.c.record_id == message_index.c.record_id)
+_INDEXED_WITH_MESSAGES = _INDEXED.join(messages, messages.c.id == message_index.c.record_id)
+
+
+def _needs_messages(query: MessageQuery) -> bool:
+    """Whether a search from the index needs ``messages`` for a condition (trackingid, interaction)."""
+    return bool(query.tracking_id or (query.interaction and query.interaction.strip()))
 
 #: Identifiers read from a refused request are cut to this length before they are kept (they are free text).
 MAX_REJECTION_FIELD = 200
@@ -104,7 +113,10 @@ def _starts_with(column: ColumnElement[str], prefix: str, postgresql: bool) -> C
     """``column`` begins with ``prefix``, as an index range: on SQLite a range of the binary comparison, on
     PostgreSQL ``LIKE 'prefix%'``, which its ``text_pattern_ops`` index serves whatever the collation."""
     if postgresql:
-        return column.startswith(prefix, autoescape=True)
+        # The pattern is made here, a literal prefix with the wildcards escaped, so that the planner sees a
+        # constant prefix (``column LIKE :p || '%'`` would hide it).
+        escaped = prefix.replace("/", "//").replace("%", "/%").replace("_", "/_")
+        return column.like(f"{escaped}%", escape="/")
     return and_(column >= prefix, column < prefix + _AFTER_ALL)
 
 
@@ -130,13 +142,15 @@ def _recipient(code: str) -> ColumnElement[bool]:
 
 
 def _name(text: str, postgresql: bool) -> ColumnElement[bool]:
+    """One word: the beginning of the family name. Two or more: the beginning of the first given name and of
+    the family name, in either order (``Margaret Test``, ``Testwell Marg``)."""
     words = fold_name(text).split()
     family, given = message_index.c.family_key, message_index.c.given_key
     if len(words) == 1:
-        return or_(_starts_with(family, words[0], postgresql), _starts_with(given, words[0], postgresql))
+        return _starts_with(family, words[0], postgresql)
     first, last = words[0], words[-1]
     return or_(
-        and_(_starts_with(given, first, postgresql), _starts_with(family, last, postgresql)),
+        and_(_starts_with(family, last, postgresql), _starts_with(given, first, postgresql)),
         and_(_starts_with(family, first, postgresql), _starts_with(given, last, postgresql)),
     )
 
@@ -152,14 +166,19 @@ def _disposition(text: str) -> ColumnElement[bool]:
     return func.lower(message_index.c.disposition).contains(text.strip().lower(), autoescape=True)
 
 
-def _message_conditions(query: MessageQuery, postgresql: bool = False) -> list[ColumnElement[bool]]:
+def _message_conditions(
+    query: MessageQuery, postgresql: bool = False, *, by_index: bool = False
+) -> list[ColumnElement[bool]]:
+    """The conditions of ``query``. ``by_index``: for a search that starts from the index (:data:`_INDEXED`),
+    whose received times are its own copy of them."""
     conditions: list[ColumnElement[bool]] = []
+    received_at = message_index.c.received_at if by_index else messages.c.received_at
     if query.statuses:
         conditions.append(outbox.c.state.in_([s.value for s in query.statuses]))
     if query.since is not None:
-        conditions.append(messages.c.received_at >= query.since)
+        conditions.append(received_at >= query.since)
     if query.until is not None:
-        conditions.append(messages.c.received_at < query.until)
+        conditions.append(received_at < query.until)
     if query.tracking_id:
         conditions.append(messages.c.tracking_id.in_(_spellings(query.tracking_id.strip())))
     if query.interaction and query.interaction.strip():
@@ -252,21 +271,29 @@ class Queries(StoreEngine):
         """Records newest first, without ``raw`` and ``bundle``; optionally only the given states, or only the
         records ``where`` selects (its statuses win over ``statuses``)."""
         where = where or MessageQuery(statuses=statuses)
-        query = (
-            select(*_SUMMARY_COLUMNS, *_OUTBOX_COLUMNS, *_INDEX_COLUMNS)
-            .select_from(_WITH_INDEX)
-            .where(*_message_conditions(where, self.is_postgresql))
-            .order_by(messages.c.received_at.desc(), messages.c.id)
-            .limit(limit)
-            .offset(offset)
-        )
+        columns = select(*_SUMMARY_COLUMNS, *_OUTBOX_COLUMNS, *_INDEX_COLUMNS).select_from(_WITH_INDEX)
+        newest_first = (messages.c.received_at.desc(), messages.c.id)
+        if _index_conditions(where, False):
+            # The page's record ids first, from the index alone, then only those rows: the documents of the
+            # thousands of messages a name prefix may match are never read.
+            page = (
+                select(message_index.c.record_id)
+                .select_from(self._search_from(where))
+                .where(*self._conditions(where))
+                .order_by(message_index.c.received_at.desc(), message_index.c.record_id)
+                .limit(limit)
+                .offset(offset)
+            )
+            query = columns.where(messages.c.id.in_(page.scalar_subquery())).order_by(*newest_first)
+        else:
+            query = columns.where(*self._conditions(where)).order_by(*newest_first).limit(limit).offset(offset)
         with self._reading() as conn:
             return [_row_to_message(row) for row in conn.execute(query)]
 
     def count_messages(self, where: MessageQuery | None = None) -> int:
         """How many records ``where`` selects (all of them by default)."""
         where = where or MessageQuery()
-        query = select(func.count()).select_from(self._joined(where)).where(*self._conditions(where))
+        query = select(func.count()).select_from(self._search_from(where)).where(*self._conditions(where))
         with self._reading() as conn:
             return int(conn.execute(query).scalar_one())
 
@@ -278,7 +305,7 @@ class Queries(StoreEngine):
             return self.count_by_status()
         query = (
             select(outbox.c.state, func.count())
-            .select_from(self._joined(where))
+            .select_from(self._search_from(where))
             .where(*self._conditions(where))
             .group_by(outbox.c.state)
         )
@@ -287,12 +314,15 @@ class Queries(StoreEngine):
         return {status: counts.get(status, 0) for status in Status}
 
     def _conditions(self, where: MessageQuery) -> list[ColumnElement[bool]]:
-        return _message_conditions(where, self.is_postgresql)
+        return _message_conditions(where, self.is_postgresql, by_index=bool(_index_conditions(where, False)))
 
     @staticmethod
-    def _joined(where: MessageQuery) -> Any:
-        """The tables a count of ``where`` needs: the search index only when a condition is on it."""
-        return _WITH_INDEX if _index_conditions(where, False) else _WITH_OUTBOX
+    def _search_from(where: MessageQuery) -> Any:
+        """The tables a search needs: from the index when a condition is on it (and ``messages`` then only for
+        a condition on its columns), else messages and their states."""
+        if not _index_conditions(where, False):
+            return _WITH_OUTBOX
+        return _INDEXED_WITH_MESSAGES if _needs_messages(where) else _INDEXED
 
     def operator_actions(self, record_id: str) -> list[OperatorAction]:
         """What operators did to the record (its replays), oldest first."""

@@ -156,16 +156,21 @@ def version_4_tables(tables: MetaData) -> tuple[Table, Table]:
         Column("effective_at", DateTime(timezone=True), nullable=True),  # the document's effective time, UTC
         Column("warnings", Text, nullable=True),  # JSON array of the conversion's warnings; NULL: none
     )
-    for name, column in (
-        ("ix_message_index_message", "message_key"),
-        ("ix_message_index_tracking", "tracking_key"),
-        ("ix_message_index_record", "record_key"),
-        ("ix_message_index_family", "family_key"),
-        ("ix_message_index_given", "given_key"),
-        ("ix_message_index_postcode", "postcode"),
+    # The prefix searches' indexes. The patient's also hold the received time and the record id, so that a search
+    # counts and orders what it finds from the index alone, without reading the rows (a name prefix may match
+    # thousands).
+    for name, column, extra in (
+        ("ix_message_index_message", "message_key", ()),
+        ("ix_message_index_tracking", "tracking_key", ()),
+        ("ix_message_index_record", "record_key", ()),
+        ("ix_message_index_family", "family_key", ("received_at", "record_id")),
+        ("ix_message_index_given", "given_key", ("received_at", "record_id")),
+        ("ix_message_index_postcode", "postcode", ()),
     ):
-        Index(name, index.c[column], postgresql_ops={column: "text_pattern_ops"})
-    Index("ix_message_index_nhs_number", index.c.nhs_number, index.c.received_at)
+        columns = [index.c[column], *(index.c[c] for c in extra)]
+        Index(name, *columns, postgresql_ops={column: "text_pattern_ops"})
+    Index("ix_message_index_nhs_number", index.c.nhs_number, index.c.received_at, index.c.record_id)
+    Index("ix_message_index_received_at", index.c.received_at)
     Index("ix_message_index_birth_date", index.c.birth_date)
     Index("ix_message_index_sender", index.c.sender_ods)
     Index("ix_message_index_disposition", index.c.disposition_code)

@@ -130,7 +130,7 @@ class Upkeep(StoreEngine):
                 rows = conn.execute(query).all()
             if not rows:
                 return done
-            written = [_reindexed_row(row) for row in rows]
+            written = [_reindexed_row(row) for row in rows]  # type: ignore[arg-type]
             with self._transaction() as conn:
                 ids = [row["record_id"] for row in written]
                 conn.execute(delete(message_index).where(message_index.c.record_id.in_(ids)))
