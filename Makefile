@@ -41,8 +41,10 @@ lint: install
 
 check: lint test
 
-# Conversion and end-to-end load benchmarks (about 20 min; SQLite, then PostgreSQL on 127.0.0.1:5432 when it is
-# reachable): writes the benchmark section of docs/benchmarks.md. `make bench-quick`: a 2 min smoke run of the same.
+# Conversion, end-to-end load and search benchmarks (about 30 min; SQLite, then PostgreSQL on 127.0.0.1:5432 when
+# it is reachable): writes the benchmark section of docs/benchmarks.md. `make bench-quick`: a smoke run of the same.
+# BENCH_ARGS="--only search" runs only the search on 1,000,000 stored messages (--search-messages N for another
+# count) and replaces only its part.
 bench: install
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 

@@ -149,6 +149,11 @@ def sign_in(client: FlaskClient, user: str = "alice", password: str = PASSWORD) 
     return csrf_of(client.get("/console/messages").text)
 
 
+def confirmed(csrf: str, mode: str) -> dict[str, str]:
+    """The form of the replay's confirmation page, as its button posts it."""
+    return {"csrf_token": csrf, "mode": mode, "confirmed": "yes"}
+
+
 def set_cookie_header(response: object) -> str:
     headers = response.headers.getlist("Set-Cookie")  # type: ignore[attr-defined]
     [cookie] = [h for h in headers if h.startswith("nhs111_console=")]

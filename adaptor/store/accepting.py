@@ -9,25 +9,31 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, update
+from sqlalchemy import and_, or_, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from adaptor.itk.message import ItkMessage
 from adaptor.itk.wire import utc_now
 from adaptor.store.engine import StoreEngine
-from adaptor.store.index import envelope_facts, index_row
+from adaptor.store.index import BUNDLE_COLUMNS, envelope_facts, index_row
 from adaptor.store.records import Status, StoreError, without_nul
-from adaptor.store.schema import message_index, messages, outbox
-from adaptor.store.statements import _FIND_IDENTITY, _INSERT_MESSAGE, _INSERT_OUTBOX, _STATE_OF, _queue_values
-
-_INSERT_INDEX = insert(message_index)
+from adaptor.store.schema import messages, outbox
+from adaptor.store.statements import (
+    _FIND_IDENTITY,
+    _INSERT_INDEX,
+    _INSERT_MESSAGE,
+    _INSERT_OUTBOX,
+    _SET_INDEX_FACTS,
+    _STATE_OF,
+    _queue_values,
+)
 
 
 def update_index_facts(conn: Connection, record_id: str, facts: Mapping[str, Any]) -> None:
     """A message's new Bundle (a reconversion, or a rejected message's resend that converts now): its index row
     takes the Bundle's ``facts``; its identifiers and warnings stay."""
-    conn.execute(update(message_index).where(message_index.c.record_id == record_id).values(**facts))
+    conn.execute(_SET_INDEX_FACTS, {"b_record_id": record_id, **{f"b_{c}": facts.get(c) for c in BUNDLE_COLUMNS}})
 
 
 class Accepting(StoreEngine):

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection
 from adaptor.itk.wire import utc_now
 from adaptor.store.accepting import update_index_facts
 from adaptor.store.engine import StoreEngine
+from adaptor.store.index import stored_bundle_facts
 from adaptor.store.records import (
     AttemptOutcome,
     Claim,
@@ -171,6 +172,7 @@ class Claims(StoreEngine):
             if bundle_json is not None and claim.bundle is None:
                 keep = {"b_record_id": claim.record_id, "b_bundle": bundle_json, "b_now": now}
                 conn.execute(_KEEP_BUNDLE, {**keep, "b_converted_at": converted_at or now})
+                update_index_facts(conn, claim.record_id, stored_bundle_facts(bundle_json))  # rare: no hot path
                 version = 1
             attempt = conn.execute(_INSERT_ATTEMPT, _attempt_row(claim, target, now, bundle_version=version))
             attempt_id = attempt.inserted_primary_key
