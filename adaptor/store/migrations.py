@@ -270,7 +270,8 @@ def _step_3(conn: Connection) -> None:
 def _step_4(conn: Connection) -> None:
     """Search and operators' actions: the ``message_index`` table (what operators search by: the patient, the
     disposition, the parties, the document's time, the conversion's warnings) and ``operator_actions`` (who
-    replayed a message, when, how). Made by :func:`adaptor.store.schema.version_4_tables`.
+    replayed a message, when, how), made by :func:`adaptor.store.schema.version_4_tables`; and an index of the
+    outbox's states by record (``ix_outbox_state_of``), from which a search counts what it finds by state.
 
     Every stored message gets its index row here, with only what can be copied without reading its Bundle: the
     MessageID, trackingid and record id (``indexed`` = 0). Reading every stored Bundle would hold the upgrade's
@@ -282,6 +283,8 @@ def _step_4(conn: Connection) -> None:
     Table("messages", tables, Column("id", String(36), primary_key=True))  # what the foreign keys refer to
     for table in version_4_tables(tables):
         table.create(conn)
+    outbox = Table("outbox", tables, Column("record_id", String(36)), Column("state", String(16)))
+    Index("ix_outbox_state_of", outbox.c.record_id, outbox.c.state).create(conn)
     conn.execute(
         text(
             "INSERT INTO message_index (record_id, received_at, indexed, message_key, tracking_key, record_key) "

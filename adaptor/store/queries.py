@@ -52,6 +52,14 @@ _INDEXED = message_index.join(outbox, outbox.c.record_id == message_index.c.reco
 _INDEXED_WITH_MESSAGES = _INDEXED.join(messages, messages.c.id == message_index.c.record_id)
 
 
+def _from_index(query: MessageQuery) -> bool:
+    """Whether a search starts from the index: a condition on it, or a range of received times (the index has its
+    own copy of them, in an index that also holds the record id, so the range is counted without reading
+    ``messages``). Every message stored since schema version 4 has an index row; those a replica of an earlier
+    release stored during a rolling upgrade have one once ``nhs111 db reindex`` ran."""
+    return bool(_index_conditions(query, False)) or query.since is not None or query.until is not None
+
+
 def _needs_messages(query: MessageQuery) -> bool:
     """Whether a search from the index needs ``messages`` for a condition (trackingid, interaction)."""
     return bool(query.tracking_id or (query.interaction and query.interaction.strip()))
@@ -273,7 +281,7 @@ class Queries(StoreEngine):
         where = where or MessageQuery(statuses=statuses)
         columns = select(*_SUMMARY_COLUMNS, *_OUTBOX_COLUMNS, *_INDEX_COLUMNS).select_from(_WITH_INDEX)
         newest_first = (messages.c.received_at.desc(), messages.c.id)
-        if _index_conditions(where, False):
+        if _from_index(where):
             # The page's record ids first, from the index alone, then only those rows: the documents of the
             # thousands of messages a name prefix may match are never read.
             page = (
@@ -314,13 +322,13 @@ class Queries(StoreEngine):
         return {status: counts.get(status, 0) for status in Status}
 
     def _conditions(self, where: MessageQuery) -> list[ColumnElement[bool]]:
-        return _message_conditions(where, self.is_postgresql, by_index=bool(_index_conditions(where, False)))
+        return _message_conditions(where, self.is_postgresql, by_index=_from_index(where))
 
     @staticmethod
     def _search_from(where: MessageQuery) -> Any:
         """The tables a search needs: from the index when a condition is on it (and ``messages`` then only for
         a condition on its columns), else messages and their states."""
-        if not _index_conditions(where, False):
+        if not _from_index(where):
             return _WITH_OUTBOX
         return _INDEXED_WITH_MESSAGES if _needs_messages(where) else _INDEXED
 
