@@ -29,6 +29,7 @@ from adaptor.store import (
     delivery_attempts,
     message_index,
     messages,
+    migrations,
     operator_actions,
     outbox,
     rejections,
@@ -234,3 +235,39 @@ def test_db_purge_dry_run_lists_exactly_what_purge_deletes(store: MessageStore, 
     assert nothing_set.exit_code == 2 and "nothing to purge" in nothing_set.stderr
     reindexed = runner.invoke(main, ["db", "reindex"], env=env, catch_exceptions=False)
     assert reindexed.exit_code == 0 and reindexed.stdout.strip() == "0 message(s) indexed"
+
+
+def test_upgrading_to_step_4_copies_the_identifiers_and_reindex_reads_the_bundles(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A version-3 database with messages: the upgrade gives each an index row with its identifiers and received
+    time (found by them at once), says how many ``nhs111 db reindex`` still has to read, and reindex reads their
+    Bundles (found by patient from then on)."""
+    from test_migrations import _insert_version_1_message
+
+    store = MessageStore(database_url)
+    store._make_sqlite_folder()
+    with migrations.locked(store.engine) as conn:
+        migrations._versions_metadata.create_all(conn)
+        for step in migrations.STEPS[:3]:
+            step.apply(conn)
+            conn.execute(migrations.schema_version.insert().values(version=step.version, description="old",
+                                                                   applied_at=utc_now()))  # fmt: skip
+        bundle = json.dumps(patient_bundle("9990001235", "Testwell", "Margaret", "1942-10-17", "XS1 5WC"))
+        for record_id in ("ABCDEF01-old", "ABCDEF02-old"):
+            _insert_version_1_message(conn, record_id, bundle, "delivered")
+    store.close()
+    upgraded = CliRunner().invoke(main, ["db", "upgrade"], env={"PEM111_DATABASE_URL": database_url})
+    assert upgraded.exit_code == 0, upgraded.output
+    assert "applied step 4: search index" in upgraded.stdout
+    assert "2 stored message(s) are found by their identifiers only until `nhs111 db reindex`" in upgraded.stdout
+    store = MessageStore(database_url)
+    try:
+        assert ids(store, search="abcdef01") == {"ABCDEF01-old"}
+        assert len(ids(store, since=utc_now() - timedelta(days=1))) == 2
+        assert ids(store, name="testw") == set()
+        reindexed = CliRunner().invoke(main, ["db", "reindex"], env={"PEM111_DATABASE_URL": database_url})
+        assert reindexed.exit_code == 0 and reindexed.stdout.strip() == "2 message(s) indexed"
+        assert ids(store, name="testw") == {"ABCDEF01-old", "ABCDEF02-old"}
+    finally:
+        store.close()
