@@ -41,6 +41,7 @@ from sqlalchemy import insert
 
 from adaptor.store import MessageQuery, MessageStore, Status, message_index, messages, outbox
 from adaptor.store.index import INDEX_VERSION, fold_name
+from benchmarks.report import code_version, load_average, replace_section
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_P95_MS = 300.0
@@ -317,17 +318,23 @@ def markdown(timings: list[Timing]) -> str:
 
 
 def section(count: int, rounds: int, databases: list[str]) -> tuple[str, bool]:
+    load_before = load_average()
     timings, notes = run(count, rounds, databases)
     table = markdown(timings)
     print(table, flush=True)
     filled = "; ".join(f"{k}: {v}" for k, v in notes.items())
     text = f"""### Search at scale (issue 15)
 
+Measured by `python -m benchmarks.run --only search` (and `make bench`) on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC,
+code {code_version()}; load average (1/5/15 min) before: {load_before}, after: {load_average()}.
+
 {count:,} synthetic messages generated straight into the store (`benchmarks/search.py`: a year of referrals, 95 %
-delivered, about two per patient, names made of syllables; small placeholder requests and Bundles) on each
-database ({filled}). One search is what the console's message list and the API do: the counts per state of what
-it finds and its first page of 25, newest first. {rounds} searches of each kind, after warm-up, wall clock
-(2 shared cores: other work on the machine shows in the figures):
+delivered, about two per patient, made-up names as unequal as real ones, the commonest about 1.1 % of patients;
+small placeholder requests and Bundles), the indexes built after the load ({filled}). One search is what the
+console's message list and the API do: the counts per state of what it finds and its first page of 25, newest
+first. {rounds} searches of each kind, after warm-up, wall clock (2 shared cores: other work on the machine shows
+in the figures). Name prefix: the first three letters of a random patient's family name, so common names are
+searched as often as they occur.
 
 {table}
 """
@@ -335,8 +342,6 @@ it finds and its first page of 25, newest first. {rounds} searches of each kind,
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.report import replace_section
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=60)

@@ -6,14 +6,14 @@ downloads, a Bundle version, the rejections. The replay pages and forms are in :
 converted for display only).
 
 Each view is a route on :data:`adaptor.console.access.blueprint`, which signs requests in and checks them before
-any view runs. Importing this module adds the routes, so :mod:`adaptor.console` registers the blueprint from here.
+any view runs. Importing this module adds the routes (:mod:`adaptor.console` imports it, and :mod:`.replay` and
+:mod:`.api`, before it registers the blueprint).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
 from typing import Any
 
@@ -30,8 +30,6 @@ from adaptor.store import MessageQuery, Status, StoredMessage, versions_not_kept
 
 #: The console blueprint, with these routes added to those of :mod:`.access`.
 __all__ = ["blueprint"]
-
-log = logging.getLogger("adaptor.console")
 
 PAGE_SIZE = 25
 RECENT_REJECTIONS = 5
