@@ -59,12 +59,20 @@ def compact_upper(text: str) -> str:
     return "".join(text.split()).upper()
 
 
-def _resources(bundle: Mapping[str, Any], kind: str) -> list[Mapping[str, Any]]:
-    found = []
-    for entry in bundle.get("entry") or ():
+#: The resources the index reads, the first of each kind.
+_KINDS = frozenset({"Patient", "ProcedureRequest", "HealthcareService", "Composition"})
+
+
+def _first_of_each(bundle: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """The first resource of each of :data:`_KINDS` in the Bundle's entries (one pass)."""
+    found: dict[str, Mapping[str, Any]] = {}
+    entries = bundle.get("entry")
+    for entry in entries if isinstance(entries, list) else ():
         resource = entry.get("resource") if isinstance(entry, Mapping) else None
-        if isinstance(resource, Mapping) and resource.get("resourceType") == kind:
-            found.append(resource)
+        if isinstance(resource, Mapping):
+            kind = resource.get("resourceType")
+            if kind in _KINDS and kind not in found:
+                found[kind] = resource
     return found
 
 
@@ -114,13 +122,14 @@ def bundle_facts(bundle: Mapping[str, Any] | None) -> dict[str, Any]:
     facts: dict[str, Any] = dict.fromkeys(BUNDLE_COLUMNS)
     if not isinstance(bundle, Mapping):
         return facts
-    patient = _first(_resources(bundle, "Patient"))
+    first = _first_of_each(bundle)
+    patient = first.get("Patient", {})
     name = _official_name(patient)
     family = _text(name.get("family"))
     given = [g.strip() for g in name.get("given") or () if isinstance(g, str) and g.strip()]
     shown = " ".join([*given, family.upper() if family else ""]).strip()
     postcode = _text(_home_address(patient).get("postalCode"))
-    code_field = _first(_resources(bundle, "ProcedureRequest")).get("code")
+    code_field = first.get("ProcedureRequest", {}).get("code")
     coding = _first(code_field.get("coding")) if isinstance(code_field, Mapping) else {}
     code = _text(coding.get("code"))
     facts.update(
@@ -132,8 +141,8 @@ def bundle_facts(bundle: Mapping[str, Any] | None) -> dict[str, Any]:
         postcode=compact_upper(postcode)[:16] if postcode else None,
         disposition_code=compact_upper(code)[:32] if code else None,
         disposition=_text(coding.get("display")),
-        receiving_service=_text(_first(_resources(bundle, "HealthcareService")).get("name")),
-        effective_at=_moment(_first(_resources(bundle, "Composition")).get("date")),
+        receiving_service=_text(first.get("HealthcareService", {}).get("name")),
+        effective_at=_moment(first.get("Composition", {}).get("date")),
     )
     return facts
 
