@@ -42,8 +42,9 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from adaptor.config import Settings
 from adaptor.delivery.conversion import ConversionError, bundle_text, convert_message
@@ -56,6 +57,7 @@ from adaptor.itk.message import ItkMessage
 from adaptor.itk.wire import new_upper_uuid, utc_now
 from adaptor.ops.metrics import Metrics
 from adaptor.store import Accepted, Claim, Effect, MessageStore, NullificationStored, Status, StoreError
+from adaptor.store.index import bundle_facts
 
 log = logging.getLogger("adaptor.service")  # pinned: the JSON log format names it
 
@@ -69,6 +71,8 @@ class _Conversion:
     converted_at: datetime
     reason: str = ""
     fault: faults.ItkFault | None = None
+    #: What the search index keeps of the Bundle (:func:`adaptor.store.index.bundle_facts`): patient data.
+    facts: dict[str, Any] = field(default_factory=dict)
 
 
 class ReceiverService:
@@ -126,9 +130,8 @@ class ReceiverService:
         """The Bundle of ``message`` with ids drawn from ``record_id``, or the reason and fault when there is none."""
         started, converted_at = time.perf_counter(), utc_now()
         try:
-            bundle = bundle_text(
-                convert_message(message, config=self.settings, now=converted_at, id_seed=record_id)
-            )
+            converted = convert_message(message, config=self.settings, now=converted_at, id_seed=record_id)
+            bundle, facts = bundle_text(converted), bundle_facts(converted)
         except ConversionError as exc:
             # The reason can quote document values: it goes to the store, and to the log only at DEBUG.
             log.debug("conversion failure detail", extra={"message_id": message.message_id, "error": str(exc)})
@@ -140,7 +143,7 @@ class ReceiverService:
             return _Conversion(None, converted_at, reason, faults.internal(error_id, relates_to=message.message_id))
         finally:
             self.metrics.conversion_took(time.perf_counter() - started)
-        return _Conversion(bundle, converted_at)
+        return _Conversion(bundle, converted_at, facts=facts)
 
     def _store_rejected(
         self,
@@ -176,7 +179,7 @@ class ReceiverService:
             assert conversion.fault is not None
             raise conversion.fault
         adopted = self.store.adopt_bundle(
-            record_id, conversion.bundle, conversion.converted_at, for_sender=self.synchronous
+            record_id, conversion.bundle, conversion.converted_at, for_sender=self.synchronous, facts=conversion.facts
         )
         log.info(
             "resend received",
@@ -203,6 +206,7 @@ class ReceiverService:
                     converted_at=conversion.converted_at,
                     record_id=record_id,
                     document=document,
+                    facts=conversion.facts,
                 )
             stored_id, is_new = accepted.record_id, accepted.is_new
             if not is_new and self._resend_of_rejected(message, stored_id, conversion):
@@ -258,6 +262,7 @@ class ReceiverService:
                     claim_for=owner,
                     lease_seconds=lease,
                     document=document,
+                    facts=conversion.facts,
                 )
             stored_id, is_new = accepted.record_id, accepted.is_new
             if is_new and accepted.nullified_by is not None:

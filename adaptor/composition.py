@@ -9,7 +9,8 @@ The HTTP layer builds its request handlers on top of them and owns nothing itsel
 Built in this order: the allow-list's settings checked (no allow-list, and no
 ``PEM111_ITK_ACCEPT_ANY_ADDRESS=true``, is a :class:`~adaptor.config.ConfigError`), the forwarder (a
 :class:`~adaptor.config.ConfigError` here stops start-up before the database is touched), the message store
-(opened if the database is reachable), the allow-list (its refresh started), the metrics, the outbox worker,
+(opened if the database is reachable), the allow-list (its refresh started), the retention schedule (when
+``PEM111_RETENTION_PURGE_INTERVAL_HOURS`` is set), the metrics, the outbox worker,
 the receiver service and the readiness checks. :meth:`close` stops and closes in the reverse order, so that
 deliveries in flight finish before anything closes and the store closes last. Components that are given (tests
 hand in their own store or worker) are used, never closed.
@@ -29,7 +30,7 @@ from adaptor.itk.allowlist import AllowList, require_allow_list
 from adaptor.itk.schemas import schema_rules
 from adaptor.ops.metrics import Metrics
 from adaptor.ops.readiness import Readiness
-from adaptor.store import MessageStore
+from adaptor.store import MessageStore, RetentionSchedule
 
 
 @dataclass(kw_only=True, eq=False)
@@ -122,6 +123,9 @@ def build(
             allow_list = AllowList(settings)
             allow_list.start()
             closing.callback(allow_list.stop)
+        retention = RetentionSchedule(store, settings)  # PEM111_RETENTION_PURGE_INTERVAL_HOURS; 0: not started
+        retention.start()
+        closing.callback(retention.stop)
         metrics = Metrics(forwarder.target)
         metrics.watch_store(store)
         owns_worker = worker is None

@@ -331,6 +331,16 @@ class Settings:
     console_session_hours: float = setting("PEM111_CONSOLE_SESSION_HOURS", 8.0, _float, minimum=0.05)
     #: Always mark the session cookie Secure (it is anyway when the request arrived over https).
     console_secure_cookie: bool = setting("PEM111_CONSOLE_SECURE_COOKIE", False, _bool)
+    #: Users of PEM111_CONSOLE_USERS who may only read: they search and open messages but cannot replay.
+    console_read_only_users: tuple[str, ...] = setting("PEM111_CONSOLE_READ_ONLY_USERS", (), _list)
+
+    # -- retention (adaptor.store.upkeep) -------------------------------------------------------------------------
+    #: Days a delivered message is kept after its delivery (0 = for ever); undelivered ones are always kept.
+    retention_delivered_days: int = setting("PEM111_RETENTION_DELIVERED_DAYS", 0, _int, minimum=0)
+    #: Days a rejection (a request answered with a fault) is kept (0 = for ever).
+    retention_rejections_days: int = setting("PEM111_RETENTION_REJECTIONS_DAYS", 0, _int, minimum=0)
+    #: Hours between the purges ``nhs111 serve`` runs on its own (0 = none: only ``nhs111 db purge``).
+    retention_purge_interval_hours: float = setting("PEM111_RETENTION_PURGE_INTERVAL_HOURS", 0.0, _float, minimum=0.0)
 
     # -- operations ---------------------------------------------------------------------------------------------
     log_level: str = setting(
@@ -389,7 +399,19 @@ class Settings:
             for each in dataclasses.fields(cls)
             if "env" in each.metadata
         }
-        return cls(**values, extra={k: v for k, v in env.items() if k.startswith("PEM111_")})
+        settings = cls(**values, extra={k: v for k, v in env.items() if k.startswith("PEM111_")})
+        settings.check_together()
+        return settings
+
+    def check_together(self) -> None:
+        """The checks that involve several settings. Raises :class:`ConfigError`."""
+        users = {user for user, _ in self.console_users}
+        unknown = [user for user in self.console_read_only_users if user not in users]
+        if unknown:
+            # A misspelt name would leave that operator able to replay: refused rather than ignored.
+            raise ConfigError(
+                f"PEM111_CONSOLE_READ_ONLY_USERS names {', '.join(map(repr, unknown))}, not in PEM111_CONSOLE_USERS"
+            )
 
 
 def _read_setting_files(env: Mapping[str, str], settings: type[Settings]) -> Mapping[str, str]:

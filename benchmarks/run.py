@@ -1,14 +1,16 @@
-"""``make bench``: the conversion, end-to-end, accept-CPU and sustained-delivery benchmarks; writes their
+"""``make bench``: the conversion, end-to-end, accept-CPU, sustained-delivery and search benchmarks; writes their
 section of ``docs/benchmarks.md``.
 
     python -m benchmarks.run [--quick] [--corpus DIR] [--rounds N] [--out FILE] [--only PART ...] [--no-e2e]
+                             [--search-messages N]
 
 ``--quick``: a fast run for a smoke check (fewer conversion rounds; 3 s load steps at concurrency 1 and 8 with
-the ~110 KB messages only; 2 s accept steps; 2 s probes and a 6 s sustained step); its figures are labelled as
-such. ``--only``: run only these parts (``conversion``, ``e2e``, ``accept``, ``sustained``) and replace only
-their parts of the section, each with a line saying when and how it was run alone; ``--no-e2e`` is
-``--only conversion``. Exit status 1 when a target is missed (the file is written all the same), 2 when the
-corpus is missing.
+the ~110 KB messages only; 2 s accept steps; 2 s probes and a 6 s sustained step; the search on 100,000
+messages); its figures are labelled as such. ``--only``: run only these parts (``conversion``, ``e2e``,
+``accept``, ``sustained``, ``search``) and replace only their parts of the section, each with a line saying when
+and how it was run alone; ``--no-e2e`` is ``--only conversion``. ``--search-messages N``: the search benchmark
+(:mod:`benchmarks.search`) on N stored messages instead of 1,000,000. Exit status 1 when a target is missed (the
+file is written all the same), 2 when the corpus is missing.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import accept, conversion, e2e, sustained
+from benchmarks import accept, conversion, e2e, search, sustained
 from benchmarks.report import code_version, load_average, machine, marked, replace_section
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +38,7 @@ class Plan:
     accept_rounds: int  # in-process rounds per message
     probe_duration: float  # seconds per sustained-delivery probe step
     sustained_duration: float  # seconds of the sustained step
+    search_messages: int  # messages in the store the search benchmark makes
 
 
 FULL = Plan(
@@ -47,6 +50,7 @@ FULL = Plan(
     accept_rounds=100,
     probe_duration=10.0,
     sustained_duration=60.0,
+    search_messages=10**6,
 )
 QUICK = Plan(
     rounds=15,
@@ -57,10 +61,12 @@ QUICK = Plan(
     accept_rounds=15,
     probe_duration=2.0,
     sustained_duration=6.0,
+    search_messages=100_000,
 )
 #: The parts of the section, in order; each can be run alone (``--only``).
-PARTS = ("conversion", "e2e", "accept", "sustained")
+PARTS = ("conversion", "e2e", "accept", "sustained", "search")
 ACCEPT_CONCURRENCY = [1, 4]
+SEARCH_DATABASES = ["sqlite", "postgresql"]
 
 
 def conversion_section(corpus: Path, rounds: int) -> tuple[str, bool]:
@@ -119,7 +125,7 @@ Targets (2 cores):
     return text, all(v.met for v in found if "informational" not in v.target)
 
 
-def measure(part: str, corpus: Path, plan: Plan, rounds: int) -> tuple[str, bool]:
+def measure(part: str, corpus: Path, plan: Plan, rounds: int, search_messages: int) -> tuple[str, bool]:
     """Run one part of the benchmarks: its markdown, and whether its targets were met."""
     if part == "conversion":
         return conversion_section(corpus, rounds)
@@ -129,6 +135,8 @@ def measure(part: str, corpus: Path, plan: Plan, rounds: int) -> tuple[str, bool
         return accept.section(corpus, ACCEPT_CONCURRENCY, plan.accept_duration, 2.0, plan.accept_rounds)
     if part == "sustained":
         return sustained.section(corpus, plan.probe_duration, plan.sustained_duration, 2.0)
+    if part == "search":
+        return search.section(search_messages, 60, SEARCH_DATABASES)
     raise ValueError(f"unknown part {part!r}")
 
 
@@ -142,11 +150,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-e2e", action="store_true", help="the conversion benchmark only (--only conversion)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--search-messages", type=int, help="messages for the search benchmark (default 1,000,000)")
     args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    search_messages = args.search_messages or plan.search_messages
     if not args.corpus.is_dir():
         print(f"error: corpus folder {args.corpus} not found (pass --corpus)", file=sys.stderr)
         return 2
-    plan = QUICK if args.quick else FULL
     rounds = args.rounds or plan.rounds
     only = args.only or (["conversion"] if args.no_e2e else None)
     shown = args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out
@@ -156,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     met = True
     for part in [p for p in PARTS if only is None or p in only]:
         part_started, part_load_before = time.monotonic(), load_average()
-        text, part_met = measure(part, args.corpus, plan, rounds)
+        text, part_met = measure(part, args.corpus, plan, rounds, search_messages)
         met = met and part_met
         print(text, flush=True)
         if only is not None:  # run alone: say when and how, and replace only this part

@@ -28,7 +28,8 @@ from adaptor.delivery.outbox import OutboxWorker
 from adaptor.http.app import ReceiverApp, create_app
 from adaptor.http.server import QueryStringRedactor
 from adaptor.itk.allowlist import AllowList
-from adaptor.store import MessageStore, Rejection, Status, StoreError
+from adaptor.samples import SCENARIOS, addressed_codes, build_sample
+from adaptor.store import MessageQuery, MessageStore, Rejection, Status, StoreError
 
 PASSWORD = "correct horse battery staple"
 # pbkdf2 with few iterations: the format operators use, at a cost that keeps the tests quick.
@@ -57,7 +58,10 @@ class Console:
         self.store.close()
 
     def post_report(self, root: etree._Element) -> int:
-        return Client(self.app).post("/report", data=to_bytes(root), content_type="text/xml").status_code
+        return self.post_raw(to_bytes(root))
+
+    def post_raw(self, raw: bytes) -> int:
+        return Client(self.app).post("/report", data=raw, content_type="text/xml").status_code
 
     def accept(self, **changes: object) -> tuple[str, str]:
         """Send a valid synthetic request; returns its (MessageID, trackingid)."""
@@ -91,12 +95,19 @@ class Console:
         return message_id, tracking_id
 
 
+def _message_id(raw: bytes) -> str:
+    found = re.search(rb"<wsa:MessageID>([^<]+)<", raw)
+    assert found
+    return found.group(1).decode()
+
+
 def console_settings(tmp_path: Path, **changes: object) -> Settings:
+    codes = addressed_codes()  # the samples' recipients too
     settings = Settings(
         data_dir=str(tmp_path / "data"),
         forward_target=f"dir:{tmp_path / 'outbox'}",
-        itk_ods_code_list=(RECIPIENT_ODS,),
-        itk_dos_id_list=(RECIPIENT_DOS,),
+        itk_ods_code_list=(RECIPIENT_ODS, *codes.ods_codes),
+        itk_dos_id_list=(RECIPIENT_DOS, *codes.dos_ids),
         delivery_workers=0,
         delivery_max_attempts=1,
         console_users=(("alice", PASSWORD_HASH),),
@@ -136,6 +147,11 @@ def sign_in(client: FlaskClient, user: str = "alice", password: str = PASSWORD) 
     response = client.post("/console/login", data={"username": user, "password": password, "csrf_token": token})
     assert response.status_code == 303, response.text
     return csrf_of(client.get("/console/messages").text)
+
+
+def confirmed(csrf: str, mode: str) -> dict[str, str]:
+    """The form of the replay's confirmation page, as its button posts it."""
+    return {"csrf_token": csrf, "mode": mode, "confirmed": "yes"}
 
 
 def set_cookie_header(response: object) -> str:
@@ -249,7 +265,9 @@ def test_a_bearer_token_replays_without_csrf(console: Console) -> None:
     message_id, _ = console.dead_letter()
     record_id = console.record_id(message_id)
     response = console.client.post(
-        f"/console/messages/{record_id}/replay", headers={"Authorization": f"Bearer {TOKEN}"}
+        f"/console/messages/{record_id}/replay",
+        data={"confirmed": "yes"},
+        headers={"Authorization": f"Bearer {TOKEN}"},
     )
     assert response.status_code == 303
     assert console.status(message_id) is Status.PENDING
@@ -364,7 +382,7 @@ def test_replay_without_a_valid_csrf_token_is_refused(console: Console) -> None:
     assert console.status(message_id) is Status.DEAD_LETTER
 
     same_site = {"Origin": "http://localhost", "Referer": f"http://localhost/console/messages/{record_id}"}
-    assert client.post(url, data={"csrf_token": csrf}, headers=same_site).status_code == 303
+    assert client.post(url, data={"csrf_token": csrf, "confirmed": "yes"}, headers=same_site).status_code == 303
     assert console.status(message_id) is Status.PENDING
 
 
@@ -538,29 +556,175 @@ def test_hostile_cda_text_is_shown_as_text(console: Console) -> None:
     assert "alert(&#39;element&#39;)" in page  # the element's text, as text
 
 
-def test_replay_one_message_and_all_dead_letters(console: Console) -> None:
+def test_replay_one_message_after_confirming_and_a_selection(console: Console) -> None:
     first_id, _ = console.dead_letter()
     second_id, _ = console.dead_letter()
     client = console.client
     csrf = sign_in(client)
-
     record_id = console.record_id(first_id)
-    response = client.post(f"/console/messages/{record_id}/replay", data={"csrf_token": csrf})
+
+    # The message page links to a confirmation page, which says what will happen and changes nothing.
+    page = client.get(f"/console/messages/{record_id}").text
+    assert f'href="/console/messages/{record_id}/replay?mode=redeliver"' in page
+    confirm = client.get(f"/console/messages/{record_id}/replay?mode=redeliver")
+    assert confirm.status_code == 200 and "Redeliver this Bundle?" in confirm.text
+    said = " ".join(re.sub(r"<[^>]+>", "", confirm.text).split())
+    assert "The stored Bundle (version 1) will be queued for delivery again, byte for byte" in said
+    assert "recorded in the message's history as yours (alice)" in said
+    assert console.status(first_id) is Status.DEAD_LETTER
+    # A post without the confirmation's field is sent back to the confirmation page.
+    unconfirmed = client.post(f"/console/messages/{record_id}/replay", data={"csrf_token": csrf})
+    assert unconfirmed.status_code == 303 and unconfirmed.headers["Location"].endswith("/replay?mode=redeliver")
+    assert console.status(first_id) is Status.DEAD_LETTER
+
+    response = client.post(
+        f"/console/messages/{record_id}/replay", data={"csrf_token": csrf, "mode": "redeliver", "confirmed": "yes"}
+    )
     assert response.status_code == 303 and response.headers["Location"] == f"/console/messages/{record_id}"
-    assert "Queued for delivery again (it was dead letter), with the same Bundle." in client.get(
-        response.headers["Location"]
-    ).text
-    assert console.status(first_id) is Status.PENDING
+    page = client.get(response.headers["Location"]).text
+    assert "Queued for delivery again (it was dead letter), with the same Bundle." in page
+    # The replay is in the message's history with the operator's name.
+    [action] = console.store.operator_actions(record_id)
+    assert (action.operator, action.action) == ("alice", "redeliver")
+    assert action.detail == "was dead_letter; Bundle version 1"
+    assert re.search(r'id="actions".*<td>alice</td>\s*<td>redeliver</td>', page, re.S)
     console.worker.drain()
     assert console.status(first_id) is Status.DELIVERED
-    assert "Delivered" in client.get(f"/console/messages/{record_id}").text
+    # A delivered message can be replayed too, but the confirmation says the target gets it again.
+    again = client.get(f"/console/messages/{record_id}/replay?mode=redeliver").text
+    assert 'id="already-delivered"' in again
 
-    response = client.post("/console/dead-letters/replay", data={"csrf_token": csrf})
+    # A selection: the dead letters, confirmed on a page that lists them.
+    selection = client.get("/console/replay?dead_letters=1")
+    assert selection.status_code == 200 and second_id in selection.text and first_id not in selection.text
+    response = client.post(
+        "/console/replay",
+        data={"csrf_token": csrf, "confirmed": "yes", "mode": "reconvert", "record": [console.record_id(second_id)]},
+    )
     assert response.status_code == 303
-    assert "1 dead-lettered message(s) queued for delivery again." in client.get("/console/messages").text
+    assert "1 message(s) queued for delivery again (reconvert)." in client.get("/console/messages").text
+    [action] = console.store.operator_actions(console.record_id(second_id))
+    assert action.action == "reconvert" and action.detail == "was dead_letter; Bundle version 2"
     console.worker.drain()
     assert console.status(second_id) is Status.DELIVERED
-    assert client.post("/console/messages/unknown/replay", data={"csrf_token": csrf}).status_code == 404
+    assert client.post("/console/replay", data={"csrf_token": csrf, "record": ["x"]}).status_code == 400
+    nothing = client.get("/console/replay")
+    assert nothing.status_code == 303
+    confirm_unknown = {"csrf_token": csrf, "confirmed": "yes"}
+    assert client.post("/console/messages/unknown/replay", data=confirm_unknown).status_code == 404
+
+
+def test_a_read_only_operator_cannot_replay(tmp_path: Path) -> None:
+    running = open_console(
+        tmp_path,
+        console_users=(("alice", PASSWORD_HASH), ("rita", PASSWORD_HASH)),
+        console_read_only_users=("rita",),
+    )
+    try:
+        message_id, _ = running.dead_letter()
+        record_id = running.record_id(message_id)
+        client = running.client
+        csrf = sign_in(client, "rita")
+        page = client.get(f"/console/messages/{record_id}").text
+        assert 'id="banner"' in page and 'id="replay"' not in page and 'id="reconvert"' not in page
+        assert 'name="record"' not in client.get("/console/messages").text  # no selection boxes
+        confirmed = {"csrf_token": csrf, "confirmed": "yes"}
+        for method, url, data in (
+            ("get", f"/console/messages/{record_id}/replay", None),
+            ("post", f"/console/messages/{record_id}/replay", confirmed),
+            ("get", "/console/replay?dead_letters=1", None),
+            ("post", "/console/replay", {**confirmed, "record": [record_id]}),
+        ):
+            response = getattr(client, method)(url, data=data)
+            assert response.status_code == 403, url
+            assert "may look at messages but not replay them" in response.text
+        assert running.status(message_id) is Status.DEAD_LETTER
+        assert running.store.operator_actions(record_id) == []
+    finally:
+        running.close()
+    with pytest.raises(ConfigError, match="'nobody', not in PEM111_CONSOLE_USERS"):
+        Settings.from_env(
+            {"PEM111_CONSOLE_USERS": f"alice:{PASSWORD_HASH}", "PEM111_CONSOLE_READ_ONLY_USERS": "nobody"}
+        )
+
+
+def test_find_by_patient_and_the_banner(console: Console) -> None:
+    """The samples' patients: found by NHS number (with spaces), name prefix in any case, date of birth; the
+    state tabs count what the search finds; the banner, the downloads and the times in UK time."""
+    samples = {s.name: build_sample(s) for s in SCENARIOS}
+    for raw in samples.values():
+        assert console.post_raw(raw) == 200
+    console.worker.drain()
+    client = console.client
+    sign_in(client)
+    gp = console.store.list_messages(where=MessageQuery(search=_message_id(samples["gp-referral"])))[0]
+    assert gp.index is not None and gp.index.nhs_number and gp.index.patient_name
+    number = gp.index.nhs_number
+
+    def found(**args: str) -> list[str]:
+        page = client.get("/console/messages", query_string=args)
+        assert page.status_code == 200, page.text
+        return re.findall(r'<td class="mono"><a href="/console/messages/([^"]+)">', page.text)
+
+    spaced = f"{number[:3]} {number[3:6]} {number[6:]}"
+    assert gp.id in found(q=spaced) and gp.id in found(nhs_number=spaced)
+    by_number = found(nhs_number=number)
+    family = gp.index.patient_name.split()[-1]
+    assert gp.id in found(name=family[:4].lower()) and gp.id in found(name=family[:3].upper())
+    assert set(by_number) <= set(found(name=family.lower()))
+    assert gp.id in found(born=gp.index.birth_date or "", name=family[:2])
+    assert found(name="zzzz") == []
+    assert gp.id in found(disposition=gp.index.disposition_code or "")
+    assert found(**{"from": "2000-01-01", "to": "2000-01-02"}) == []
+    assert gp.id in found(**{"from": "2000-01-01"})
+    # The tabs count the search: all of the patient's messages are delivered.
+    page = client.get("/console/messages", query_string={"nhs_number": number}).text
+    assert re.search(rf'id="tab-all">All <span class="filters__count">{len(by_number)}<', page)
+    assert re.search(rf'id="tab-delivered">Delivered <span class="filters__count">{len(by_number)}<', page)
+    assert re.search(r'id="tab-dead_letter">Dead letter <span class="filters__count">0<', page)
+    bad = client.get("/console/messages", query_string={"born": "17/10/1942"})
+    assert bad.status_code == 400 and "is not a date" in bad.text
+
+    page = client.get(f"/console/messages/{gp.id}").text
+    banner = page[page.index('id="banner"') : page.index("</section>")]
+    assert gp.index.patient_name in banner and spaced in banner
+    assert (gp.index.disposition_code or "") in banner and (gp.index.receiving_service or "") in banner
+    assert re.search(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} (GMT|BST)", page)
+    raw = client.get(f"/console/messages/{gp.id}/request.xml")
+    assert raw.data == samples["gp-referral"] and "attachment" in raw.headers["Content-Disposition"]
+    cda = client.get(f"/console/messages/{gp.id}/cda.xml")
+    assert cda.status_code == 200 and b"<ClinicalDocument" in cda.data and b"Envelope" not in cda.data
+    bundle = client.get(f"/console/messages/{gp.id}/bundle.json")
+    assert bundle.data.decode() == console.store.get(gp.id).bundle  # type: ignore[union-attr]
+    assert client.get("/console/messages/unknown/bundle.json").status_code == 404
+
+
+def test_numbered_pages_keep_the_search(console: Console) -> None:
+    for _ in range(51):
+        console.accept()
+    client = console.client
+    sign_in(client)
+    page = client.get("/console/messages", query_string={"name": "testp", "page": "2"}).text
+    assert 'aria-current="page">2<' in page and "Page 2 of 3" in page
+    assert 'href="/console/messages?page=3&amp;name=testp"' in page
+    assert 'href="/console/messages?page=1&amp;name=testp"' in page
+
+
+def test_conversion_warnings_are_shown_and_filterable(console: Console) -> None:
+    message_id, _ = console.accept()
+    record_id = console.record_id(message_id)
+    with console.store.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "UPDATE message_index SET warnings = ? WHERE record_id = ?",
+            ('["Pathways attachment could not be decoded; delivered without Pathways data"]', record_id),
+        )
+    other_id, _ = console.accept()
+    client = console.client
+    sign_in(client)
+    listed = client.get("/console/messages", query_string={"warnings": "1"}).text
+    assert message_id in listed and other_id not in listed
+    page = client.get(f"/console/messages/{record_id}").text
+    assert 'id="warnings"' in page and "delivered without Pathways data" in page
 
 
 # == rejections ==================================================================================================
@@ -705,7 +869,6 @@ def test_readable_document_of_a_sample_and_of_junk() -> None:
 
 
 def test_message_queries_and_rejection_listing(console: Console) -> None:
-    from adaptor.store import MessageQuery
 
     first_id, first_tracking = console.accept()
     console.accept()

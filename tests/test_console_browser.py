@@ -2,8 +2,10 @@
 selenium against a real ``nhs111 serve``, with JavaScript switched off (the console must not need it).
 
 The acceptance flow of issue 5: sign in, find a dead letter by its trackingid, open it, replay it and see it
-delivered. Screenshots go to ``tests/artifacts/console/`` (git-ignored). ``UPDATE_DOCS_SCREENSHOT=1`` also
-rewrites ``docs/console.png``, the README's picture (synthetic sample data only).
+delivered. Issue 15's: find a referral by NHS number and by name, open it, see the patient banner, confirm a
+replay and see it in the message's history, choose messages to replay, and a read-only operator who cannot.
+Screenshots go to ``tests/artifacts/console/`` (git-ignored). ``UPDATE_DOCS_SCREENSHOT=1`` also rewrites the
+README's pictures, ``docs/console.png`` and ``docs/console-*.png`` (synthetic sample data only).
 
 Without the browser the tests skip on a developer machine and FAIL under CI (``CI`` set): ``.ci/run`` installs
 it, so CI can never pass by skipping them.
@@ -34,6 +36,17 @@ ARTIFACTS = REPO / "tests" / "artifacts" / "console"
 DOCS_SCREENSHOT = REPO / "docs" / "console.png"
 
 USER, PASSWORD = "operator", "synthetic-console-password"
+#: A user of PEM111_CONSOLE_READ_ONLY_USERS: may look, may not replay.
+READER = "reader"
+#: The README's pictures of issue 15's pages: artefact name -> docs file.
+DOCS_PAGES = {
+    "7-search-by-nhs-number": "console-search.png",
+    "9-message-banner": "console-message.png",
+    "10-confirm-replay": "console-confirm-replay.png",
+    "11-replay-in-history": "console-history.png",
+    "12-confirm-selection": "console-confirm-selection.png",
+    "13-read-only": "console-read-only.png",
+}
 WINDOW = (1400, 1000)
 
 #: The scenario that is dead-lettered and replayed; the others are delivered at once.
@@ -122,13 +135,13 @@ def on_page(path: str, element_id: str) -> object:
     return arrived
 
 
-def sign_in(driver: object, server: RunningServer) -> None:
+def sign_in(driver: object, server: RunningServer, user: str = USER) -> None:
     from selenium.webdriver.common.by import By
 
     driver.delete_all_cookies()  # type: ignore[attr-defined]
     driver.get(f"{server.base_url}/console/")  # type: ignore[attr-defined]
     wait_for(driver, "the sign-in page", on_page("/console/login", "sign-in"))
-    driver.find_element(By.ID, "username").send_keys(USER)  # type: ignore[attr-defined]
+    driver.find_element(By.ID, "username").send_keys(user)  # type: ignore[attr-defined]
     driver.find_element(By.ID, "password").send_keys(PASSWORD)  # type: ignore[attr-defined]
     driver.find_element(By.ID, "sign-in").click()  # type: ignore[attr-defined]
     wait_for(driver, "the message list", on_page("/console/messages", "messages"))
@@ -153,7 +166,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         tmp_path_factory.mktemp("console-server"),
         PEM111_ITK_ODS_CODE_LIST=",".join(codes.ods_codes),
         PEM111_ITK_DOS_ID_LIST=",".join(codes.dos_ids),
-        PEM111_CONSOLE_USERS=f"{USER}:{generate_password_hash(PASSWORD)}",
+        PEM111_CONSOLE_USERS=f"{USER}:{generate_password_hash(PASSWORD)},{READER}:{generate_password_hash(PASSWORD)}",
+        PEM111_CONSOLE_READ_ONLY_USERS=READER,
         PEM111_CONSOLE_SECRET_KEY="synthetic-test-secret-key-0123456789abcdef",
         PEM111_DELIVERY_MAX_ATTEMPTS="1",
         PEM111_DELIVERY_POLL_SECONDS="0.2",
@@ -224,8 +238,11 @@ def test_find_open_and_replay_a_dead_letter(browser: object, server: RunningServ
     assert "failed" in find(By.ID, "history").text
     screenshot(driver, "4-dead-letter")
 
-    # Replaying it: queued, then delivered by the server's worker.
+    # Replaying it: a page says what will happen; confirmed, it is queued, then delivered by the server's worker.
     find(By.ID, "replay").click()
+    wait_for(driver, "the confirmation", lambda d: d.find_elements(By.ID, "confirm"))
+    assert "will be queued for delivery again" in find(By.ID, "what-happens").text
+    find(By.ID, "confirm").click()
     wait_for(driver, "the replay notice", lambda d: d.find_elements(By.CSS_SELECTOR, "[role=status]"))
     assert "Queued for delivery again (it was dead letter), with the same Bundle." in find(
         By.CSS_SELECTOR, "[role=status]"
@@ -266,6 +283,91 @@ def test_find_open_and_replay_a_dead_letter(browser: object, server: RunningServ
         shutil.copyfile(list_page, DOCS_SCREENSHOT)
 
 
+def test_find_a_patient_confirm_a_replay_and_see_it_in_the_history(browser: object, server: RunningServer) -> None:
+    """Issue 15's acceptance in the browser: by NHS number (typed with spaces) and by name (lower case), the
+    banner, a confirmed replay in the message's history, and the selection's confirmation page."""
+    from selenium.webdriver.common.by import By
+
+    driver = browser
+    find = driver.find_element  # type: ignore[attr-defined]
+    raw = build_sample(next(s for s in SCENARIOS if s.name == "gp-referral"))
+    message_id, _ = _identifiers(raw)
+    assert _post(server, raw).status_code == 200  # stored already when the first test ran: answered OK again
+    server.wait_for_status(message_id)
+    [record] = server.stored(message_id)
+    assert record.index is not None and record.index.nhs_number and record.index.patient_name
+    number, name = record.index.nhs_number, record.index.patient_name
+    family = name.split()[-1]
+
+    sign_in(driver, server)
+    find(By.ID, "q").send_keys(f"{number[:3]} {number[3:6]} {number[6:]}")
+    find(By.ID, "search").click()
+    wait_for(driver, "the search by NHS number", lambda d: "q=" in d.current_url)
+    rows = driver.find_elements(By.CSS_SELECTOR, "#messages tbody tr")  # type: ignore[attr-defined]
+    assert rows and all(name in row.text for row in rows)
+    assert find(By.ID, "tab-all").text == f"All {len(rows)}"
+    screenshot(driver, "7-search-by-nhs-number")
+
+    find(By.ID, "clear").click()
+    wait_for(driver, "the cleared list", lambda d: "q=" not in d.current_url)
+    find(By.CSS_SELECTOR, ".more-filters summary").click()
+    find(By.ID, "name").send_keys(family[:4].lower())
+    find(By.ID, "filter").click()
+    wait_for(driver, "the search by name", lambda d: "name=" in d.current_url)
+    rows = driver.find_elements(By.CSS_SELECTOR, "#messages tbody tr")  # type: ignore[attr-defined]
+    assert any(record.id in row.find_element(By.TAG_NAME, "a").get_attribute("href") for row in rows)
+    screenshot(driver, "8-search-by-name")
+
+    driver.get(f"{server.base_url}/console/messages/{record.id}")  # type: ignore[attr-defined]
+    wait_for(driver, "the message page", lambda d: d.find_elements(By.ID, "banner"))
+    assert find(By.ID, "banner-name").text == name
+    assert find(By.ID, "banner-nhs-number").text == f"{number[:3]} {number[3:6]} {number[6:]}"
+    assert find(By.ID, "banner-disposition").text.startswith(record.index.disposition_code or "?")
+    assert find(By.ID, "download-request").get_attribute("href").endswith("/request.xml")
+    screenshot(driver, "9-message-banner")
+
+    find(By.ID, "reconvert").click()
+    wait_for(driver, "the confirmation", lambda d: d.find_elements(By.ID, "confirm"))
+    assert "Bundle version 2" in find(By.ID, "what-happens").text
+    assert "will receive it again" in find(By.ID, "already-delivered").text
+    screenshot(driver, "10-confirm-replay")
+    find(By.ID, "confirm").click()
+    wait_for(driver, "the replay notice", lambda d: d.find_elements(By.CSS_SELECTOR, "[role=status]"))
+    assert "Reconverted as Bundle version 2" in find(By.CSS_SELECTOR, "[role=status]").text
+    actions = find(By.ID, "actions").text
+    assert USER in actions and "reconvert" in actions
+    screenshot(driver, "11-replay-in-history")
+
+    driver.get(f"{server.base_url}/console/messages")  # type: ignore[attr-defined]
+    wait_for(driver, "the message list", on_page("/console/messages", "messages"))
+    boxes = driver.find_elements(By.CSS_SELECTOR, "#messages input[name=record]")[:2]  # type: ignore[attr-defined]
+    for box in boxes:
+        box.click()
+    find(By.ID, "replay-selected").click()
+    wait_for(driver, "the selection's confirmation", lambda d: d.find_elements(By.ID, "selected"))
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#selected tbody tr")) == 2  # type: ignore[attr-defined]
+    screenshot(driver, "12-confirm-selection")
+    find(By.ID, "cancel").click()
+    wait_for(driver, "the message list", on_page("/console/messages", "messages"))
+
+    # A read-only operator sees the same, without the replay buttons, and is refused the replay itself.
+    sign_in(driver, server, READER)
+    driver.get(f"{server.base_url}/console/messages/{record.id}")  # type: ignore[attr-defined]
+    wait_for(driver, "the message page", lambda d: d.find_elements(By.ID, "banner"))
+    assert not driver.find_elements(By.ID, "replay") and not driver.find_elements(By.ID, "reconvert")  # type: ignore[attr-defined]
+    assert "(read only)" in find(By.CLASS_NAME, "header__user").text
+    screenshot(driver, "13-read-only")
+    driver.get(f"{server.base_url}/console/messages/{record.id}/replay?mode=redeliver")  # type: ignore[attr-defined]
+    wait_for(driver, "the refusal", lambda d: "not replay them" in d.find_element(By.TAG_NAME, "main").text)
+    screenshot(driver, "14-read-only-refused")
+    [after] = server.stored(message_id)
+    assert after.bundle_version == 2 and after.replays == 1
+
+    if os.environ.get("UPDATE_DOCS_SCREENSHOT"):
+        for artefact, docs_name in DOCS_PAGES.items():
+            shutil.copyfile(ARTIFACTS / f"{artefact}.png", REPO / "docs" / docs_name)
+
+
 def test_a_cross_site_form_cannot_replay(browser: object, server: RunningServer, tmp_path: Path) -> None:
     """A page elsewhere posting to the replay form: the session cookie is SameSite=Strict and the request carries
     no CSRF token, so nothing is replayed (the browser's own Origin header is refused too)."""
@@ -276,7 +378,8 @@ def test_a_cross_site_form_cannot_replay(browser: object, server: RunningServer,
     records = {m.id: m.replays for m in _all_records(server)}
     attacker = tmp_path / "attacker.html"
     attacker.write_text(
-        f'<form method="post" action="{server.base_url}/console/dead-letters/replay">'
+        f'<form method="post" action="{server.base_url}/console/replay">'
+        '<input type="hidden" name="confirmed" value="yes"><input type="hidden" name="record" value="x">'
         '<button id="go" type="submit">Win a prize</button></form>'
     )
     driver.get(attacker.as_uri())  # type: ignore[attr-defined]

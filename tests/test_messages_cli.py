@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from itk_factory import RECIPIENT_DOS, RECIPIENT_ODS, build_request, find, to_bytes
+from itk_factory import NHS_NUMBER, RECIPIENT_DOS, RECIPIENT_ODS, SENDER_ODS, build_request, find, to_bytes
 from server_fixture import nhs111_command
 from test_store import make_message
 from werkzeug.security import check_password_hash
 
 from adaptor.accept import ReceiverService
 from adaptor.cli.commands import main
-from adaptor.cli.messages import parse_since
+from adaptor.cli.messages import LIST_COLUMNS, parse_since
 from adaptor.config import Settings
 from adaptor.delivery.forwarders.folder import FolderForwarder
 from adaptor.delivery.outbox import OutboxWorker
@@ -91,11 +91,19 @@ def one_line_error(result: Result, text: str) -> None:
 # == list ========================================================================================================
 
 
+def rows_of(result: Result) -> list[list[str]]:
+    """The rows of ``messages list`` without its header row (checked)."""
+    header, *rows = [line.split("\t") for line in result.stdout.splitlines()]
+    assert header == list(LIST_COLUMNS)
+    return rows
+
+
 def test_list_shows_every_message_newest_first(filled: Filled) -> None:
     result = run(filled, "messages", "list")
     assert result.exit_code == 0
-    rows = [line.split("\t") for line in result.stdout.splitlines()]
+    rows = rows_of(result)
     assert [row[3] for row in rows] == [filled.pending, filled.dead, filled.delivered]
+    assert {(row[7], row[8], row[9]) for row in rows} == {(NHS_NUMBER, "Synthetic TESTPATIENT", "-")}
     assert [row[1] for row in rows] == ["pending", "dead_letter", "delivered"]
     assert rows[0][4] == filled.pending_tracking
     assert rows[0][5] == "primaryOutofHourRecipientNHS111CDADocument-v2-0"
@@ -106,7 +114,7 @@ def test_list_filters(filled: Filled) -> None:
     def message_ids(*args: str) -> list[str]:
         result = run(filled, "messages", "list", *args)
         assert result.exit_code == 0, result.output
-        return [line.split("\t")[3] for line in result.stdout.splitlines()]
+        return [row[3] for row in rows_of(result)]
 
     assert message_ids("--status", "dead_letter") == [filled.dead]
     assert message_ids("--status", "dead-letter", "--status", "DELIVERED") == [filled.dead, filled.delivered]
@@ -118,6 +126,22 @@ def test_list_filters(filled: Filled) -> None:
     assert message_ids("--since", tomorrow) == []
     assert message_ids("--limit", "1") == [filled.pending]
     assert run(filled, "messages", "list", "--limit", "1").stderr.strip() == "1 of 3 message(s)"
+    everything = [filled.pending, filled.dead, filled.delivered]
+    # The console's search: the patient, the disposition, the parties, the record id's beginning.
+    assert message_ids("--nhs-number", " ".join((NHS_NUMBER[:3], NHS_NUMBER[3:6], NHS_NUMBER[6:]))) == everything
+    assert message_ids("--nhs-number", "9990000000") == []
+    assert message_ids("--name", "testpat") == everything
+    assert message_ids("--name", "synthetic test") == everything
+    assert message_ids("--name", "nobody") == []
+    assert message_ids("--disposition", "dx05") == []  # the minimal document has none
+    assert message_ids("--sender", SENDER_ODS.lower(), "--recipient", RECIPIENT_DOS) == everything
+    assert message_ids("--interaction", "primaryOutofHourRecipientNHS111CDADocument-v2-0") == everything
+    assert message_ids("--interaction", "copyRecipientNHS111CDADocument-v2-0") == []
+    [dead] = filled.store.find_by_message_id(filled.dead)
+    assert message_ids("--record", dead.id[:6]) == [filled.dead]
+    assert message_ids("--search", NHS_NUMBER) == everything
+    assert message_ids("--until", "2000-01-01") == []
+    assert message_ids("--warnings") == []
 
 
 def test_list_and_show_escape_control_characters(filled: Filled, tmp_path: Path) -> None:
@@ -128,8 +152,8 @@ def test_list_and_show_escape_control_characters(filled: Filled, tmp_path: Path)
 
     listed = run(filled, "messages", "list")
     assert listed.exit_code == 0, listed.output
-    rows = [line.split("\t") for line in listed.stdout.splitlines()]
-    assert len(rows) == 4 and all(len(row) == 7 for row in rows)
+    rows = rows_of(listed)
+    assert len(rows) == 4 and all(len(row) == len(LIST_COLUMNS) for row in rows)
     assert rows[0][3] == "M-1\\r\\n2099-01-01T00:00:00Z\\tdelivered\\t1\\tforged\\x85\\u2028\\u202e"
     assert all(line.replace("\t", " ").isprintable() for line in listed.stdout.split("\n"))
 
@@ -143,6 +167,8 @@ def test_list_errors_are_one_line(filled: Filled) -> None:
     one_line_error(run(filled, "messages", "list", "--since", "yesterday"), "--since 'yesterday'")
     one_line_error(run(filled, "messages", "list", "--since", "2024-13-45"), "--since")
     one_line_error(run(filled, "messages", "list", "--status", "lost"), "--status 'lost': not a state")
+    one_line_error(run(filled, "messages", "list", "--until", "later"), "--until 'later'")
+    one_line_error(run(filled, "messages", "list", "--born", "17/10/1942"), "--born '17/10/1942'")
 
 
 def test_parse_since() -> None:
@@ -170,8 +196,11 @@ def test_show_a_dead_letter_with_its_attempts_and_errors(filled: Filled) -> None
         assert fact in text, fact
     assert "Delivery attempts (1):" in text and " failed " in text and "    error: " in text
     assert RECIPIENT_ODS in text and RECIPIENT_DOS in text
-    # By record id: the same.
+    # By record id, or its beginning: the same.
     assert run(filled, "messages", "show", record.id).stdout == text
+    assert run(filled, "messages", "show", record.id[:8]).stdout == text
+    assert f"NHS number:    {NHS_NUMBER}" in text and "Patient:       Synthetic TESTPATIENT" in text
+    assert "Operator actions (0):" in text
 
 
 def test_show_bundle_and_raw(filled: Filled) -> None:

@@ -404,7 +404,7 @@ def test_the_console_and_the_cli_show_who_withdrew_what_when_and_why(receiver: C
     headers = {"Authorization": f"Bearer {TOKEN}"}
 
     page = receiver.client.get(f"/console/messages/{stored.id}", headers=headers).text
-    assert 'id="nullified"' in page and REASON[1] in page and AUTHOR in page and "2007-01-02 12:34:59 UTC" in page
+    assert 'id="nullified"' in page and REASON[1] in page and AUTHOR in page and "2007-01-02 12:34:59 GMT" in page
     assert "withdrawal on its way" in page and 'id="reconvert"' not in page
     receiver.worker.drain()
     page = receiver.client.get(f"/console/messages/{stored.id}", headers=headers).text

@@ -20,7 +20,7 @@ from conftest import REPO
 from itk_factory import HL7, NS, RECIPIENT_DOS, RECIPIENT_ODS, build_request, clinical_document, find, to_bytes
 from lxml import etree
 from server_fixture import RunningServer, corpus_addresses, corpus_requests, nhs111_command, start_server
-from test_console import Console, open_console, sign_in
+from test_console import Console, confirmed, open_console, sign_in
 from test_outbox import Harness, fast_settings
 
 from adaptor.delivery.conversion import bundle_text, convert, convert_message
@@ -216,6 +216,7 @@ def test_reconverting_a_rejected_message_delivers_it_or_says_why_not(tmp_path: P
 # == the console =================================================================================================
 
 
+
 @pytest.fixture
 def console(tmp_path: Path) -> Iterator[Console]:
     running = open_console(tmp_path)
@@ -237,7 +238,7 @@ def test_the_console_shows_a_rejected_message_and_offers_only_reconversion(conso
     assert element in page and 'id="reconvert"' in page and 'id="replay"' not in page
 
     response = client.post(
-        f"/console/messages/{record_id}/replay", data={"csrf_token": csrf, "mode": "reconvert"}
+        f"/console/messages/{record_id}/replay", data=confirmed(csrf, "reconvert")
     )
     assert response.status_code == 303
     assert "Not queued: conversion failed" in client.get(response.headers["Location"]).text
@@ -255,11 +256,11 @@ def test_the_console_redelivers_or_reconverts_a_delivered_message(console: Conso
     csrf = sign_in(client)
     first = console.store.get(record_id)
 
-    client.post(f"/console/messages/{record_id}/replay", data={"csrf_token": csrf, "mode": "redeliver"})
+    client.post(f"/console/messages/{record_id}/replay", data=confirmed(csrf, "redeliver"))
     console.worker.drain()
     assert console.store.get(record_id).bundle == first.bundle
 
-    response = client.post(f"/console/messages/{record_id}/replay", data={"csrf_token": csrf, "mode": "reconvert"})
+    response = client.post(f"/console/messages/{record_id}/replay", data=confirmed(csrf, "reconvert"))
     assert "Reconverted as Bundle version 2" in client.get(response.headers["Location"]).text
     console.worker.drain()
     second = console.store.get(record_id)

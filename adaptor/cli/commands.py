@@ -103,8 +103,9 @@ def replay(message_ids: tuple[str, ...], dead_letters: bool, rejected: bool, rec
     (`nhs111 messages show ID` lists the versions, --bundle-version N prints one). A message rejected at
     acceptance has no Bundle: only --reconvert delivers it. Each gets a full set of attempts; its delivery
     history is kept. A running server or worker delivers it within PEM111_DELIVERY_POLL_SECONDS. A message being
-    delivered at this moment is left alone. Exit status 1 when a MESSAGE_ID is not stored or a reconversion
-    failed.
+    delivered at this moment is left alone. Each replay is recorded in the message's history (`nhs111 messages
+    show`, the console) as made by the user running this command. Exit status 1 when a MESSAGE_ID is not stored
+    or a reconversion failed.
     """
     from adaptor.delivery.replay import CONVERSION_FAILED, redeliver
     from adaptor.delivery.replay import reconvert as reconvert_records
@@ -127,7 +128,11 @@ def replay(message_ids: tuple[str, ...], dead_letters: bool, rejected: bool, rec
             record_ids.update(dict.fromkeys(store.record_ids(Status.DEAD_LETTER)))
         if rejected:
             record_ids.update(dict.fromkeys(store.record_ids(Status.REJECTED)))
-        results = reconvert_records(store, settings, record_ids) if reconvert else redeliver(store, record_ids)
+        operator = f"{_os_user()} (nhs111 replay)"
+        if reconvert:
+            results = reconvert_records(store, settings, record_ids, operator=operator)
+        else:
+            results = redeliver(store, record_ids, operator=operator)
 
     for result in results:
         if result.requeued:
@@ -143,6 +148,16 @@ def replay(message_ids: tuple[str, ...], dead_letters: bool, rejected: bool, rec
     click.echo(f"{requeued} message(s) queued for delivery", err=True)
     if unknown or any(result.skipped and result.skipped.startswith(CONVERSION_FAILED) for result in results):
         sys.exit(1)
+
+
+def _os_user() -> str:
+    """Who runs the command, as each replay's history records it."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name and no passwd entry (some containers)
+        return "unknown"
 
 
 def _one_line(text: str) -> str:

@@ -1,6 +1,7 @@
-"""``nhs111 db upgrade`` and ``nhs111 db current``: the message store's schema (see :mod:`adaptor.store.migrations`).
+"""``nhs111 db upgrade|current|reindex|purge``: the message store's schema (see :mod:`adaptor.store.migrations`),
+its search index and retention (see :mod:`adaptor.store.upkeep`).
 
-Both act on the store named by ``PEM111_DATABASE_URL`` / ``PEM111_DATA_DIR``, the one the servers and workers
+They act on the store named by ``PEM111_DATABASE_URL`` / ``PEM111_DATA_DIR``, the one the servers and workers
 use; ``current`` refuses a SQLite file that is not there rather than create it. Errors are one line with exit
 status 2, never a traceback.
 
@@ -9,10 +10,13 @@ status 2, never a traceback.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import click
 
-from adaptor.cli.support import configured_store, existing_store
-from adaptor.store import migrations
+from adaptor.cli.support import configured_store, existing_store, fail, settings_or_fail
+from adaptor.ops.logs import escape_control
+from adaptor.store import RetentionPolicy, migrations
 
 
 def _describe_state(state: migrations.SchemaState) -> str:
@@ -44,12 +48,18 @@ def upgrade() -> None:
     with configured_store() as store:
         result = store.upgrade_schema()
         url = store.url
+        unindexed = store.unindexed_count() if result.applied else 0
     for step in result.applied:
         click.echo(f"applied step {step.version}: {step.description}")
     before = result.before
     if result.applied:
         was = "empty" if before.empty else f"version {before.number}"
         click.echo(f"{url}: now at schema version {result.after} (was {was})")
+        if unindexed:
+            click.echo(
+                f"{unindexed} stored message(s) are found by their identifiers only until `nhs111 db reindex` "
+                "reads their Bundles into the search index (it can run while the adaptor serves)"
+            )
     elif before.number > migrations.head_version():
         click.echo(f"{url}: at schema version {before.number}, newer than this adaptor's; nothing to do")
     else:
@@ -67,3 +77,66 @@ def current() -> None:
     click.echo(f"schema:   {_describe_state(state)}")
     for step in state.history:
         click.echo(f"  {step.version:>3}  {step.applied_at:%Y-%m-%d %H:%M:%S}Z  {step.description}")
+
+
+@db.command()
+@click.option("--all", "everything", is_flag=True, help="Rebuild every message's index row, not only the missing.")
+def reindex(everything: bool) -> None:
+    """Fill the search index from the stored Bundles: the messages stored before schema version 4 (found by their
+    identifiers only until then), or stored by a replica of an earlier release. In batches, each its own short
+    transaction: safe while the adaptor serves, and to stop and run again."""
+    with existing_store() as store:
+        written = store.reindex(
+            everything=everything,
+            progress=lambda done: click.echo(f"\r{done} message(s) indexed", nl=False, err=True),
+        )
+    if written:
+        click.echo(err=True)
+    click.echo(f"{written} message(s) indexed")
+
+
+def _when(moment: datetime | None) -> str:
+    return "-" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@db.command()
+@click.option("--dry-run/--yes", "dry_run", default=True, help="List what would be purged (the default), or purge it.")
+def purge(dry_run: bool) -> None:
+    """Apply the retention settings: delete delivered messages delivered more than PEM111_RETENTION_DELIVERED_DAYS
+    ago (with their delivery attempts, Bundle versions, index row and replays) and rejections older than
+    PEM111_RETENTION_REJECTIONS_DAYS. Nothing undelivered is ever purged: pending, retrying, held, dead-lettered or
+    rejected messages stay whatever their age.
+
+    By default a dry run: one line per message and per rejection that would be deleted (tab-separated, with a
+    header), and the counts. --yes deletes exactly what the dry run lists at the same moment.
+    """
+    settings = settings_or_fail()
+    policy = RetentionPolicy.from_settings(settings)
+    if policy.keeps_everything:
+        fail("nothing to purge: set PEM111_RETENTION_DELIVERED_DAYS or PEM111_RETENTION_REJECTIONS_DAYS (days)")
+    with existing_store() as store:
+        if not dry_run:
+            result = store.purge(policy)
+            click.echo(f"purged {result.messages} delivered message(s) and {result.rejections} rejection(s)")
+            return
+        messages = rejections = 0
+        if policy.delivered_before is not None:
+            click.echo("kind\trecord id\tMessageID\treceived\tdelivered")
+            for message in store.purgeable_messages(policy):
+                messages += 1
+                cells = ["message", message.record_id, message.message_id, _when(message.received_at)]
+                click.echo("\t".join(map(escape_control, [*cells, _when(message.delivered_at)])))
+        if policy.rejections_before is not None:
+            click.echo("kind\tid\tMessageID\trejected\trule/ErrorCode")
+            for rejection in store.purgeable_rejections(policy):
+                rejections += 1
+                cells = ["rejection", str(rejection.id), rejection.message_id or "-", _when(rejection.rejected_at)]
+                rule = f"{rejection.rule or '-'}/{rejection.error_code}"
+                click.echo("\t".join(map(escape_control, [*cells, rule])))
+    kept = {"delivered messages": policy.delivered_before, "rejections": policy.rejections_before}
+    before = "; ".join(f"{k} before {_when(v)}" for k, v in kept.items() if v is not None)
+    click.echo(
+        f"dry run: would purge {messages} delivered message(s) and {rejections} rejection(s) ({before}); "
+        "`nhs111 db purge --yes` purges them",
+        err=True,
+    )

@@ -16,6 +16,7 @@ import json
 import re
 import sys
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import click
 
@@ -26,6 +27,8 @@ from adaptor.store import (
     BundleVersion,
     DeliveryAttempt,
     MessageQuery,
+    MessageStore,
+    OperatorAction,
     Status,
     StoredMessage,
     StoredNullification,
@@ -33,12 +36,16 @@ from adaptor.store import (
 )
 
 _DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+#: The shortest record id prefix ``messages show`` looks up.
+MIN_RECORD_PREFIX = 4
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
-def parse_since(text: str, now: datetime | None = None) -> datetime:
-    """``--since``: an age (``30m``, ``2h``, ``7d``, ``1w``) or an ISO 8601 date or time (``2024-05-01``,
-    ``2024-05-01T09:30``, with an offset or ``Z``; without one it is UTC). Raises ``ValueError``."""
+def parse_since(text: str, now: datetime | None = None, *, option: str = "--since") -> datetime:
+    """``--since`` (or ``--until``): an age (``30m``, ``2h``, ``7d``, ``1w``) or an ISO 8601 date or time
+    (``2024-05-01``, ``2024-05-01T09:30``, with an offset or ``Z``; without one it is UTC). Raises
+    ``ValueError``."""
     text = text.strip()
     age = _DURATION.match(text.lower())
     if age:
@@ -47,7 +54,7 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise ValueError(
-            f"--since {text!r}: give an age such as 30m, 2h, 7d or a date/time such as 2024-05-01T09:30Z"
+            f"{option} {text!r}: give an age such as 30m, 2h, 7d or a date/time such as 2024-05-01T09:30Z"
         ) from None
     return as_utc(moment)
 
@@ -61,6 +68,21 @@ def messages() -> None:
     """Look at stored messages: their state, delivery attempts and errors (read-only)."""
 
 
+#: The columns of ``nhs111 messages list``, in order (its header row).
+LIST_COLUMNS = (
+    "received",
+    "state",
+    "attempts",
+    "MessageID",
+    "trackingid",
+    "interaction",
+    "record id",
+    "NHS number",
+    "patient",
+    "disposition",
+)
+
+
 @messages.command("list")
 @click.option(
     "--status",
@@ -70,11 +92,25 @@ def messages() -> None:
     help=f"Only messages in this state (repeatable): {', '.join(s.value for s in Status)}.",
 )
 @click.option("--since", metavar="WHEN", help="Only messages received since: an age (30m, 2h, 7d) or an ISO date/time.")
+@click.option("--until", metavar="WHEN", help="Only messages received before: an age or an ISO date/time.")
 @click.option("--tracking-id", metavar="ID", help="Only messages with this trackingid.")
+@click.option("--search", metavar="TEXT", help="As the console's search box: an NHS number, or the beginning of a "
+              "MessageID, trackingid or record id, or an ODS code.")  # fmt: skip
+@click.option("--nhs-number", metavar="NUMBER", help="The patient's NHS number (spaces allowed).")
+@click.option("--name", metavar="NAME", help="The beginning of the patient's family or given name, any case.")
+@click.option("--born", metavar="YYYY-MM-DD", help="The patient's date of birth.")
+@click.option("--postcode", metavar="CODE", help="The patient's postcode, or its beginning.")
+@click.option("--sender", metavar="ODS", help="The sender's ODS code.")
+@click.option("--recipient", metavar="CODE", help="A recipient's ODS code or DoS id.")
+@click.option("--interaction", metavar="ID", help="The interaction, with or without urn:nhs-itk:interaction:.")
+@click.option("--disposition", metavar="DX", help="The disposition: a Dx code (Dx05) or words of its text.")
+@click.option("--warnings", "with_warnings", is_flag=True, help="Only messages converted with warnings.")
+@click.option("--record", "record_prefix", metavar="PREFIX", help="The record id, or its beginning.")
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True, help="At most this many.")
-def list_messages(statuses: tuple[str, ...], since: str | None, tracking_id: str | None, limit: int) -> None:
-    """One line per stored message, newest first: received time, state, attempts, MessageID, trackingid,
-    interaction and record id (tab-separated, so that the output can be cut and sorted). A message its sender
+def list_messages(statuses: tuple[str, ...], since: str | None, until: str | None, limit: int, **filters: Any) -> None:
+    """One line per stored message, newest first, after a header row: received time, state, attempts, MessageID,
+    trackingid, interaction, record id, NHS number, patient and disposition (tab-separated, so that the output
+    can be cut and sorted). The filters are the console's search; each narrows the list. A message its sender
     withdrew whose withdrawal is still on its way shows its delivery state followed by ``(withdrawal)``."""
     known = {s.value: s for s in Status}
     wanted: list[Status] = []
@@ -85,13 +121,19 @@ def list_messages(statuses: tuple[str, ...], since: str | None, tracking_id: str
         wanted.append(status)
     try:
         since_time = parse_since(since) if since is not None else None
+        until_time = parse_since(until, option="--until") if until is not None else None
     except ValueError as exc:
         fail(str(exc))
-    where = MessageQuery(statuses=tuple(wanted), since=since_time, tracking_id=tracking_id)
+    born = filters.pop("born")
+    if born is not None and not _DATE.match(born.strip()):
+        fail(f"--born {born!r}: give a date as YYYY-MM-DD")
+    where = MessageQuery(statuses=tuple(wanted), since=since_time, until=until_time, birth_date=born, **filters)
     with existing_store() as store:
         rows = store.list_messages(where=where, limit=limit)
         total = store.count_messages(where)
+    click.echo("\t".join(LIST_COLUMNS))
     for row in rows:
+        index = row.index
         cells = [
             _when(row.received_at),
             _state(row),
@@ -100,6 +142,9 @@ def list_messages(statuses: tuple[str, ...], since: str | None, tracking_id: str
             row.tracking_id,
             interaction_name(row.interaction),
             row.id,
+            (index.nhs_number if index else None) or "-",
+            (index.patient_name if index else None) or "-",
+            (index.disposition_code if index else None) or "-",
         ]
         click.echo("\t".join(map(escape_control, cells)))
     shown = f"{len(rows)} of {total}" if total > len(rows) else str(total)
@@ -118,7 +163,8 @@ def list_messages(statuses: tuple[str, ...], since: str | None, tracking_id: str
 )
 @click.option("--raw", "what", flag_value="raw", help="Print only the request exactly as received.")
 def show(key: str, what: str | None, bundle_version: int | None) -> None:
-    """Show a stored message: ID is its MessageID or its record id. The envelope facts, the delivery state, the
+    """Show a stored message: ID is its MessageID, its record id or the beginning of its record id (at least
+    4 characters, naming one message). The envelope facts, the patient, the delivery state, the
     versions of its Bundle, every delivery attempt (with the Bundle version it sent) and the errors; or with
     --bundle / --bundle-version N / --raw the Bundle, one version of it, or the request itself.
 
@@ -132,6 +178,8 @@ def show(key: str, what: str | None, bundle_version: int | None) -> None:
     with existing_store() as store:
         record = store.get(key)
         found = [record] if record is not None else store.find_by_message_id(key)
+        if not found and len(key.strip()) >= MIN_RECORD_PREFIX:
+            found = _by_record_prefix(store, key)
         if not found:
             fail(f"no stored message with MessageID or record id {key}")
         if what is not None:
@@ -144,6 +192,7 @@ def show(key: str, what: str | None, bundle_version: int | None) -> None:
                 _print_content(found[0], what)
             return
         histories = {m.id: store.delivery_history(m.id) for m in found}
+        actions = {m.id: store.operator_actions(m.id) for m in found}
         versions = {m.id: store.bundle_versions(m.id) for m in found}
         nullifications = {m.id: store.nullification(m.id) for m in found}
         withdrawn = {m.id: store.withdrawn_by(n) for m in found if (n := nullifications[m.id]) is not None}
@@ -156,6 +205,7 @@ def show(key: str, what: str | None, bundle_version: int | None) -> None:
         nullification = nullifications[message.id]
         if nullification is not None:
             _print_nullification(message, nullification, withdrawn[message.id])
+        _print_actions(actions[message.id])
 
 
 def _state(message: StoredMessage) -> str:
@@ -163,6 +213,24 @@ def _state(message: StoredMessage) -> str:
     if message.nullified is not None and message.status is not Status.NULLIFIED:
         return f"{message.status.value} (withdrawal)"
     return message.status.value
+
+
+def _by_record_prefix(store: MessageStore, prefix: str) -> list[StoredMessage]:
+    """The one message whose record id begins with ``prefix`` (read in full), none, or a one-line failure when
+    the prefix names several."""
+    listed = store.list_messages(where=MessageQuery(record_prefix=prefix), limit=5)
+    if len(listed) > 1:
+        ids = ", ".join(m.id for m in listed[:4]) + (", ..." if len(listed) > 4 else "")
+        fail(f"record id prefix {prefix} names several stored messages ({ids}): give more of it")
+    full = store.get(listed[0].id) if listed else None
+    return [full] if full is not None else []
+
+
+def _print_actions(actions: list[OperatorAction]) -> None:
+    click.echo(f"Operator actions ({len(actions)}):")
+    for action in actions:
+        line = f"  {_when(action.at)}  {action.action:<10} by {action.operator}  ({action.detail})"
+        click.echo(escape_control(line))
 
 
 def _print_content(message: StoredMessage, what: str) -> None:
@@ -205,6 +273,7 @@ def _print_details(message: StoredMessage, history: list[DeliveryAttempt], versi
         ("ODS addresses", ", ".join(message.ods_codes) or "-"),
         ("DoS addresses", ", ".join(message.dos_ids) or "-"),
         ("Received", _when(message.received_at)),
+        *_patient_fields(message),
         ("State", message.status.value),
         ("Attempts", str(message.attempts)),
     ]
@@ -274,6 +343,20 @@ def _print_nullification(
         note = "" if by is None or by.record_id == message.id else f", withdrawn before by record {by.record_id}"
         line = f"  {original.message_id}  record {original.id}  {_state(original)}{note}"
         click.echo(escape_control(line))
+def _patient_fields(message: StoredMessage) -> list[tuple[str, str]]:
+    """What the search index holds of the patient and the referral, as ``show`` prints it."""
+    index = message.index
+    if index is None or not index.complete:
+        return [("Patient", "not indexed yet (`nhs111 db reindex`)")]
+    fields = [
+        ("Patient", index.patient_name or "-"),
+        ("NHS number", index.nhs_number or "-"),
+        ("Born", index.birth_date or "-"),
+        ("Disposition", " ".join(filter(None, (index.disposition_code, index.disposition))) or "-"),
+        ("Service", index.receiving_service or "-"),
+    ]
+    fields += [("Warning", warning) for warning in index.warnings]
+    return fields
 
 
 def _print_versions(versions: list[BundleVersion]) -> None:

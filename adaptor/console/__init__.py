@@ -4,7 +4,10 @@ Served by ``nhs111 serve`` from the same Flask application as the WSDL and the h
 credential is configured (``PEM111_CONSOLE_USERS`` or ``PEM111_CONSOLE_TOKEN``); otherwise ``/console`` is a 404.
 
 * :mod:`.access`: the blueprint, and what every request passes (sign-in, CSRF, headers, errors, the access log).
-* :mod:`.views`: the pages and forms (messages, rejections, replay).
+* :mod:`.views`: the pages (the message list and its search, a message, a Bundle version, rejections).
+* :mod:`.search`: the search, read from a query string (the list's and the API's).
+* :mod:`.replay`: replay, one message or a selection, always through a page that says what will happen.
+* :mod:`.api`: the JSON API under ``/console/api``, and its OpenAPI document (:mod:`.openapi`).
 * :mod:`.state`: what one application's console works with, kept in ``app.extensions``.
 * :mod:`.auth`: credentials, the sign-in throttle, CSRF and origin checks.
 * :mod:`.cda_text`: a stored request's CDA sections as plain text.
@@ -23,10 +26,10 @@ from flask import Flask, has_request_context, request
 from flask.sessions import SecureCookieSessionInterface
 
 from adaptor.config import Settings
-from adaptor.console.access import URL_PREFIX
+from adaptor.console import api, replay, views  # noqa: F401  (importing them adds their routes to the blueprint)
+from adaptor.console.access import URL_PREFIX, blueprint
 from adaptor.console.auth import Credentials, LoginThrottle, SignedOutSessions
 from adaptor.console.state import ConsoleState
-from adaptor.console.views import blueprint
 from adaptor.store import MessageStore
 
 __all__ = ["URL_PREFIX", "install_console"]

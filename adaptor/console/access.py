@@ -16,8 +16,9 @@ import math
 import time
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from flask import Blueprint, Response, flash, g, redirect, render_template, request, session, url_for
+from flask import Blueprint, Response, abort, flash, g, jsonify, redirect, render_template, request, session, url_for
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -40,6 +41,12 @@ log = logging.getLogger("adaptor.console")
 access_log = logging.getLogger("adaptor.console.access")
 
 URL_PREFIX = "/console"
+#: The JSON API's routes (:mod:`adaptor.console.api`).
+API_PREFIX = f"{URL_PREFIX}/api/"
+#: The header a session-authenticated API call carries its CSRF token in.
+CSRF_HEADER = "X-CSRF-Token"
+#: Console times are shown in the operators' time, with UTC beside.
+LOCAL_TIME = ZoneInfo("Europe/London")
 #: Console forms are a few fields: a bigger body is refused before it is parsed.
 MAX_FORM_BYTES = 64 * 1024
 
@@ -47,18 +54,17 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'"
 )
 
-STATUS_LABELS = {
-    Status.PENDING: "Pending",
-    Status.DELIVERING: "Delivering",
-    Status.RETRYING: "Retrying",
-    Status.HELD: "Held",
-    Status.DELIVERED: "Delivered",
-    Status.DEAD_LETTER: "Dead letter",
-    Status.REJECTED: "Rejected",
-    Status.NULLIFIED: "Nullified",
-    Status.NULLIFICATION: "Nullification",
-    Status.UNMATCHED: "Nullification unmatched",
-}
+#: States whose value alone does not say enough to an operator.
+_NAMED = {Status.UNMATCHED: "Nullification unmatched"}
+
+
+def status_label(status: Status) -> str:
+    """A state as the console names it: its value in words (``dead_letter``: "Dead letter"), so that a state
+    added to :class:`~adaptor.store.Status` shows in the tabs and filters without a change here."""
+    return _NAMED.get(status) or status.value.replace("_", " ").capitalize()
+
+
+STATUS_LABELS = {status: status_label(status) for status in Status}
 
 _LOGIN_ERROR = "The user name or password is not right."
 #: The session keys a sign-in sets (besides the CSRF token, which a signed-out session keeps for the login form).
@@ -104,6 +110,8 @@ def authenticate() -> BaseResponse | None:
             "and try again.",
         )
     if g.identity is None and request.endpoint != "console.login":
+        if is_api_request():
+            return _error_page(401, "Not signed in", "Send the console token as a bearer token, or sign in.")
         return see_other("console.login")
     return None
 
@@ -134,7 +142,7 @@ def _session_identity() -> Identity | None:
     ):
         return None
     console = console_state()
-    identity = Identity(user, kind)
+    identity = console.credentials.identity(user, kind)
     fresh = isinstance(signed_in_at, (int, float)) and 0 <= time.time() - signed_in_at < console.session_seconds
     if fresh and session_id not in console.signed_out and console.credentials.still_valid(identity, fingerprint):
         return identity
@@ -144,7 +152,15 @@ def _session_identity() -> Identity | None:
 
 
 def _post_allowed() -> bool:
-    return same_origin(request) and csrf_matches(session.get("csrf"), request.form.get("csrf_token"))
+    """A POST made with the session cookie: from this console, and carrying the session's CSRF token (a form
+    field; for the API, the ``X-CSRF-Token`` header, which no cross-site form can set)."""
+    sent = request.headers.get(CSRF_HEADER) if is_api_request() else request.form.get("csrf_token")
+    return same_origin(request) and csrf_matches(session.get("csrf"), sent)
+
+
+def is_api_request() -> bool:
+    """Whether this request is for the JSON API (answered in JSON, errors included)."""
+    return request.path.startswith(API_PREFIX)
 
 
 @blueprint.after_request
@@ -162,7 +178,6 @@ def finish(response: Response) -> Response:
     return response
 
 
-@blueprint.errorhandler(Exception)
 def failed(error: Exception) -> Response:
     if isinstance(error, HTTPException):
         code = error.code or 500
@@ -172,6 +187,13 @@ def failed(error: Exception) -> Response:
         return _error_page(503, "Message store unavailable", "The message store cannot be read. Try again.")
     error_id = log_internal_error(log, "console: internal error", error)
     return _error_page(500, "Something went wrong", f"The error was logged with id {error_id}.")
+
+
+# Flask looks for a handler of the status code (the site's, for 404 and 405) before one of the class: the console's
+# own are registered by code too, so that its errors are its own pages (and the API's are JSON).
+blueprint.register_error_handler(Exception, failed)
+for _code in (400, 401, 403, 404, 405, 413, 429):
+    blueprint.register_error_handler(_code, failed)
 
 
 # -- what every template may use -------------------------------------------------------------------------------
@@ -189,9 +211,11 @@ def csrf_token() -> str:
 
 @blueprint.context_processor
 def page_globals() -> dict[str, Any]:
+    identity: Identity | None = g.get("identity")
     return {
-        "identity": g.get("identity"),
+        "identity": identity,
         "bearer": g.get("bearer", False),
+        "may_replay": identity is not None and identity.may_replay,
         "status_labels": STATUS_LABELS,
         "statuses": list(Status),
     }
@@ -199,6 +223,32 @@ def page_globals() -> dict[str, Any]:
 
 @blueprint.app_template_filter("when")
 def when(value: datetime | None) -> str:
+    """A time in Europe/London (GMT or BST, said), with UTC beside when they differ."""
+    if value is None:
+        return ""
+    local = value.astimezone(LOCAL_TIME)
+    utc = value.astimezone(UTC)
+    shown = local.strftime("%Y-%m-%d %H:%M:%S %Z")
+    return shown if local.utcoffset() == utc.utcoffset() else f"{shown} ({utc:%H:%M} UTC)"
+
+
+@blueprint.app_template_filter("nhs_number")
+def nhs_number(value: str) -> str:
+    """An NHS number as it is written: ``999 000 1235``."""
+    return f"{value[:3]} {value[3:6]} {value[6:]}" if len(value) == 10 and value.isdigit() else value
+
+
+@blueprint.app_template_filter("birth_date")
+def birth_date(value: str) -> str:
+    """A date of birth as ``17-Oct-1942`` (the NHS's way, which no reader takes for a US date)."""
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").strftime("%d-%b-%Y")
+    except ValueError:
+        return value
+
+
+@blueprint.app_template_filter("when_utc")
+def when_utc(value: datetime | None) -> str:
     return "" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
@@ -284,7 +334,18 @@ def _refused_while_throttled() -> Response | None:
 
 
 def _error_page(code: int, title: str, text: str) -> Response:
+    if is_api_request():
+        response = jsonify(error=title, detail=text)
+        response.status_code = code
+        return response
     return _page(code, "error.html", code=code, title=title, text=text)
+
+
+def require_replay() -> None:
+    """Refuse (403) an operator who may only read (``PEM111_CONSOLE_READ_ONLY_USERS``)."""
+    identity: Identity | None = g.get("identity")
+    if identity is None or not identity.may_replay:
+        abort(403, description="Your console role may look at messages but not replay them.")
 
 
 def _page(status: int, template: str, **context: Any) -> Response:

@@ -39,6 +39,8 @@ class Identity:
 
     user: str
     kind: str  # "password" or "token"
+    #: Whether the operator may replay messages; a user of ``PEM111_CONSOLE_READ_ONLY_USERS`` may only read.
+    may_replay: bool = True
 
 
 class Credentials:
@@ -46,6 +48,7 @@ class Credentials:
 
     def __init__(self, settings: Settings, secret_key: str) -> None:
         self._users = dict(settings.console_users)
+        self._read_only = frozenset(settings.console_read_only_users)
         self._token = settings.console_token
         self._key = secret_key.encode("utf-8")
         # Checked against when the user is unknown, so that an unknown name costs as much as a wrong password
@@ -69,7 +72,12 @@ class Credentials:
             return None
         if not check_password_hash(password_hash, password):
             return None
-        return Identity(user, "password")
+        return self.identity(user, "password")
+
+    def identity(self, user: str, kind: str) -> Identity:
+        """The identity of a ``kind`` sign-in as ``user``, with the role configured now (so a change of role
+        takes effect on the next request, not the next sign-in)."""
+        return Identity(user, kind, may_replay=kind == "token" or user not in self._read_only)
 
     def check_token(self, token: str) -> Identity | None:
         """The token identity when ``token`` is the configured one (compared in constant time)."""

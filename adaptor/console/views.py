@@ -1,41 +1,38 @@
-"""The console's pages and forms: server-rendered, usable without JavaScript.
+"""The console's pages: server-rendered, usable without JavaScript.
 
-Data flows one way: pages read the store; the replay forms queue messages again, redelivering the stored Bundle
-or reconverting the request into a new Bundle version (:mod:`adaptor.delivery.replay`, as ``nhs111 replay``), and
-wake the outbox workers. Nothing else here converts, delivers or edits a message (the Bundle preview of a message
-without one is converted for display only).
+Pages read the store: the message list and its search (:mod:`.search`), a message with its patient banner and
+downloads, a Bundle version, the rejections. The replay pages and forms are in :mod:`.replay`, the JSON API in
+:mod:`.api`. Nothing here converts, delivers or edits a message (the Bundle preview of a message without one is
+converted for display only).
 
 Each view is a route on :data:`adaptor.console.access.blueprint`, which signs requests in and checks them before
-any view runs. Importing this module adds the routes, so :mod:`adaptor.console` registers the blueprint from here.
+any view runs. Importing this module adds the routes (:mod:`adaptor.console` imports it, and :mod:`.replay` and
+:mod:`.api`, before it registers the blueprint).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
 from typing import Any
 
-from flask import abort, flash, render_template, request
+from flask import Response, abort, render_template, request
+from lxml import etree
 from werkzeug.wrappers import Response as BaseResponse
 
-from adaptor.console.access import STATUS_LABELS, blueprint, see_other, signed_in_user
+from adaptor.console.access import blueprint, see_other
 from adaptor.console.cda_text import readable_document
+from adaptor.console.search import Search, SearchError, read_search
 from adaptor.console.state import console_state
-from adaptor.delivery.conversion import ConversionError, convert
-from adaptor.delivery.replay import reconvert, redeliver
+from adaptor.delivery.conversion import ConversionError, convert, read_request
 from adaptor.store import MessageQuery, Status, StoredMessage, StoredNullification, versions_not_kept
 
 #: The console blueprint, with these routes added to those of :mod:`.access`.
 __all__ = ["blueprint"]
 
-log = logging.getLogger("adaptor.console")
-
 PAGE_SIZE = 25
 RECENT_REJECTIONS = 5
-#: The longest search text used (MessageIDs and trackingids are UUIDs; ODS codes are shorter still).
-MAX_SEARCH = 200
 
 
 # -- pages -----------------------------------------------------------------------------------------------------
@@ -47,39 +44,43 @@ def home() -> BaseResponse:
 
 
 @blueprint.get("/messages")
-def messages() -> str:
+def messages() -> Response:
     store = console_state().store
-    status_value = request.args.get("status", "")
-    status = Status(status_value) if status_value in {s.value for s in Status} else None
-    search = request.args.get("q", "").strip()[:MAX_SEARCH]
-    where = MessageQuery(statuses=(status,) if status else (), search=search or None)
-    total = store.count_messages(where)
-    page, pages = _page_of(total)
-    rows = store.list_messages(where=where, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
-    counts = store.count_by_status()
+    problem = None
+    try:
+        search = read_search(request.args)
+    except SearchError as exc:
+        search, problem = Search(MessageQuery()), str(exc)
+    counts = store.count_by_status_matching(search.query)  # the state tabs follow the search
+    total = sum(counts[s] for s in search.statuses) if search.statuses else sum(counts.values())
+    page, pages = page_of(total)
+    rows = store.list_messages(where=search.query, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+    overall = store.count_by_status() if search.narrowed else counts
     rejected = store.count_rejections()  # every fault answered, E3 (a stored rejected message) included
-    stored = sum(counts.values())
-    accepted = stored - counts[Status.REJECTED]
+    stored = sum(overall.values())
+    accepted = stored - overall[Status.REJECTED]
     counters = {
         "received": accepted + rejected,
         "stored": stored,
         "accepted": accepted,
         "rejected": rejected,
-        "delivered": counts[Status.DELIVERED],
-        "dead_letter": counts[Status.DEAD_LETTER],
+        "delivered": overall[Status.DELIVERED],
+        "dead_letter": overall[Status.DEAD_LETTER],
     }
-    return render_template(
+    page_html = render_template(
         "messages.html",
         rows=rows,
         total=total,
         page=page,
         pages=pages,
-        status=status,
         search=search,
+        problem=problem,
         counts=counts,
+        matching=sum(counts.values()),
         counters=counters,
         rejections=store.list_rejections(limit=RECENT_REJECTIONS),
     )
+    return Response(page_html, status=400 if problem else 200)
 
 
 @blueprint.get("/messages/<key>")
@@ -94,16 +95,47 @@ def message(key: str) -> BaseResponse | str:
     return render_template(
         "message.html",
         message=record,
+        index=record.index,
         history=store.delivery_history(record.id),
+        actions=store.operator_actions(record.id),
         document=readable_document(record.raw or b""),
         bundle=_bundle_view(record, nullification),
         versions=versions,
         kept_versions={v.version for v in versions},
         lost_versions=versions_not_kept(versions),
-        actions=_replay_actions(record),
+        replay_modes=_replay_actions(record),
         nullification=nullification,
         withdrawn=store.withdrawn_by(nullification) if nullification is not None else [],
     )
+
+
+@blueprint.get("/messages/<record_id>/request.xml")
+def download_request(record_id: str) -> Response:
+    """The request exactly as received."""
+    record = record_or_404(record_id)
+    return _download(record.raw or b"", "application/xml", f"{record.id}-request.xml")
+
+
+@blueprint.get("/messages/<record_id>/cda.xml")
+def download_cda(record_id: str) -> Response:
+    """The ClinicalDocument the Bundle was made from (the newest of a repeat caller's set), as XML."""
+    record = record_or_404(record_id)
+    try:
+        document, _ = read_request(record.raw or b"")
+    except ConversionError as exc:
+        abort(404, description=f"The request's clinical document cannot be read: {exc}")
+    xml = etree.tostring(document, xml_declaration=True, encoding="UTF-8")
+    return _download(xml, "application/xml", f"{record.id}-cda.xml")
+
+
+@blueprint.get("/messages/<record_id>/bundle.json")
+def download_bundle(record_id: str) -> Response:
+    """The current Bundle exactly as stored and delivered."""
+    record = record_or_404(record_id)
+    if record.bundle is None:
+        abort(404, description="This message has no Bundle (it was rejected, or stored before Bundles were kept).")
+    filename = f"{record.id}-bundle-v{record.bundle_version}.json"
+    return _download(record.bundle.encode("utf-8"), "application/fhir+json", filename)
 
 
 @blueprint.get("/messages/<record_id>/bundles/<int:version>")
@@ -112,9 +144,7 @@ def bundle_version(record_id: str, version: int) -> str:
     stored and delivered (shown pretty-printed, with the size and SHA-256 of the bytes sent), and the attempts
     that sent it."""
     store = console_state().store
-    record = store.get(record_id)
-    if record is None:
-        abort(404, description="No stored message has this record id.")
+    record = record_or_404(record_id)
     chosen = next((v for v in store.bundle_versions(record_id) if v.version == version), None)
     if chosen is None:
         abort(404, description="This message has no kept Bundle of this version.")
@@ -132,64 +162,26 @@ def bundle_version(record_id: str, version: int) -> str:
 def rejections() -> str:
     store = console_state().store
     total = store.count_rejections()
-    page, pages = _page_of(total)
+    page, pages = page_of(total)
     rows = store.list_rejections(limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
     return render_template("rejections.html", rows=rows, total=total, page=page, pages=pages)
 
 
-# -- actions ---------------------------------------------------------------------------------------------------
-
-
-@blueprint.post("/messages/<record_id>/replay")
-def replay_message(record_id: str) -> BaseResponse:
-    console = console_state()
-    mode = request.form.get("mode", "redeliver")
-    if mode not in ("redeliver", "reconvert"):
-        abort(400, description="Replay is redeliver or reconvert.")
-    if mode == "reconvert":
-        results = reconvert(console.store, console.settings, [record_id])
-    else:
-        results = redeliver(console.store, [record_id])
-    if not results:
-        abort(404, description="No stored message has this record id.")
-    [result] = results
-    if result.requeued:
-        log.info(
-            "console: message replayed",
-            extra={
-                "user": signed_in_user(),
-                "record_id": record_id,
-                "message_id": result.message_id,
-                "previous_status": result.previous.value,
-                "mode": mode,
-                "bundle_version": result.bundle_version,
-            },
-        )
-        console.wake()
-        previous = STATUS_LABELS[result.previous].lower()
-        if mode == "reconvert":
-            what = f"Reconverted as Bundle version {result.bundle_version} and queued for delivery (it was {previous})."
-        else:
-            what = f"Queued for delivery again (it was {previous}), with the same Bundle."
-        flash(what, "success")
-    else:
-        flash(f"Not queued: {result.skipped or 'the message is being delivered right now'}.", "error")
-    return see_other("console.message", key=record_id)
-
-
-@blueprint.post("/dead-letters/replay")
-def replay_dead_letters() -> BaseResponse:
-    console = console_state()
-    results = redeliver(console.store, console.store.record_ids(Status.DEAD_LETTER))
-    queued = sum(1 for result in results if result.requeued)
-    log.info("console: dead-lettered messages replayed", extra={"user": signed_in_user(), "count": queued})
-    if queued:
-        console.wake()
-    flash(f"{queued} dead-lettered message(s) queued for delivery again.", "success" if queued else "info")
-    return see_other("console.messages")
-
-
 # -- helpers ---------------------------------------------------------------------------------------------------
+
+
+def record_or_404(record_id: str) -> StoredMessage:
+    """The record with this id (in full); 404 when there is none."""
+    record = console_state().store.get(record_id)
+    if record is None:
+        abort(404, description="No stored message has this record id.")
+    return record
+
+
+def _download(body: bytes, mimetype: str, filename: str) -> Response:
+    response = Response(body, mimetype=mimetype)
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
 
 
 def _find(key: str) -> list[StoredMessage]:
@@ -249,7 +241,7 @@ def _pretty(document: Any) -> str:
     return json.dumps(document, indent=2, ensure_ascii=False)
 
 
-def _page_of(total: int) -> tuple[int, int]:
+def page_of(total: int) -> tuple[int, int]:
     """The page asked for (``?page=``, 1 when absent or not a number, at most the last), and how many pages
     ``total`` rows fill."""
     pages = max(1, math.ceil(total / PAGE_SIZE))

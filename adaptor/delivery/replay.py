@@ -24,6 +24,8 @@ from adaptor.config import Settings
 from adaptor.delivery.conversion import ConversionError, bundle_text, convert
 from adaptor.itk.wire import utc_now
 from adaptor.store import MessageStore, ReplayResult, replay_refusal
+from adaptor.store.claims import UNKNOWN_OPERATOR
+from adaptor.store.index import bundle_facts
 
 log = logging.getLogger("adaptor.replay")
 
@@ -31,16 +33,22 @@ log = logging.getLogger("adaptor.replay")
 CONVERSION_FAILED = "conversion failed"
 
 
-def redeliver(store: MessageStore, record_ids: Iterable[str]) -> list[ReplayResult]:
-    """Queue each record again with its stored Bundle (:meth:`MessageStore.replay`). Unknown ids are skipped."""
-    return store.replay(record_ids)
+def redeliver(
+    store: MessageStore, record_ids: Iterable[str], *, operator: str = UNKNOWN_OPERATOR
+) -> list[ReplayResult]:
+    """Queue each record again with its stored Bundle (:meth:`MessageStore.replay`), recorded in its history as
+    the ``operator``'s. Unknown ids are skipped."""
+    return store.replay(record_ids, operator=operator)
 
 
-def reconvert(store: MessageStore, settings: Settings, record_ids: Iterable[str]) -> list[ReplayResult]:
+def reconvert(
+    store: MessageStore, settings: Settings, record_ids: Iterable[str], *, operator: str = UNKNOWN_OPERATOR
+) -> list[ReplayResult]:
     """Convert each record's stored request again and queue it as a new Bundle version, keeping the one it
-    replaces. A record that still cannot be converted is left as it was, with the reason in its result, and so
-    is a nullification or a message its sender withdrew (converting it again would undo the withdrawal), without
-    being converted. Unknown ids are skipped."""
+    replaces (its search index takes the new Bundle's facts); recorded in its history as the ``operator``'s. A
+    record that still cannot be converted is left as it was, with the reason in its result, and so is a
+    nullification or a message its sender withdrew (converting it again would undo the withdrawal), without being
+    converted. Unknown ids are skipped."""
     results: list[ReplayResult] = []
     for record_id in record_ids:
         stored = store.get(record_id)
@@ -63,7 +71,9 @@ def reconvert(store: MessageStore, settings: Settings, record_ids: Iterable[str]
                 ReplayResult(record_id, stored.message_id, stored.status, False, stored.bundle_version, skipped)
             )
             continue
-        result = store.replay_reconverted(record_id, bundle_text(bundle), converted_at)
+        result = store.replay_reconverted(
+            record_id, bundle_text(bundle), converted_at, facts=bundle_facts(bundle), operator=operator
+        )
         if result is None:
             continue
         if result.requeued:

@@ -36,13 +36,21 @@ Seven tables:
     (which nullification, when, and the Bundle version that withdraws it at the receiver's system): see
     :mod:`~adaptor.store.nullifying`. Messages keep the identifiers of their document
     (``messages.document_*``) so that a nullification finds them.
+``message_index``
+    One row per message: what operators search by (the patient, the disposition, the parties, the document's
+    time, the conversion's warnings), read from the Bundle when the message is stored (:mod:`.index`).
+``operator_actions``
+    One row per operator's replay of a message: who, when, how.
 
 ``rejections``
     One row per request answered with a fault: when, the rule, ErrorCode, ErrorText, the error id, and the
     request's MessageID, trackingid and sender ODS code when they could be read. Never the request body nor any
     patient data: it exists so that operators can count refusals and see why senders were refused.
 
-Nothing is ever deleted. Claims are conditional ``UPDATE``\\s checked by row count, so two workers (threads,
+Nothing is deleted but by retention (``nhs111 db purge``, :mod:`.upkeep`), which deletes only delivered
+messages and rejections older than its settings allow, and only when they are set.
+
+Claims are conditional ``UPDATE``\\s checked by row count, so two workers (threads,
 processes, or replicas sharing a database) can never both own a message; a lease with an owner and an expiry
 lets another worker take over the message of a worker that died. On PostgreSQL the outbox worker's claim first
 locks the row it takes (``SELECT ... FOR UPDATE SKIP LOCKED``), so concurrent workers pass each other instead of
@@ -54,10 +62,11 @@ Every database failure surfaces as :class:`StoreError`; on the request path it i
 The package, by concern: :mod:`~adaptor.store.records` (states, errors, the records handed out),
 :mod:`~adaptor.store.schema` (the tables), :mod:`~adaptor.store.statements` (the SQL built once),
 :mod:`~adaptor.store.engine` (connections, opening, schema checks, transactions), then :class:`MessageStore`'s
-four parts: :mod:`~adaptor.store.accepting` (the request path), :mod:`~adaptor.store.nullifying` (storing a
+five parts: :mod:`~adaptor.store.accepting` (the request path), :mod:`~adaptor.store.nullifying` (storing a
 nullification and withdrawing what it names), :mod:`~adaptor.store.claims` (the outbox: claims, attempts,
-replays) and :mod:`~adaptor.store.queries` (reads and rejections); and
-:mod:`~adaptor.store.migrations` (schema versions).
+replays), :mod:`~adaptor.store.queries` (reads, searches and rejections) and :mod:`~adaptor.store.upkeep` (the
+search index filled again, retention's purges); :mod:`~adaptor.store.index` (what the search index keeps of a
+message); and :mod:`~adaptor.store.migrations` (schema versions).
 """
 
 from __future__ import annotations
@@ -80,9 +89,11 @@ from adaptor.store.records import (
     Claim,
     DeliveryAttempt,
     Effect,
+    IndexEntry,
     MessageQuery,
     NullificationStored,
     Nullified,
+    OperatorAction,
     Original,
     Redelivery,
     Rejection,
@@ -98,14 +109,17 @@ from adaptor.store.records import (
 from adaptor.store.schema import (
     bundle_versions,
     delivery_attempts,
+    message_index,
     messages,
     metadata,
     nullifications,
     nullified_messages,
+    operator_actions,
     outbox,
     rejections,
 )
 from adaptor.store.statements import CLAIM_CANDIDATES, CLAIM_ROUNDS
+from adaptor.store.upkeep import PurgeResult, RetentionPolicy, RetentionSchedule, Upkeep
 
 __all__ = [
     "CLAIM_CANDIDATES",
@@ -120,14 +134,19 @@ __all__ = [
     "Claim",
     "DeliveryAttempt",
     "Effect",
+    "IndexEntry",
     "MessageQuery",
     "MessageStore",
     "Nullified",
     "NullificationStored",
+    "OperatorAction",
     "Original",
+    "PurgeResult",
     "Redelivery",
     "Rejection",
     "ReplayResult",
+    "RetentionPolicy",
+    "RetentionSchedule",
     "SchemaVersionError",
     "Status",
     "StoreError",
@@ -137,11 +156,13 @@ __all__ = [
     "WithdrawalMaker",
     "bundle_versions",
     "delivery_attempts",
+    "message_index",
     "messages",
     "metadata",
     "migrations",
     "nullifications",
     "nullified_messages",
+    "operator_actions",
     "outbox",
     "rejections",
     "replay_refusal",
@@ -151,9 +172,10 @@ __all__ = [
 ]
 
 
-class MessageStore(Nullifying, Claims, Queries):
-    """The ``messages``, ``outbox``, ``delivery_attempts``, ``bundle_versions``, ``nullifications``,
-    ``nullified_messages`` and ``rejections`` tables behind a small, thread-safe API.
+class MessageStore(Nullifying, Claims, Queries, Upkeep):
+    """The ``messages``, ``outbox``, ``delivery_attempts``, ``bundle_versions``, ``message_index``,
+    ``operator_actions``, ``nullifications``, ``nullified_messages`` and ``rejections`` tables behind a small,
+    thread-safe API.
 
     Safe to share between request and worker threads: each call checks a connection out of the engine's pool
     and commits before returning. :meth:`open` (also run by the first call) creates the schema in an empty

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,16 +21,19 @@ from adaptor.itk.documents import DocumentKeys
 from adaptor.itk.message import ItkMessage
 from adaptor.itk.wire import utc_now
 from adaptor.store.engine import StoreEngine
+from adaptor.store.index import BUNDLE_COLUMNS, envelope_facts, index_row
 from adaptor.store.records import Accepted, Status, StoreError, without_nul
 from adaptor.store.schema import messages, outbox
 from adaptor.store.statements import (
     _FIND_IDENTITY,
     _FIND_NULLIFICATIONS,
+    _INSERT_INDEX,
     _INSERT_MESSAGE,
     _INSERT_NULLIFIED,
     _INSERT_OUTBOX,
     _LOCK_DOCUMENT,
     _MARK_MATCHED,
+    _SET_INDEX_FACTS,
     _STATE_OF,
     _queue_values,
     document_lock_key,
@@ -43,6 +47,12 @@ _NULLIFIED_ON_ARRIVAL = {
     "lease_expires_at": None,
     "synchronous": 0,
 }
+
+
+def update_index_facts(conn: Connection, record_id: str, facts: Mapping[str, Any]) -> None:
+    """A message's new Bundle (a reconversion, or a rejected message's resend that converts now): its index row
+    takes the Bundle's ``facts``; its identifiers and warnings stay."""
+    conn.execute(_SET_INDEX_FACTS, {"b_record_id": record_id, **{f"b_{c}": facts.get(c) for c in BUNDLE_COLUMNS}})
 
 
 class Accepting(StoreEngine):
@@ -59,6 +69,7 @@ class Accepting(StoreEngine):
         claim_for: str | None = None,
         lease_seconds: float = 0,
         document: DocumentKeys | None = None,
+        facts: Mapping[str, Any] | None = None,
     ) -> tuple[str, bool]:
         """:meth:`accept_message`, returning ``(record_id, is_new)``."""
         accepted = self.accept_message(
@@ -70,6 +81,7 @@ class Accepting(StoreEngine):
             claim_for=claim_for,
             lease_seconds=lease_seconds,
             document=document,
+            facts=facts,
         )
         return accepted.record_id, accepted.is_new
 
@@ -84,11 +96,14 @@ class Accepting(StoreEngine):
         claim_for: str | None = None,
         lease_seconds: float = 0,
         document: DocumentKeys | None = None,
+        facts: Mapping[str, Any] | None = None,
     ) -> Accepted:
         """Record ``message``, the request bytes ``raw`` and the ``bundle`` converted from them at
         ``converted_at`` (default: now) as version 1, in one transaction, committed on return. (The request path
         always passes a Bundle; without one the message is stored as an adaptor before schema version 2 stored
-        it, and its first delivery attempt converts it.)
+        it, and its first delivery attempt converts it.) Its search index row is written in the same
+        transaction: the envelope's identifiers, the Bundle's ``facts``
+        (:func:`adaptor.store.index.bundle_facts`) and the message's warnings.
 
         ``record_id`` is the id to give it (the one its Bundle's ids were drawn from; a new one by default). The
         message is queued (``pending``) for the outbox workers; with ``claim_for`` it is instead stored already
@@ -117,7 +132,7 @@ class Accepting(StoreEngine):
         bundle_values: dict[str, Any] = {"bundle": None, "bundle_version": None, "converted_at": None}
         if bundle is not None:
             bundle_values = {"bundle": bundle, "bundle_version": 1, "converted_at": converted_at or now}
-        return self._insert(message, raw, record_id, now, bundle_values, outbox_row, document)
+        return self._insert(message, raw, record_id, now, bundle_values, outbox_row, document, facts)
 
     def reject(
         self,
@@ -137,7 +152,7 @@ class Accepting(StoreEngine):
         """
         outbox_row = {"state": Status.REJECTED.value, "last_error": without_nul(reason)}
         no_bundle = {"bundle": None, "bundle_version": None, "converted_at": None}
-        accepted = self._insert(message, raw, record_id, utc_now(), no_bundle, outbox_row, document)
+        accepted = self._insert(message, raw, record_id, utc_now(), no_bundle, outbox_row, document, None)
         return accepted.record_id, accepted.is_new
 
     def _insert(
@@ -148,7 +163,8 @@ class Accepting(StoreEngine):
         now: datetime,
         bundle_values: dict[str, Any],
         outbox_values: dict[str, Any],
-        document: DocumentKeys | None = None,
+        document: DocumentKeys | None,
+        facts: Mapping[str, Any] | None,
     ) -> Accepted:
         record_id = record_id or str(uuid.uuid4())
         message_row = self._message_row(message, raw, record_id, now, bundle_values, document)
@@ -169,6 +185,15 @@ class Accepting(StoreEngine):
                 if nullified_by is not None:
                     values = {"record_id": record_id, "nullification_id": nullified_by, "nullified_at": now}
                     conn.execute(_INSERT_NULLIFIED, {**values, "withdrawal_version": None})
+                envelope = envelope_facts(
+                    record_id=record_id,
+                    message_id=message.message_id,
+                    tracking_id=message.tracking_id,
+                    sender=message.sender,
+                    ods_codes=message.ods_codes,
+                    dos_ids=message.dos_ids,
+                )
+                conn.execute(_INSERT_INDEX, index_row(envelope, now, facts, message.warnings))
             return Accepted(record_id, True, nullified_by)
         except StoreError as exc:
             if not isinstance(exc.__cause__, IntegrityError):
@@ -244,11 +269,19 @@ class Accepting(StoreEngine):
             raise StoreError(f"no stored message with id {record_id}")
         return Status(state)
 
-    def adopt_bundle(self, record_id: str, bundle: str, converted_at: datetime, *, for_sender: bool = False) -> bool:
+    def adopt_bundle(
+        self,
+        record_id: str,
+        bundle: str,
+        converted_at: datetime,
+        *,
+        for_sender: bool = False,
+        facts: Mapping[str, Any] | None = None,
+    ) -> bool:
         """A resend of a rejected message that converts now (the mapping was fixed since): keep ``bundle``, made
         at ``converted_at``, as its version 1 and queue it: ``pending`` for the workers, or ``held`` for the
-        synchronous sender to claim (``for_sender``, sync mode). Returns whether it did (``False``: it is no
-        longer rejected)."""
+        synchronous sender to claim (``for_sender``, sync mode); its index row takes the Bundle's ``facts``.
+        Returns whether it did (``False``: it is no longer rejected)."""
         now = utc_now()
         queue = _queue_values(now)
         if for_sender:
@@ -266,6 +299,8 @@ class Accepting(StoreEngine):
                 .where(messages.c.id == record_id)
                 .values(bundle=bundle, bundle_version=1, converted_at=converted_at, updated_at=now)
             )
+            if facts is not None:
+                update_index_facts(conn, record_id, facts)
         return True
 
     def _find_identity(self, message_id: str, tracking_id: str, digest: str) -> str | None:

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
 from adaptor.itk.wire import utc_now
+from adaptor.store.accepting import update_index_facts
 from adaptor.store.engine import StoreEngine
+from adaptor.store.index import stored_bundle_facts
 from adaptor.store.records import (
     AttemptOutcome,
     Claim,
@@ -28,7 +30,7 @@ from adaptor.store.records import (
     optional_utc,
     optional_without_nul,
 )
-from adaptor.store.schema import messages, nullified_messages, outbox
+from adaptor.store.schema import messages, nullified_messages, operator_actions, outbox
 from adaptor.store.statements import (
     _CLAIM_DUE,
     _CLAIM_FOR_SENDER,
@@ -53,6 +55,9 @@ from adaptor.store.statements import (
 )
 
 log = logging.getLogger("adaptor.store")  # pinned: the JSON log format names it
+
+#: Who a replay is recorded as when the caller does not say.
+UNKNOWN_OPERATOR = "unknown"
 
 
 class Claims(StoreEngine):
@@ -171,6 +176,7 @@ class Claims(StoreEngine):
             if bundle_json is not None and claim.bundle is None:
                 keep = {"b_record_id": claim.record_id, "b_bundle": bundle_json, "b_now": now}
                 conn.execute(_KEEP_BUNDLE, {**keep, "b_converted_at": converted_at or now})
+                update_index_facts(conn, claim.record_id, stored_bundle_facts(bundle_json))  # rare: no hot path
                 version = 1
             attempt = conn.execute(_INSERT_ATTEMPT, _attempt_row(claim, target, now, bundle_version=version))
             attempt_id = attempt.inserted_primary_key
@@ -262,30 +268,40 @@ class Claims(StoreEngine):
 
     # -- operators -------------------------------------------------------------------------------------------
 
-    def replay(self, record_ids: Iterable[str]) -> list[ReplayResult]:
+    def replay(self, record_ids: Iterable[str], *, operator: str = UNKNOWN_OPERATOR) -> list[ReplayResult]:
         """*Redeliver*: queue each record for delivery again, from the start, with the Bundle it has (the same
         bytes as every earlier attempt): attempts reset, the history kept. A message being delivered right now
         (live lease) is left alone, and so is one without a Bundle to send (rejected at acceptance: reconvert
         it), a nullification (it has nothing of its own to send) and a message its sender withdrew before it was
         delivered (one whose withdrawal was made is queued with it: the withdrawal is sent again). Unknown ids are
-        skipped."""
+        skipped. Each replay is recorded in the message's ``operator_actions``, with the ``operator`` who asked for
+        it, in the transaction that queues it."""
         results: list[ReplayResult] = []
         for record_id in record_ids:
             with self._transaction() as conn:
-                result = self._requeue(conn, record_id)
+                result = self._requeue(conn, record_id, operator=operator)
             if result is not None:
                 results.append(result)
         return results
 
-    def replay_reconverted(self, record_id: str, bundle: str, converted_at: datetime) -> ReplayResult | None:
+    def replay_reconverted(
+        self,
+        record_id: str,
+        bundle: str,
+        converted_at: datetime,
+        *,
+        facts: Mapping[str, Any] | None = None,
+        operator: str = UNKNOWN_OPERATOR,
+    ) -> ReplayResult | None:
         """*Reconvert*: keep ``bundle``, converted again from the stored request at ``converted_at``, as the
         record's next Bundle version (1 for a message that had none) and queue it for delivery as :meth:`replay`
         does, in one transaction, which also keeps the Bundle it replaces in ``bundle_versions`` (see
-        :meth:`~adaptor.store.queries.Queries.bundle_versions`). A message being delivered right now is left
-        alone, its Bundle unchanged, and so is a message its sender withdrew (its current Bundle is the withdrawal,
-        or it is never to be delivered) or a nullification. ``None`` for an unknown id."""
+        :meth:`~adaptor.store.queries.Queries.bundle_versions`), gives the index row the new Bundle's ``facts``
+        and records the ``operator``'s action. A message being delivered right now is left alone, its Bundle
+        unchanged, and so is a message its sender withdrew (its current Bundle is the withdrawal, or it is never
+        to be delivered) or a nullification. ``None`` for an unknown id."""
         with self._transaction() as conn:
-            return self._requeue(conn, record_id, bundle, converted_at)
+            return self._requeue(conn, record_id, bundle, converted_at, facts=facts, operator=operator)
 
     def _requeue(
         self,
@@ -293,6 +309,9 @@ class Claims(StoreEngine):
         record_id: str,
         new_bundle: str | None = None,
         converted_at: datetime | None = None,
+        *,
+        facts: Mapping[str, Any] | None = None,
+        operator: str,
     ) -> ReplayResult | None:
         now = utc_now()
         found = conn.execute(
@@ -335,8 +354,17 @@ class Claims(StoreEngine):
                 .where(messages.c.id == record_id)
                 .values(bundle=new_bundle, bundle_version=version, converted_at=converted_at or now, updated_at=now)
             )
+            if facts is not None:
+                update_index_facts(conn, record_id, facts)
         elif not has_bundle:
             version = None  # stored by an adaptor before schema version 2: its first attempt converts it
+        action = "redeliver" if new_bundle is None else "reconvert"
+        detail = f"was {previous.value}" + (f"; Bundle version {version}" if version is not None else "")
+        conn.execute(
+            insert(operator_actions).values(
+                message_record_id=record_id, at=now, operator=operator[:200], action=action, detail=detail
+            )
+        )
         return ReplayResult(record_id, message_id, previous, True, version)
 
 

@@ -58,6 +58,7 @@ from sqlalchemy.engine import Connection
 
 from adaptor.itk.documents import document_keys_of_request
 from adaptor.itk.wire import as_utc, utc_now
+from adaptor.store.schema import version_4_tables
 
 log = logging.getLogger("adaptor.migrations")  # pinned: the JSON log format names it
 
@@ -75,6 +76,8 @@ STORE_TABLES = frozenset(
         "delivery_attempts",
         "rejections",
         "bundle_versions",
+        "message_index",
+        "operator_actions",
         "nullifications",
         "nullified_messages",
     }
@@ -276,6 +279,32 @@ def _step_3(conn: Connection) -> None:
     versions.create(conn)
 
 
+def _step_4(conn: Connection) -> None:
+    """Search and operators' actions: the ``message_index`` table (what operators search by: the patient, the
+    disposition, the parties, the document's time, the conversion's warnings) and ``operator_actions`` (who
+    replayed a message, when, how), made by :func:`adaptor.store.schema.version_4_tables`; and an index of the
+    outbox's states by record (``ix_outbox_state_of``), from which a search counts what it finds by state.
+
+    Every stored message gets its index row here, with only what can be copied without reading its Bundle: the
+    MessageID, trackingid and record id (``indexed`` = 0). Reading every stored Bundle would hold the upgrade's
+    transaction (and so every replica) for as long as that takes on a big database, so ``nhs111 db reindex``
+    fills the rest afterwards, in batches, while the adaptor runs; until it has, those messages are found by
+    their identifiers only.
+    """
+    tables = MetaData()
+    Table("messages", tables, Column("id", String(36), primary_key=True))  # what the foreign keys refer to
+    for table in version_4_tables(tables):
+        table.create(conn)
+    outbox = Table("outbox", tables, Column("record_id", String(36)), Column("state", String(16)))
+    Index("ix_outbox_state_of", outbox.c.record_id, outbox.c.state).create(conn)
+    conn.execute(
+        text(
+            "INSERT INTO message_index (record_id, received_at, indexed, message_key, tracking_key, record_key) "
+            "SELECT id, received_at, 0, lower(message_id), lower(tracking_id), lower(id) FROM messages"
+        )
+    )
+
+
 #: How many stored requests step 5 reads at a time to find their document identifiers.
 BACKFILL_BATCH = 200
 
@@ -352,12 +381,12 @@ def _step_5(conn: Connection) -> None:
         log.info("schema: document identifiers read for %d of %d stored messages", found, len(ids))
 
 
-#: Every step, in order; the last one's version is the version this adaptor reads and writes. (Version 4 is
-#: another branch's step, merged separately: step 5 assumes nothing of it.)
+#: Every step, in order; the last one's version is the version this adaptor reads and writes.
 STEPS: tuple[Step, ...] = (
     Step(1, "the message store: messages, outbox, delivery_attempts, rejections", _step_1),
     Step(2, "Bundles converted at acceptance, in versions: messages.bundle_version, converted_at", _step_2),
     Step(3, "superseded Bundle versions kept: bundle_versions", _step_3),
+    Step(4, "search index and operators' actions: message_index, operator_actions", _step_4),
     Step(5, "nullification: messages.document_*, nullifications, nullified_messages", _step_5),
 )
 

@@ -3,6 +3,7 @@ the few value rules every store module applies (times in UTC, no NUL characters)
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -105,6 +106,34 @@ class Nullified:
 
 
 @dataclass(frozen=True)
+class IndexEntry:
+    """What the search index holds of a message (its ``message_index`` row): the patient, the disposition, the
+    receiving service, the document's time and the conversion's warnings. Patient data: never logged."""
+
+    nhs_number: str | None = None
+    patient_name: str | None = None
+    birth_date: str | None = None
+    postcode: str | None = None
+    disposition_code: str | None = None
+    disposition: str | None = None
+    receiving_service: str | None = None
+    effective_at: datetime | None = None
+    warnings: tuple[str, ...] = ()
+    #: Whether it was filled from the Bundle (False: only the identifiers, until ``nhs111 db reindex``).
+    complete: bool = True
+
+
+@dataclass(frozen=True)
+class OperatorAction:
+    """Something an operator did to a message (a replay), with who and when."""
+
+    at: datetime
+    operator: str
+    action: str  # "redeliver" or "reconvert"
+    detail: str
+
+
+@dataclass(frozen=True)
 class StoredMessage:
     """One message with its delivery state. ``raw`` and ``bundle`` are ``None`` in listings (not loaded)."""
 
@@ -138,6 +167,8 @@ class StoredMessage:
     document_version: int | None = None
     #: Set when its sender withdrew it (also in listings).
     nullified: Nullified | None = None
+    #: Its search index row; None when it has none (stored by an earlier release and not reindexed yet).
+    index: IndexEntry | None = None
 
 
 @dataclass(frozen=True)
@@ -197,14 +228,34 @@ class Rejection:
 class MessageQuery:
     """Which messages a listing or count selects; every field narrows it, and the empty query selects all.
 
-    ``search`` matches a MessageID, a trackingid or a record id exactly (as given, or upper or lower case, so
-    that the indexes are used), or the ODS code of a recipient or of the sender (any case).
+    ``search`` is what an operator types in one box: an NHS number (ten digits, spaces allowed) finds the
+    patient's messages; anything else matches the beginning of a MessageID, trackingid or record id (any case),
+    or, when it looks like one, the ODS code of the sender or an ODS code or DoS id of a recipient. The other
+    fields are the search form's (and ``nhs111 messages list``'s): ``name`` is the beginning of the patient's
+    family or first given name, any case and accents ignored (two words: given and family name);
+    ``disposition`` a Dx code (``Dx05``) or words of its text; ``interaction`` the interaction id with or
+    without its ``urn:nhs-itk:interaction:`` prefix; ``recipient`` an ODS code or DoS id.
     """
 
     statuses: Sequence[Status] = ()
     since: datetime | None = None  # received at or after
+    until: datetime | None = None  # received before
     tracking_id: str | None = None
     search: str | None = None
+    nhs_number: str | None = None
+    name: str | None = None
+    birth_date: str | None = None  # YYYY-MM-DD
+    postcode: str | None = None  # or its beginning
+    sender: str | None = None  # ODS code
+    recipient: str | None = None
+    interaction: str | None = None
+    disposition: str | None = None
+    with_warnings: bool = False
+    record_prefix: str | None = None  # the beginning of the record id
+
+    def without_statuses(self) -> MessageQuery:
+        """The same search in every state (what the state tabs count)."""
+        return dataclasses.replace(self, statuses=())
 
 
 @dataclass(frozen=True)

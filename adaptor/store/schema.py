@@ -78,6 +78,9 @@ outbox = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 Index("ix_outbox_due", outbox.c.state, outbox.c.next_attempt_at)
+# Added by schema version 4: a search finds a message's state from this index alone (the record's outbox row is not
+# read), which is most of the time of counting what a search finds by state.
+Index("ix_outbox_state_of", outbox.c.record_id, outbox.c.state)
 
 delivery_attempts = Table(
     "delivery_attempts",
@@ -154,3 +157,80 @@ rejections = Table(
     Column("sender_ods", Text, nullable=True),
 )
 Index("ix_rejections_rejected_at", rejections.c.rejected_at)
+
+
+def version_4_tables(tables: MetaData) -> tuple[Table, Table]:
+    """The two tables schema version 4 added, made in ``tables``: ``message_index`` and ``operator_actions``.
+
+    A function, because migration step 4 makes them with it: while no later step changes them, the store's tables
+    and the step's are one definition. A step that changes either table must first give step 4 a frozen copy of
+    this function (as :func:`adaptor.store.migrations.version_1_tables` is), since an applied step never changes.
+
+    ``message_index``: what operators search by, one row per message.
+
+    Filled from the converted Bundle when a message is stored (and, for messages stored before, by
+    ``nhs111 db reindex``; step 4 itself fills only the envelope's identifiers). The search keys are kept folded
+    (lower-case; NHS numbers and postcodes without spaces) so that every search is an index lookup or an index
+    range: a prefix is a range on SQLite (binary comparison) and ``LIKE 'prefix%'`` on PostgreSQL, whose
+    ``text_pattern_ops`` indexes serve it whatever the database's collation.
+    """
+    index = Table(
+        "message_index",
+        tables,
+        Column("record_id", String(36), ForeignKey("messages.id"), primary_key=True),
+        Column("received_at", DateTime(timezone=True), nullable=False),  # messages.received_at, for the ranges
+        # Which version of the extractor filled the row (:data:`adaptor.store.index.INDEX_VERSION`); 0: only the
+        # envelope's identifiers (step 4 on a message stored before it): ``nhs111 db reindex`` fills the rest.
+        Column("indexed", Integer, nullable=False),
+        Column("message_key", Text, nullable=False),  # MessageID, lower-case
+        Column("tracking_key", Text, nullable=False),  # trackingid, lower-case
+        Column("record_key", String(36), nullable=False),  # record id, lower-case (prefix searches)
+        Column("sender_ods", Text, nullable=True),  # upper-case
+        Column("recipients", Text, nullable=True),  # " ODS1 ODS2 DOS1 ": upper-case, space-separated and -framed
+        Column("nhs_number", String(16), nullable=True),  # digits only
+        Column("family_key", Text, nullable=True),  # folded family name
+        Column("given_key", Text, nullable=True),  # folded first given name
+        Column("patient_name", Text, nullable=True),  # as shown: "Margaret Ada TESTWELL"
+        Column("birth_date", String(10), nullable=True),  # YYYY-MM-DD (or YYYY-MM, YYYY as given)
+        Column("postcode", String(16), nullable=True),  # upper-case, no spaces
+        Column("disposition_code", String(32), nullable=True),  # upper-case, e.g. DX05
+        Column("disposition", Text, nullable=True),  # the code's display text
+        Column("receiving_service", Text, nullable=True),
+        Column("effective_at", DateTime(timezone=True), nullable=True),  # the document's effective time, UTC
+        Column("warnings", Text, nullable=True),  # JSON array of the conversion's warnings; NULL: none
+    )
+    # The prefix searches' indexes. The patient's also hold the received time and the record id, so that a search
+    # counts and orders what it finds from the index alone, without reading the rows (a name prefix may match
+    # thousands).
+    for name, column, extra in (
+        ("ix_message_index_message", "message_key", ()),
+        ("ix_message_index_tracking", "tracking_key", ()),
+        ("ix_message_index_record", "record_key", ()),
+        ("ix_message_index_family", "family_key", ("received_at", "record_id")),
+        ("ix_message_index_given", "given_key", ("received_at", "record_id")),
+        ("ix_message_index_postcode", "postcode", ()),
+    ):
+        columns = [index.c[column], *(index.c[c] for c in extra)]
+        Index(name, *columns, postgresql_ops={column: "text_pattern_ops"})
+    Index("ix_message_index_nhs_number", index.c.nhs_number, index.c.received_at, index.c.record_id)
+    Index("ix_message_index_received_at", index.c.received_at, index.c.record_id)
+    Index("ix_message_index_birth_date", index.c.birth_date)
+    Index("ix_message_index_sender", index.c.sender_ods)
+    Index("ix_message_index_disposition", index.c.disposition_code)
+    actions = Table(
+        "operator_actions",
+        tables,
+        # One row per operator's action on a message (a replay: redeliver or reconvert), written in the
+        # transaction that acts: who, when, what, and what came of it.
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("message_record_id", String(36), ForeignKey("messages.id"), nullable=False),
+        Column("at", DateTime(timezone=True), nullable=False),  # UTC
+        Column("operator", Text, nullable=False),  # the console user, "token", or "<os user> (nhs111 replay)"
+        Column("action", String(32), nullable=False),  # "redeliver" or "reconvert"
+        Column("detail", Text, nullable=False),  # e.g. "was dead_letter; Bundle version 2"
+    )
+    Index("ix_operator_actions_record", actions.c.message_record_id)
+    return index, actions
+
+
+message_index, operator_actions = version_4_tables(metadata)

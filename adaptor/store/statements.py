@@ -30,10 +30,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.elements import BindParameter
 
+from adaptor.store.index import BUNDLE_COLUMNS
 from adaptor.store.records import AttemptOutcome, Status
 from adaptor.store.schema import (
     bundle_versions,
     delivery_attempts,
+    message_index,
     messages,
     nullifications,
     nullified_messages,
@@ -61,6 +63,7 @@ _OUTBOX_COLUMNS = [
 _WITH_OUTBOX = messages.join(outbox, outbox.c.record_id == messages.c.id)
 _INSERT_MESSAGE = insert(messages)
 _INSERT_OUTBOX = insert(outbox)
+_INSERT_INDEX = insert(message_index)
 
 #: The nullification's own message, beside the message it withdrew.
 _NULLIFYING = messages.alias("nullifying")
@@ -396,3 +399,12 @@ def _queue_values(now: datetime) -> dict[str, Any]:
         "synchronous": 0,
         "updated_at": now,
     }
+
+
+#: A message's new Bundle: its index row takes the Bundle's facts (:data:`adaptor.store.index.BUNDLE_COLUMNS`, each
+#: bound as ``b_<column>``). Parameter: b_record_id.
+_SET_INDEX_FACTS = (
+    update(message_index)
+    .where(message_index.c.record_id == bindparam("b_record_id", type_=String(36)))
+    .values(**{column: bindparam(f"b_{column}", type_=message_index.c[column].type) for column in BUNDLE_COLUMNS})
+)
