@@ -418,6 +418,13 @@ def test_the_console_and_the_cli_show_who_withdrew_what_when_and_why(receiver: C
     assert message_id(first) in listing and message_id(withdrawing) not in listing
     listing = receiver.client.get("/console/messages?status=unmatched", headers=headers).text
     assert message_id(unmatched) in listing and "Nullification unmatched" in listing
+    detail = receiver.client.get(f"/console/api/messages/{stored.id}", headers=headers).json
+    assert detail["state"] == "nullified" and detail["nullified"]["reason"] == REASON[1]
+    assert detail["nullified"]["author"] == AUTHOR and detail["nullified"]["reason_code"] == "02"
+    assert detail["nullified"]["nullification_record_id"] == nullifying.id
+    assert detail["nullified"]["withdrawal_bundle_version"] == 2
+    found = receiver.client.get("/console/api/messages?status=nullified", headers=headers).json
+    assert [m["message_id"] for m in found["messages"]] == [message_id(first)]
 
     env = {"PEM111_DATABASE_URL": receiver.settings.database_url, "PEM111_DATA_DIR": receiver.settings.data_dir}
     shown = CliRunner().invoke(messages_command, ["show", stored.id], env=env)

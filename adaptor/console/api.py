@@ -30,6 +30,7 @@ from adaptor.console.openapi import (
     SearchPage,
     SelectionReplayRequest,
     SelectionReplayResult,
+    Withdrawal,
     openapi_document,
 )
 from adaptor.console.replay import replay_records
@@ -96,7 +97,24 @@ def summary(record: StoredMessage) -> dict[str, Any]:
         "receiving_service": index.receiving_service if index else None,
         "effective_at": index.effective_at if index else None,
         "warnings": list(index.warnings) if index else [],
+        "nullified": _withdrawal(record),
     }
+
+
+def _withdrawal(record: StoredMessage) -> Withdrawal | None:
+    if record.nullified is None:
+        return None
+    by = record.nullified.nullification
+    return Withdrawal(
+        reason=by.reason,
+        reason_code=by.reason_code,
+        author=by.author,
+        withdrawn_at=by.effective_at,
+        applied_at=record.nullified.nullified_at,
+        nullification_record_id=by.record_id,
+        nullification_message_id=by.message_id,
+        withdrawal_bundle_version=record.nullified.withdrawal_version,
+    )
 
 
 def _outcome(result: ReplayResult) -> ReplayOutcome:

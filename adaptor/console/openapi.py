@@ -38,6 +38,21 @@ class Patient(_Model):
     postcode: str | None
 
 
+class Withdrawal(_Model):
+    """How the message's sender withdrew it (a nullification: docs/README, "Nullification")."""
+
+    reason: str = Field(description="The sender's reason, as text (else its display name, else its code)")
+    reason_code: str | None
+    author: str | None = Field(description="Who withdrew it, as the nullification names them")
+    withdrawn_at: datetime = Field(description="The nullification's effective time")
+    applied_at: datetime = Field(description="When this adaptor applied it")
+    nullification_record_id: str
+    nullification_message_id: str
+    withdrawal_bundle_version: int | None = Field(
+        description="The Bundle version that withdraws it at the receiving system; null: nothing of it was delivered"
+    )
+
+
 class MessageSummary(_Model):
     """A stored message as a search lists it."""
 
@@ -58,6 +73,7 @@ class MessageSummary(_Model):
     receiving_service: str | None
     effective_at: datetime | None = Field(description="The clinical document's effective time")
     warnings: list[str] = Field(description="What validation and conversion warned about")
+    nullified: Withdrawal | None = Field(description="Set when its sender withdrew it, in any state")
 
 
 class SearchPage(_Model):
