@@ -58,31 +58,9 @@ def update_index_facts(conn: Connection, record_id: str, facts: Mapping[str, Any
 class Accepting(StoreEngine):
     """Storing what the request path accepts (see :class:`~adaptor.store.MessageStore`)."""
 
-    def accept(
-        self,
-        message: ItkMessage,
-        raw: bytes,
-        bundle: str | None = None,
-        *,
-        converted_at: datetime | None = None,
-        record_id: str | None = None,
-        claim_for: str | None = None,
-        lease_seconds: float = 0,
-        document: DocumentKeys | None = None,
-        facts: Mapping[str, Any] | None = None,
-    ) -> tuple[str, bool]:
-        """:meth:`accept_message`, returning ``(record_id, is_new)``."""
-        accepted = self.accept_message(
-            message,
-            raw,
-            bundle,
-            converted_at=converted_at,
-            record_id=record_id,
-            claim_for=claim_for,
-            lease_seconds=lease_seconds,
-            document=document,
-            facts=facts,
-        )
+    def accept(self, message: ItkMessage, raw: bytes, bundle: str | None = None, **options: Any) -> tuple[str, bool]:
+        """:meth:`accept_message` (the same arguments), returning ``(record_id, is_new)``."""
+        accepted = self.accept_message(message, raw, bundle, **options)
         return accepted.record_id, accepted.is_new
 
     def accept_message(
