@@ -35,6 +35,8 @@ from lxml import etree
 from server_fixture import free_port, nhs111_command
 from unavailable import unavailable
 
+from adaptor.itk.wire import NULLIFICATION_INTERACTIONS
+
 pytestmark = pytest.mark.image
 
 TAG = "nhs111-adaptor:test"
@@ -139,10 +141,21 @@ def send(container: Container, *paths: Path) -> subprocess.CompletedProcess[str]
     return subprocess.run(command, capture_output=True, text=True, timeout=300)
 
 
+def _is_nullification(path: Path) -> bool:
+    return any(name.encode() in path.read_bytes() for name in NULLIFICATION_INTERACTIONS)
+
+
 def sample_files() -> list[Path]:
-    files = sorted(SAMPLES.glob("*.xml"))
+    """The samples that are referrals or copies: one Bundle delivered each. A nullification sample withdraws one
+    of them, and what that does depends on whether the original was delivered yet: it is sent on its own, after
+    them (:func:`nullification_files`)."""
+    files = sorted(path for path in SAMPLES.glob("*.xml") if not _is_nullification(path))
     assert files, "samples/ holds no requests"
     return files
+
+
+def nullification_files() -> list[Path]:
+    return sorted(path for path in SAMPLES.glob("*.xml") if _is_nullification(path))
 
 
 def schema_invalid_request(folder: Path) -> Path:
@@ -209,13 +222,20 @@ def test_folder_target(docker: Any, image: str, tmp_path: Path) -> None:
         for path in outbox.glob("*.json"):
             assert json.loads(path.read_bytes())["resourceType"] == "Bundle"
 
+        # The nullification sample withdraws a delivered referral: its file is replaced by the withdrawal.
+        withdrawing = nullification_files()
+        assert send(container, *withdrawing).stdout.count("OK") == len(withdrawing)
+        withdrawn = lambda: sum(b"entered-in-error" in p.read_bytes() for p in outbox.glob("*.json"))  # noqa: E731
+        wait_for(lambda: withdrawn() == len(withdrawing), f"{len(withdrawing)} withdrawal(s) in {outbox}")
+        assert len(list(outbox.glob("*.json"))) == len(files)
+
         refused = send(container, schema_invalid_request(tmp_path))
         assert refused.returncode == 1 and "FAULT" in refused.stdout, refused.stdout + refused.stderr
         assert "schema validation failed" in refused.stdout
 
         metrics = requests.get(f"{container.base_url}/metrics", timeout=10)
         assert metrics.status_code == 200
-        assert f"nhs111_messages_accepted_total {float(len(files))}" in metrics.text
+        assert f"nhs111_messages_accepted_total {float(len(files) + len(withdrawing))}" in metrics.text
         assert 'rule="D4"' in metrics.text
         assert requests.get(f"{container.base_url}/healthz", timeout=10).status_code == 200
 
