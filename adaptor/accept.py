@@ -190,24 +190,37 @@ class ReceiverService:
         )
         return True
 
+    def _store(
+        self,
+        message: ItkMessage,
+        raw: bytes,
+        record_id: str,
+        conversion: _Conversion,
+        document: DocumentKeys,
+        **claim: Any,
+    ) -> Accepted:
+        """Store ``message`` with its Bundle (``claim``: a synchronous sender's ``claim_for`` and ``lease_seconds``),
+        or as rejected when it has none (which raises its fault for a new message). Raises :class:`StoreError`."""
+        if conversion.bundle is None:
+            return Accepted(self._store_rejected(message, raw, record_id, conversion, document), False)
+        return self.store.accept_message(
+            message,
+            raw,
+            conversion.bundle,
+            converted_at=conversion.converted_at,
+            record_id=record_id,
+            document=document,
+            facts=conversion.facts,
+            **claim,
+        )
+
     # -- async -----------------------------------------------------------------------------------------------
 
     def _accept_async(
         self, message: ItkMessage, raw: bytes, record_id: str, conversion: _Conversion, document: DocumentKeys
     ) -> None:
         try:
-            if conversion.bundle is None:
-                accepted = Accepted(self._store_rejected(message, raw, record_id, conversion, document), False)
-            else:
-                accepted = self.store.accept_message(
-                    message,
-                    raw,
-                    conversion.bundle,
-                    converted_at=conversion.converted_at,
-                    record_id=record_id,
-                    document=document,
-                    facts=conversion.facts,
-                )
+            accepted = self._store(message, raw, record_id, conversion, document)
             stored_id, is_new = accepted.record_id, accepted.is_new
             if not is_new and self._resend_of_rejected(message, stored_id, conversion):
                 self.metrics.resend_received()
@@ -250,20 +263,7 @@ class ReceiverService:
         owner = f"{self._owner_prefix}/sync-{threading.get_ident()}"
         lease = self.settings.delivery_lease_seconds
         try:
-            if conversion.bundle is None:
-                accepted = Accepted(self._store_rejected(message, raw, record_id, conversion, document), False)
-            else:
-                accepted = self.store.accept_message(
-                    message,
-                    raw,
-                    conversion.bundle,
-                    converted_at=conversion.converted_at,
-                    record_id=record_id,
-                    claim_for=owner,
-                    lease_seconds=lease,
-                    document=document,
-                    facts=conversion.facts,
-                )
+            accepted = self._store(message, raw, record_id, conversion, document, claim_for=owner, lease_seconds=lease)
             stored_id, is_new = accepted.record_id, accepted.is_new
             if is_new and accepted.nullified_by is not None:
                 claim: Claim | Status = Status.NULLIFIED

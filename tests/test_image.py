@@ -35,7 +35,7 @@ from lxml import etree
 from server_fixture import free_port, nhs111_command
 from unavailable import unavailable
 
-from adaptor.itk.wire import NULLIFICATION_INTERACTIONS
+from adaptor.samples.catalogue import NULLIFICATIONS
 
 pytestmark = pytest.mark.image
 
@@ -141,21 +141,23 @@ def send(container: Container, *paths: Path) -> subprocess.CompletedProcess[str]
     return subprocess.run(command, capture_output=True, text=True, timeout=300)
 
 
-def _is_nullification(path: Path) -> bool:
-    return any(name.encode() in path.read_bytes() for name in NULLIFICATION_INTERACTIONS)
+#: The sample files that are nullifications (the catalogue that writes samples/ names them).
+NULLIFICATION_FILES = frozenset(n.file_name for n in NULLIFICATIONS)
 
 
 def sample_files() -> list[Path]:
     """The samples that are referrals or copies: one Bundle delivered each. A nullification sample withdraws one
     of them, and what that does depends on whether the original was delivered yet: it is sent on its own, after
     them (:func:`nullification_files`)."""
-    files = sorted(path for path in SAMPLES.glob("*.xml") if not _is_nullification(path))
+    files = sorted(path for path in SAMPLES.glob("*.xml") if path.name not in NULLIFICATION_FILES)
     assert files, "samples/ holds no requests"
     return files
 
 
 def nullification_files() -> list[Path]:
-    return sorted(path for path in SAMPLES.glob("*.xml") if _is_nullification(path))
+    files = sorted(SAMPLES / name for name in NULLIFICATION_FILES)
+    assert all(path.is_file() for path in files), f"samples/ lacks one of {sorted(NULLIFICATION_FILES)}"
+    return files
 
 
 def schema_invalid_request(folder: Path) -> Path:
