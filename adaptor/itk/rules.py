@@ -595,18 +595,19 @@ def _read_pathways(document: etree._Element, settings: Settings) -> tuple[Pathwa
     if text is None:
         return None, None  # no attachment: nothing to deliver, nothing wrong
     data = questionnaire.attachment_bytes(text)
+    if data is None:
+        return None, _UNDECODABLE
     try:
-        if data is not None:
-            check_attachment(data, parse=False)
-        case = questionnaire.parse_case(data) if data is not None else None
-        if case is None and data is not None:
+        check_attachment(data, parse=False)  # its size, before parsing it
+        case = questionnaire.parse_case(data)
+        if case is None:
             check_attachment(data)  # which limit it passes, if it passes one
     except PayloadLimitError as exc:
         return None, f"Pathways attachment refused: {exc}; {_WITHOUT_PATHWAYS}"
     except PayloadError:
         case = None
     if case is None:
-        return None, f"Pathways attachment could not be decoded; {_WITHOUT_PATHWAYS}"
+        return None, _UNDECODABLE
     errors = schema.errors(case)
     if errors:
         log.debug("D6 Pathways messages: %s", errors)
@@ -616,6 +617,7 @@ def _read_pathways(document: etree._Element, settings: Settings) -> tuple[Pathwa
 
 
 _WITHOUT_PATHWAYS = "delivered without Pathways data"
+_UNDECODABLE = f"Pathways attachment could not be decoded; {_WITHOUT_PATHWAYS}"
 
 
 # == the whole request =======================================================================================
